@@ -1,0 +1,37 @@
+"""Benchmarks, one subcommand per part; each prints one JSON object.
+
+  python launch/benchmark.py losses   # contrastive/supervised losses vs loop references
+  python launch/benchmark.py augment  # on-device perturbation vs per-sample PIL round trip
+  python launch/benchmark.py data     # images/s of each input stream
+  python launch/benchmark.py step     # full semi / supervised train step vs Hugging Face
+  python launch/benchmark.py eval     # evaluation throughput
+
+`python launch/benchmark.py PART --help` lists each part's options.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+
+PARTS = ("losses", "augment", "data", "step", "eval")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=PARTS)
+    args, rest = parser.parse_known_args(argv)
+    # Each part lives in mofgseg_jax/bench/<part>.py with `run(argv) -> dict`.
+    module = importlib.import_module(f"mofgseg_jax.bench.{args.part}")
+    from mofgseg_jax.bench.common import device_info, peak_memory_bytes
+
+    result = {"benchmark": args.part, **device_info(), **module.run(rest), **peak_memory_bytes()}
+    print(json.dumps(result, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
