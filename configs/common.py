@@ -1,0 +1,145 @@
+"""The shared base of every config: one place that names every knob of DESIGN.md with its default.
+
+Dataset configs (`uavseg.py`, `demo.py`, ...) call `base_config(...)` and then set what differs;
+`apply_variant(config, arg)` turns the `:semi` / `:sup` / ablation / `:smoke` argument into settings.
+Imports only ml_collections, so configs stay cheap to load.
+"""
+
+import ml_collections
+
+VARIANTS = ("semi", "sup", "no_contrast", "no_boundary", "published_teacher_bn", "smoke")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.dtype = "float32"  # compute dtype of the networks: 'float32' or 'bfloat16' (params stay f32)
+
+    config.model = ml_collections.ConfigDict()
+    config.model.backbone = "b0"  # MiT preset b0..b5
+    config.model.num_classes = 0  # set by the dataset config
+    config.model.pretrained = ""  # folder written by launch/convert_weights.py; used only on a fresh start
+    config.model.reinit_classifier = False  # allow a pretrained head with another class count
+    config.model.embed_dim = 0  # decoder width; 0 = preset default (256 for b0/b1, 768 otherwise)
+    config.model.rep_dim = 512  # representation head width for the contrastive loss
+    config.model.rep_at_stride4 = False  # keep rep at stride 4 (memory saver for the contrastive loss)
+    config.model.drop_path_rate = 0.1
+    config.model.dropout_rate = 0.1
+    config.model.depths = ()  # () = preset; a tuple overrides (tiny models for tests/demo)
+    config.model.dims = ()  # () = preset
+    config.model.block_ln_eps = 1e-6  # eps of the released mit_b*.pth block/stage norms
+    config.model.embed_ln_eps = 1e-5  # eps of patch-embedding and spatial-reduction norms
+    config.model.bn_momentum = 0.9  # flax convention (= 1 - PyTorch momentum 0.1)
+    config.model.bn_eps = 1e-5
+    config.model.remat = False  # rematerialise transformer blocks (saves memory on big backbones)
+    config.model.dtype = config.get_ref("dtype")
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = ""  # a data_specs/<name>.json entry, or 'custom'
+    config.data.root = ""  # raw dataset folder (published layout)
+    config.data.split = "1_8"  # labelled fraction: folder of labeled.txt/unlabeled.txt
+    config.data.split_dir = ""  # default: <root>/splits/<split>; val.txt is read from its parent
+    config.data.source = "folder"  # 'folder' (read files directly) or 'tfds' (built array_record)
+    config.data.tfds_dir = ""
+    config.data.crop_size = 513
+    config.data.batch_size_labeled = 8  # GLOBAL batch (published: 2 per GPU x 4 GPUs)
+    config.data.batch_size_unlabeled = 8  # GLOBAL batch
+    config.data.eval_batch_size = 1
+    config.data.eval_pad_size = 1024  # validation images are padded to this square (one compile)
+    config.data.scale_range = (0.5, 2.0)  # host-side random long-side resize
+    config.data.num_workers = 0  # grain worker processes (0 = in-process)
+    config.data.use_edge_maps = False  # read precomputed edge maps instead of deriving them
+    config.data.edge_dir = ""
+    config.data.ignore_index = 255
+    config.data.class_names = ()  # custom datasets: optional names
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.supervised_weight = 1.0
+    config.loss.unsupervised_weight = 1.0
+    config.loss.contrastive_weight = 1.0
+    config.loss.boundary_weight = 1.0
+    config.loss.ohem = False  # OHEM variant of the supervised loss
+    config.loss.ohem_thresh = 0.7
+    config.loss.ohem_min_kept = 100000
+    config.loss.strong_threshold = 0.97  # confident pseudo-label / hard-anchor threshold
+    config.loss.weak_threshold = 0.7  # unlabelled pixels valid for the contrastive loss
+    config.loss.num_queries = 256  # anchors per class
+    config.loss.num_negatives = 512  # negatives per anchor
+    config.loss.temperature = 0.5
+    config.loss.negative_weight = 2.0
+    config.loss.edge_connectivity = 8  # 4 or 8 neighbours define a class boundary
+    config.loss.edge_width = 1
+
+    config.augment = ml_collections.ConfigDict()  # on-device perturbation of the unlabelled view
+    config.augment.mix_mode = "cutout"  # 'cutout' | 'cutmix' | 'classmix' | 'none'
+    config.augment.scale_range = (0.5, 2.0)
+    config.augment.jitter_prob = 0.8
+    config.augment.brightness = (0.75, 1.25)
+    config.augment.contrast = (0.75, 1.25)
+    config.augment.saturation = (0.75, 1.25)
+    config.augment.hue = (-0.25, 0.25)
+    config.augment.blur_prob = 0.5
+    config.augment.blur_sigma = (0.15, 1.15)
+    config.augment.flip_prob = 0.5
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.lr = 0.005  # backbone lr
+    config.optim.lr_multi = 1.0  # decoder lr = lr * lr_multi
+    config.optim.momentum = 0.9
+    config.optim.weight_decay = 1e-4  # coupled (added to the gradient), as torch.optim.SGD
+    config.optim.power = 0.9  # poly schedule exponent
+    config.optim.accumulate_steps = 1  # micro-steps per optimiser update (optax.MultiSteps)
+
+    config.ema = ml_collections.ConfigDict()
+    config.ema.decay = 0.99  # cap of min(1 - 1/(t+1), decay)
+    config.ema.batch_stats = True  # False = published behaviour (teacher BN stats never updated)
+
+    config.train = ml_collections.ConfigDict()
+    config.train.mode = "semi"  # 'semi' or 'sup'
+    config.train.num_epochs = 240  # one epoch = one pass over the unlabelled split
+    config.train.num_steps = 0  # > 0 overrides num_epochs
+    config.train.log_every = 20
+    config.train.eval_every = 0  # steps; 0 = once per epoch
+    config.train.checkpoint_every = 0  # steps; 0 = at every evaluation
+    config.train.keep_checkpoints = 2  # latest N kept, plus the best by mIoU
+    config.train.num_predictions_logged = 4  # colourised predictions written to TensorBoard
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.mode = "sliding_window"  # 'original' | 'center_crop' | 'sliding_window'
+    config.eval.window_stride_ratio = 2 / 3  # sliding-window stride as a fraction of crop_size
+
+    config.parallel = ml_collections.ConfigDict()
+    config.parallel.mode = "shard_map"  # 'shard_map' (default) or 'pmap'
+    return config
+
+
+def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """Applies `arg` = comma-separated variant names (e.g. 'sup' or 'semi,smoke')."""
+    for name in (arg or "semi").split(","):
+        if name not in VARIANTS:
+            raise ValueError(f"unknown config variant {name!r}; choose from {', '.join(VARIANTS)}")
+        if name == "sup":
+            config.train.mode = "sup"
+        elif name == "no_contrast":
+            config.loss.contrastive_weight = 0.0
+        elif name == "no_boundary":
+            config.loss.boundary_weight = 0.0
+        elif name == "published_teacher_bn":
+            config.ema.batch_stats = False
+        elif name == "smoke":
+            # Seconds on a CPU: a tiny backbone, tiny crops, a handful of steps.
+            config.model.depths = (1, 1, 1, 1)
+            config.model.dims = (16, 32, 64, 128)
+            config.model.embed_dim = 64
+            config.model.rep_dim = 32
+            config.data.crop_size = 64
+            config.data.batch_size_labeled = 2
+            config.data.batch_size_unlabeled = 2
+            config.data.eval_pad_size = 128
+            config.loss.num_queries = 16
+            config.loss.num_negatives = 32
+            config.train.num_steps = 4
+            config.train.log_every = 2
+            config.train.eval_every = 4
+            config.eval.mode = "original"
+    return config
