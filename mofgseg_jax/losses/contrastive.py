@@ -1,0 +1,146 @@
+"""Weighted regional pixel contrastive loss (ReCo with up-weighted negatives), fixed-shape.
+
+DESIGN.md §3 step 6. Same sampling distribution as the published loop code
+(ReCo `compute_reco_loss` + MOFGSeg's negative weight), written without data-dependent shapes:
+
+* one stable sort groups the pixels by class, hard anchors first inside each class, so "a uniform
+  valid (or hard) pixel of class c" is `order[start[c] + randint(count[c])]` — no boolean indexing;
+* negative classes come from inverse-CDF sampling of softmax(cos(proto_c, proto_k) / temp) over the
+  other present classes;
+* the per-class logits are computed class by class under `lax.map` (with `jax.checkpoint`, so the
+  backward pass regathers the negatives instead of storing them), as a gather-multiply-reduce that
+  XLA fuses: the `[num_queries, num_negatives, D]` block of negatives is never stored for all
+  classes at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+_EPS = 1e-8  # torch.nn.functional.cosine_similarity's eps
+
+
+def _inv_norm(x: jax.Array, eps: float) -> jax.Array:
+    """1 / max(||x||, eps) over the last axis, float32, with a finite gradient at x = 0."""
+    sq = jnp.sum(jnp.square(x.astype(jnp.float32)), axis=-1)
+    return jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
+
+
+def weighted_contrastive_loss(key: jax.Array, rep: jax.Array, labels: jax.Array, probs: jax.Array,
+                              *, num_classes: int, strong_threshold: float = 0.97,
+                              num_queries: int = 256, num_negatives: int = 512,
+                              temperature: float = 0.5, negative_weight: float = 2.0,
+                              ignore_index: int = 255, eps: float = _EPS
+                              ) -> tuple[jax.Array, dict[str, Any]]:
+    """Weighted ReCo loss over the valid pixels of a batch.
+
+    For each class c present among the valid pixels: prototype = mean raw representation of its
+    valid pixels; hard anchors = its valid pixels with `probs[..., c] < strong_threshold`;
+    `num_queries` anchors drawn with replacement from them; for each anchor `num_negatives` keys,
+    each from a negative class k drawn with probability softmax_k(cos(proto_c, proto_k) / T) over
+    the other present classes, then a uniform valid pixel of k. Logits =
+    `[cos(a, proto_c) | negative_weight * cos(a, neg)] / T`, cross-entropy with target 0, mean over
+    anchors. Loss = sum over classes with hard anchors / number of present classes; 0 when fewer
+    than two classes are present. Keys (prototype included) carry no gradient: the gradient reaches
+    `rep` through the anchors only.
+
+    Memory (P = N*H*W pixels, K classes, Q queries, M negatives): besides `rep` itself and its
+    gradient (P*D), O(P*K) for the class masks/one-hot prototype matmul, O(K*Q*M) int32 sampled
+    indices, O(K*Q*D) anchors, and one class's `Q*M*D` negative block at most (the `lax.map` keeps a
+    single class live; XLA usually fuses the gather into the reduction so even that is not stored).
+    Never P*K*M or K*Q*M*D at once. To use fewer pixels, pass the stride-4 representation (with
+    labels/probs at the same resolution).
+
+    Args:
+      key: PRNG key.
+      rep: `[N, H, W, D]` representation (any float dtype; math in float32).
+      labels: `[N, H, W]` int class ids; `ignore_index` (or ids outside [0, num_classes)) = not valid.
+      probs: `[N, H, W, K]` student softmax probabilities at the resolution of `rep`.
+      num_classes: K (static).
+      strong_threshold: anchors are pixels whose own-class probability is below this.
+      num_queries: anchors per class (Q). num_negatives: negatives per anchor (M).
+      temperature: T. negative_weight: multiplies the negatives' cosine similarities.
+      eps: cosine-similarity norm floor (torch's 1e-8).
+    Returns:
+      `(loss, aux)`: float32 scalar and `{'num_present_classes', 'num_valid_classes'}` (int32;
+      valid = present and with at least one hard anchor).
+    """
+    k_cls, q, m = num_classes, num_queries, num_negatives
+    d = rep.shape[-1]
+    rep = rep.reshape(-1, d)
+    num_pixels = rep.shape[0]
+    labels = labels.reshape(-1).astype(jnp.int32)
+    probs = probs.reshape(num_pixels, -1)
+    classes = jnp.arange(k_cls, dtype=jnp.int32)
+
+    valid = (labels != ignore_index) & (labels >= 0) & (labels < k_cls)
+    lab = jnp.where(valid, labels, 0)
+    own_prob = jnp.take_along_axis(probs, lab[:, None], axis=1)[:, 0].astype(jnp.float32)
+    hard = valid & (own_prob < strong_threshold)
+
+    # One stable sort: class c's valid pixels occupy order[start[c] : start[c] + count[c]], its hard
+    # ones first. Invalid pixels sort last.
+    sort_key = jnp.where(valid, 2 * lab + (~hard).astype(jnp.int32), 2 * k_cls)
+    order = jnp.argsort(sort_key, stable=True).astype(jnp.int32)
+    onehot = (lab[:, None] == classes[None, :]) & valid[:, None]  # [P, K]
+    counts = jnp.sum(onehot, axis=0, dtype=jnp.int32)
+    hard_counts = jnp.sum(onehot & hard[:, None], axis=0, dtype=jnp.int32)
+    starts = jnp.cumsum(counts) - counts
+    present = counts > 0
+    num_present = jnp.sum(present, dtype=jnp.int32)
+    use_class = present & (hard_counts > 0)
+
+    # Prototypes: mean raw representation (no gradient: they are keys).
+    rep_sg = jax.lax.stop_gradient(rep)
+    sums = jax.lax.dot_general(onehot.astype(rep.dtype), rep_sg, (((0,), (0,)), ((), ())),
+                               precision=jax.lax.Precision.HIGHEST,
+                               preferred_element_type=jnp.float32)  # [K, D]
+    protos = sums / jnp.maximum(counts, 1)[:, None].astype(jnp.float32)
+    protos_n = protos * _inv_norm(protos, eps)[:, None]
+
+    # Negative-class distribution per anchor class: softmax of prototype similarity over the other
+    # present classes (ReCo's "semantic class relation graph").
+    sim = jnp.sum(protos_n[:, None, :] * protos_n[None, :, :], axis=-1) / temperature  # [K, K]
+    allowed = present[None, :] & ~jnp.eye(k_cls, dtype=bool)
+    sim = jnp.where(allowed, sim, -jnp.inf)
+    row_max = jnp.max(jnp.where(allowed, sim, -1e30), axis=1, keepdims=True)
+    weights = jnp.where(allowed, jnp.exp(sim - row_max), 0.0)
+    cdf = jnp.cumsum(weights / jnp.maximum(jnp.sum(weights, axis=1, keepdims=True), 1e-30), axis=1)
+    last_allowed = jnp.max(jnp.where(allowed, classes[None, :], 0), axis=1)  # [K]
+
+    key_anchor, key_cls, key_pix = jax.random.split(key, 3)
+    # Anchors: uniform with replacement among each class's hard pixels.
+    anchor_off = jax.random.randint(key_anchor, (k_cls, q), 0, jnp.maximum(hard_counts, 1)[:, None])
+    anchor_idx = order[jnp.clip(starts[:, None] + anchor_off, 0, num_pixels - 1)]  # [K, Q]
+    # Negative classes by inverse CDF (zero-probability classes are never chosen), then a uniform
+    # valid pixel of each chosen class.
+    u = jax.random.uniform(key_cls, (k_cls, q, m))
+    neg_cls = jnp.sum(cdf[:, None, None, :] <= u[..., None], axis=-1, dtype=jnp.int32)
+    neg_cls = jnp.minimum(neg_cls, last_allowed[:, None, None])
+    neg_off = jax.random.randint(key_pix, (k_cls, q, m), 0, jnp.maximum(counts, 1)[neg_cls])
+    neg_idx = order[jnp.clip(starts[neg_cls] + neg_off, 0, num_pixels - 1)]  # [K, Q, M]
+
+    # Anchors keep their gradient; cosine normalisation on the gathered rows only.
+    anchors = rep[anchor_idx].astype(jnp.float32)  # [K, Q, D]
+    anchors = anchors * _inv_norm(anchors, eps)[..., None]
+    key_inv_norm = _inv_norm(rep_sg, eps)  # [P], avoids a normalised copy of rep
+
+    @jax.checkpoint
+    def class_loss(args):
+        anchor, idx, proto = args  # [Q, D], [Q, M], [D]
+        pos = jnp.sum(anchor * proto[None, :], axis=-1)  # [Q]
+        # Gather-multiply-reduce (not a dot): XLA fuses it, so [Q, M, D] is not stored.
+        neg = jnp.sum(anchor[:, None, :] * rep_sg[idx].astype(jnp.float32), axis=-1)
+        neg = neg * key_inv_norm[idx]
+        logits = jnp.concatenate([pos[:, None], negative_weight * neg], axis=1) / temperature
+        return jnp.mean(jax.nn.logsumexp(logits, axis=1) - logits[:, 0])
+
+    per_class = jax.lax.map(class_loss, (anchors, neg_idx, protos_n))  # [K]
+    total = jnp.sum(jnp.where(use_class, per_class, 0.0))
+    loss = jnp.where(num_present >= 2, total / jnp.maximum(num_present, 1), 0.0)
+    aux = {"num_present_classes": num_present,
+           "num_valid_classes": jnp.sum(use_class, dtype=jnp.int32)}
+    return loss, aux
