@@ -52,6 +52,20 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.edge_dir = ""
     config.data.ignore_index = 255
     config.data.class_names = ()  # custom datasets: optional names
+    # (data engineer) mirrors model.num_classes so the input pipeline can check mask ids against it
+    config.data.num_classes = config.model.get_ref("num_classes")
+    config.data.skip_invalid = False  # bad/missing files: skip with a logged warning instead of raising
+    config.data.flip_prob = 0.5  # host-side horizontal flip of the labelled and unlabelled views
+    # Labelled strong colour view on the host (DESIGN.md §3 step 1), torchvision ColorJitter semantics.
+    config.data.strong_view = ml_collections.ConfigDict()
+    config.data.strong_view.jitter_prob = 0.8
+    config.data.strong_view.brightness = 0.5  # factor U(1 - x, 1 + x)
+    config.data.strong_view.contrast = 0.5
+    config.data.strong_view.saturation = 0.5
+    config.data.strong_view.hue = 0.25  # shift U(-x, x) of a full hue turn
+    config.data.strong_view.grayscale_prob = 0.2
+    config.data.strong_view.blur_prob = 0.5
+    config.data.strong_view.blur_sigma = (0.1, 2.0)
 
     config.loss = ml_collections.ConfigDict()
     config.loss.supervised_weight = 1.0
