@@ -1,0 +1,189 @@
+"""Evaluation: confusion/mIoU against NumPy, window modes against per-image loop references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+from mofgseg_jax.augment.photometric import IMAGENET_MEAN, IMAGENET_STD
+from mofgseg_jax.train import evaluate as ev
+
+K = 5
+
+
+class ContextModel:
+    """A stand-in network whose logits depend on the pixel, its position and the whole input
+    (so where a window is placed changes its output, as with a real network)."""
+
+    def apply(self, variables, images, train=False):
+        w, v, p = variables["params"]["w"], variables["params"]["v"], variables["params"]["p"]
+        b, h, width, _ = images.shape
+        pos = (jnp.arange(h)[:, None] / h + jnp.arange(width)[None, :] / width)[None, :, :, None]
+        logits = images @ w + images.mean(axis=(1, 2), keepdims=True) @ v + pos * p
+        return {"logits": logits}
+
+
+def _numpy_model(variables, window):
+    w, v, p = (np.asarray(variables["params"][k], np.float64) for k in ("w", "v", "p"))
+    h, width, _ = window.shape
+    pos = (np.arange(h)[:, None] / h + np.arange(width)[None, :] / width)[:, :, None]
+    return window @ w + window.mean(axis=(0, 1), keepdims=True) @ v + pos * p
+
+
+def _variables(seed):
+    r = np.random.default_rng(seed)
+    return {"params": {"w": jnp.asarray(r.normal(size=(3, K)), jnp.float32),
+                       "v": jnp.asarray(r.normal(size=(3, K)) * 3, jnp.float32),
+                       "p": jnp.asarray(r.normal(size=(K,)) * 2, jnp.float32)}}
+
+
+def _batch(seed, b=3, hp=24, sizes=((24, 17), (9, 24), (13, 6)), valid=(True, True, False)):
+    r = np.random.default_rng(seed)
+    images = np.zeros((b, hp, hp, 3), np.uint8)
+    labels = np.full((b, hp, hp), 255, np.uint8)
+    for i, (h, w) in enumerate(sizes):
+        images[i, :h, :w] = r.integers(0, 256, (h, w, 3))
+        lab = r.integers(0, K, (h, w))
+        lab[r.random((h, w)) < 0.1] = 255
+        labels[i, :h, :w] = lab
+    return {"image": images, "label": labels, "height": np.array([s[0] for s in sizes], np.int32),
+            "width": np.array([s[1] for s in sizes], np.int32), "valid": np.array(valid)}
+
+
+def _normalised(image_u8, h, w):
+    x = (image_u8[:h, :w].astype(np.float64) / 255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    return x
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _reference_sliding(variables, image_u8, h, w, crop, stride):
+    """The published per-image loop: windows 0, s, 2s, ... < h (and < w), truncated at the border;
+    here a truncated window is zero-padded to crop x crop (our fixed-shape convention)."""
+    img = _normalised(image_u8, h, w)
+    acc = np.zeros((h, w, K))
+    row = 0
+    while row < h:
+        col = 0
+        while col < w:
+            win = np.zeros((crop, crop, 3))
+            part = img[row:row + crop, col:col + crop]
+            win[:part.shape[0], :part.shape[1]] = part
+            probs = _softmax(_numpy_model(variables, win))
+            acc[row:row + crop, col:col + crop] += probs[:part.shape[0], :part.shape[1]]
+            col += stride
+        row += stride
+    return acc.argmax(-1)
+
+
+def _reference_center(variables, image_u8, h, w, crop):
+    img = _normalised(image_u8, h, w)
+    top, left = max((h - crop) // 2, 0), max((w - crop) // 2, 0)
+    part = img[top:top + crop, left:left + crop]
+    win = np.zeros((crop, crop, 3))
+    win[:part.shape[0], :part.shape[1]] = part
+    pred = np.full((h, w), ev.NO_PREDICTION)
+    pred[top:top + part.shape[0], left:left + part.shape[1]] = \
+        _numpy_model(variables, win).argmax(-1)[:part.shape[0], :part.shape[1]]
+    return pred
+
+
+def _run_predict(mode, variables, batch, crop):
+    model = ContextModel()
+    fn = jax.jit(lambda b: ev.predict(ev.logits_fn_for(model, variables), b["image"], b["height"], b["width"],
+                                      mode=mode, crop_size=crop, num_classes=K))
+    return np.asarray(fn({k: jnp.asarray(v) for k, v in batch.items()}))
+
+
+def test_sliding_window_equals_per_image_loop_reference():
+    variables, batch, crop = _variables(0), _batch(1), 10
+    pred = _run_predict("sliding_window", variables, batch, crop)
+    stride = int(crop * 2 / 3)
+    for i in range(3):
+        h, w = batch["height"][i], batch["width"][i]
+        ref = _reference_sliding(variables, batch["image"][i], h, w, crop, stride)
+        np.testing.assert_array_equal(pred[i, :h, :w], ref)
+        assert (pred[i, h:] == ev.NO_PREDICTION).all() and (pred[i, :, w:] == ev.NO_PREDICTION).all()
+
+
+def test_center_crop_equals_per_image_reference():
+    variables, batch, crop = _variables(2), _batch(3), 10
+    pred = _run_predict("center_crop", variables, batch, crop)
+    for i in range(3):
+        h, w = batch["height"][i], batch["width"][i]
+        np.testing.assert_array_equal(pred[i, :h, :w], _reference_center(variables, batch["image"][i], h, w, crop))
+
+
+def test_original_mode_scores_each_image_only_inside_its_size():
+    variables, batch = _variables(4), _batch(5)
+    pred = _run_predict("original", variables, batch, 10)
+    for i in range(3):
+        h, w = batch["height"][i], batch["width"][i]
+        assert (pred[i, :h, :w] >= 0).all() and (pred[i, h:] < 0).all() and (pred[i, :, w:] < 0).all()
+
+
+def _numpy_confusion(preds, labels, valid):
+    conf = np.zeros((K, K), np.int64)
+    for p, l, v in zip(preds, labels, valid):
+        if not v:
+            continue
+        for y in range(l.shape[0]):
+            for x in range(l.shape[1]):
+                if l[y, x] != 255 and p[y, x] >= 0:
+                    conf[l[y, x], p[y, x]] += 1
+    return conf
+
+
+def _numpy_miou(conf):
+    ious = []
+    for k in range(K):
+        inter = conf[k, k]
+        union = conf[k, :].sum() + conf[:, k].sum() - inter
+        ious.append(inter / (union + 1e-10) * 100)
+    return np.mean(ious), np.array(ious)
+
+
+def test_confusion_and_miou_equal_numpy_reference():
+    r = np.random.default_rng(6)
+    preds = r.integers(-1, K, (4, 7, 9))
+    labels = r.integers(0, K, (4, 7, 9)).astype(np.uint8)
+    labels[r.random(labels.shape) < 0.2] = 255
+    valid = np.array([True, False, True, True])
+    conf = np.asarray(ev.confusion_matrix(jnp.asarray(preds), jnp.asarray(labels), jnp.asarray(valid), num_classes=K))
+    ref = _numpy_confusion(preds, labels, valid)
+    np.testing.assert_array_equal(conf, ref)
+    miou, iou = ev.iou_from_confusion(conf)
+    ref_miou, ref_iou = _numpy_miou(ref)
+    np.testing.assert_allclose(iou, ref_iou, rtol=1e-12)
+    assert miou == pytest.approx(ref_miou, rel=1e-12)
+
+
+def test_evaluate_over_two_devices_equals_numpy_for_student_and_teacher():
+    """Uneven batches, padding samples and two devices: the psum-ed confusion equals NumPy's."""
+    mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
+    student, teacher = _variables(7), _variables(8)
+    batches = [_batch(9), _batch(10, b=1, sizes=((20, 21),), valid=(True,))]
+    batches[1] = {k: v for k, v in batches[1].items()}
+    step = ev.make_eval_step(ContextModel(), mesh, mode="sliding_window", crop_size=10, num_classes=K)
+    out = ev.evaluate(step, (student, teacher), batches, mesh=mesh, num_classes=K, num_keep=2)
+    for name, variables in (("student", student), ("teacher", teacher)):
+        preds, labels, valid = [], [], []
+        for b in batches:
+            p = _run_predict("sliding_window", variables, b, 10)
+            preds += list(p)
+            labels += list(b["label"])
+            valid += list(b["valid"])
+        ref = _numpy_confusion(preds, labels, valid)
+        np.testing.assert_array_equal(out[name]["confusion"], ref)
+        assert out[name]["miou"] == pytest.approx(_numpy_miou(ref)[0], rel=1e-12)
+    assert len(out["kept"]) == 2 and out["kept"][0][2].shape == (2, 24, 24)
+
+
+def test_unknown_mode_is_a_clear_error():
+    with pytest.raises(ValueError, match="eval.mode='whole'"):
+        ev.make_eval_step(ContextModel(), Mesh(np.array(jax.devices()[:1]), ("data",)), mode="whole",
+                          crop_size=8, num_classes=K)
