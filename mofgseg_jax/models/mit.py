@@ -1,0 +1,193 @@
+"""MiT (Mix Transformer) encoder of SegFormer, presets B0-B5.
+
+Module names mirror the original PyTorch names (`patch_embed1`, `block1_0/attn/q`, `attn/kv`,
+`attn/sr`, `mlp/dwconv/dwconv`, stage norms `norm1..norm4`) so that weight conversion is a
+name table plus layout rules (see `mofgseg_jax/weights/convert.py`).
+"""
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+class OverlapPatchEmbed(nn.Module):
+    """Strided conv with symmetric padding k//2 (PyTorch output sizes for any H, W) + LayerNorm.
+
+    [B,H,W,Cin] -> [B,H',W',dim], H' = floor((H + 2*(k//2) - k) / stride) + 1.
+    """
+
+    dim: int
+    patch_size: int
+    stride: int
+    ln_eps: float = 1e-5
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        p = self.patch_size // 2
+        # Explicit symmetric padding: 'SAME' pads asymmetrically for stride > 1 (breaks parity).
+        x = nn.Conv(self.dim, (self.patch_size, self.patch_size), strides=(self.stride, self.stride),
+                    padding=((p, p), (p, p)), dtype=self.dtype, name="proj")(x)
+        return nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm")(x)
+
+
+class EfficientAttention(nn.Module):
+    """Multi-head self-attention with keys/values from a strided conv (spatial reduction).
+
+    [B,H,W,C] -> [B,H,W,C]. Keys/values come from a conv with kernel = stride = sr_ratio
+    followed by LayerNorm, so attention costs N * N / sr_ratio^2.
+    """
+
+    dim: int
+    num_heads: int
+    sr_ratio: int
+    sr_ln_eps: float = 1e-5
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        b, h, w, c = x.shape
+        head_dim = c // self.num_heads
+        q = nn.Dense(c, dtype=self.dtype, name="q")(x).reshape(b, h * w, self.num_heads, head_dim)
+        kv_in = x
+        if self.sr_ratio > 1:
+            r = self.sr_ratio
+            kv_in = nn.Conv(c, (r, r), strides=(r, r), padding="VALID", dtype=self.dtype, name="sr")(kv_in)
+            kv_in = nn.LayerNorm(epsilon=self.sr_ln_eps, dtype=self.dtype, name="norm")(kv_in)
+        kv_in = kv_in.reshape(b, -1, c)
+        # One Dense producing [keys | values], as the original `kv` Linear(dim, 2*dim).
+        kv = nn.Dense(2 * c, dtype=self.dtype, name="kv")(kv_in)
+        k, v = jnp.split(kv, 2, axis=-1)
+        k = k.reshape(b, -1, self.num_heads, head_dim)
+        v = v.reshape(b, -1, self.num_heads, head_dim)
+        # Logits and softmax in float32 also under bf16 compute.
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        probs = jax.nn.softmax(logits * (head_dim ** -0.5), axis=-1).astype(v.dtype)
+        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, h, w, c)
+        return nn.Dense(c, dtype=self.dtype, name="proj")(out)
+
+
+class DWConv(nn.Module):
+    """3x3 depthwise conv, padding 1 (named `dwconv/dwconv` as in PyTorch). [B,H,W,C] -> same."""
+
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        c = x.shape[-1]
+        return nn.Conv(c, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=c, dtype=self.dtype,
+                       name="dwconv")(x)
+
+
+class MixFFN(nn.Module):
+    """fc1 -> 3x3 depthwise conv -> exact GELU -> fc2. [B,H,W,C] -> [B,H,W,C]."""
+
+    hidden_dim: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        c = x.shape[-1]
+        x = nn.Dense(self.hidden_dim, dtype=self.dtype, name="fc1")(x)
+        x = DWConv(dtype=self.dtype, name="dwconv")(x)
+        x = nn.gelu(x, approximate=False)  # erf GELU as torch.nn.GELU(); flax defaults to tanh
+        return nn.Dense(c, dtype=self.dtype, name="fc2")(x)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + DropPath(Attn(LN(x))); x + DropPath(MixFFN(LN(x))).
+
+    [B,H,W,C] -> [B,H,W,C]. Drop path draws from the 'dropout' rng, one decision per sample.
+    """
+
+    dim: int
+    num_heads: int
+    sr_ratio: int
+    mlp_ratio: float = 4.0
+    drop_path: float = 0.0
+    ln_eps: float = 1e-6
+    sr_ln_eps: float = 1e-5
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        drop = nn.Dropout(self.drop_path, broadcast_dims=(1, 2, 3), deterministic=not train)
+        y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm1")(x)
+        y = EfficientAttention(self.dim, self.num_heads, self.sr_ratio, sr_ln_eps=self.sr_ln_eps,
+                               dtype=self.dtype, name="attn")(y)
+        x = x + drop(y)
+        y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm2")(x)
+        y = MixFFN(int(self.dim * self.mlp_ratio), dtype=self.dtype, name="mlp")(y)
+        return x + drop(y)
+
+
+class MiT(nn.Module):
+    """Mix Transformer encoder. [B,H,W,3] -> [c1, c2, c3, c4] at strides 4, 8, 16, 32.
+
+    Stage i: OverlapPatchEmbed (7x7/4 then 3x3/2) -> depths[i] Blocks -> LayerNorm (`norm{i+1}`).
+    Drop-path rate rises linearly from 0 to drop_path_rate over all blocks.
+    """
+
+    dims: Sequence[int] = (32, 64, 160, 256)
+    depths: Sequence[int] = (2, 2, 2, 2)
+    num_heads: Sequence[int] = (1, 2, 5, 8)
+    sr_ratios: Sequence[int] = (8, 4, 2, 1)
+    mlp_ratio: float = 4.0
+    patch_sizes: Sequence[int] = (7, 3, 3, 3)
+    strides: Sequence[int] = (4, 2, 2, 2)
+    drop_path_rate: float = 0.1
+    block_ln_eps: float = 1e-6  # blocks' norm1/norm2 and the stage norms (released weights)
+    embed_ln_eps: float = 1e-5  # patch-embedding norms and attention spatial-reduction norms
+    dtype: Dtype = jnp.float32
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> list[jnp.ndarray]:
+        total = sum(self.depths)
+        rates = [self.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        # self is argnum 0, so `train` is static argnum 2.
+        block_cls = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
+        for dim, heads in zip(self.dims, self.num_heads):
+            if dim % heads:
+                raise ValueError(f"MiT dims={tuple(self.dims)}: {dim} is not divisible by {heads} heads")
+        x = x.astype(self.dtype)
+        features = []
+        k = 0
+        for i, (dim, depth) in enumerate(zip(self.dims, self.depths)):
+            x = OverlapPatchEmbed(dim, self.patch_sizes[i], self.strides[i], ln_eps=self.embed_ln_eps,
+                                  dtype=self.dtype, name=f"patch_embed{i + 1}")(x)
+            for j in range(depth):
+                x = block_cls(dim, self.num_heads[i], self.sr_ratios[i], mlp_ratio=self.mlp_ratio,
+                              drop_path=rates[k], ln_eps=self.block_ln_eps, sr_ln_eps=self.embed_ln_eps,
+                              dtype=self.dtype, name=f"block{i + 1}_{j}")(x, train)
+                k += 1
+            x = nn.LayerNorm(epsilon=self.block_ln_eps, dtype=self.dtype, name=f"norm{i + 1}")(x)
+            features.append(x)
+        return features
+
+
+_SMALL_DIMS = (32, 64, 160, 256)
+_DIMS = (64, 128, 320, 512)
+
+PRESETS: dict[str, dict] = {
+    "b0": dict(dims=_SMALL_DIMS, depths=(2, 2, 2, 2)),
+    "b1": dict(dims=_DIMS, depths=(2, 2, 2, 2)),
+    "b2": dict(dims=_DIMS, depths=(3, 4, 6, 3)),
+    "b3": dict(dims=_DIMS, depths=(3, 4, 18, 3)),
+    "b4": dict(dims=_DIMS, depths=(3, 8, 27, 3)),
+    "b5": dict(dims=_DIMS, depths=(3, 6, 40, 3)),
+}
+# Decoder embedding width per preset (SegFormer): 256 for b0/b1, 768 otherwise.
+DECODER_DIMS = {"b0": 256, "b1": 256, "b2": 768, "b3": 768, "b4": 768, "b5": 768}
+
+mit_b0 = functools.partial(MiT, **PRESETS["b0"])
+mit_b1 = functools.partial(MiT, **PRESETS["b1"])
+mit_b2 = functools.partial(MiT, **PRESETS["b2"])
+mit_b3 = functools.partial(MiT, **PRESETS["b3"])
+mit_b4 = functools.partial(MiT, **PRESETS["b4"])
+mit_b5 = functools.partial(MiT, **PRESETS["b5"])

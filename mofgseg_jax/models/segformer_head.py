@@ -1,0 +1,78 @@
+"""SegFormer all-MLP decoder with a classifier and a representation head (MOFGSeg)."""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mofgseg_jax.models.resize import resize_bilinear
+
+Dtype = Any
+
+
+class ConvBNReLU(nn.Module):
+    """Conv (no bias, symmetric padding k//2) -> BatchNorm -> ReLU, as mmcv's ConvModule.
+
+    [B,H,W,Cin] -> [B,H,W,features]. BatchNorm statistics sync over `bn_axis_name` when mapped.
+    """
+
+    features: int
+    kernel_size: int = 1
+    bn_momentum: float = 0.9
+    bn_eps: float = 1e-5
+    bn_axis_name: str | None = None
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        k, p = self.kernel_size, self.kernel_size // 2
+        x = nn.Conv(self.features, (k, k), padding=((p, p), (p, p)), use_bias=False, dtype=self.dtype,
+                    name="conv")(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_eps,
+                         axis_name=self.bn_axis_name, dtype=self.dtype, name="bn")(x)
+        return nn.relu(x)
+
+
+class MLP(nn.Module):
+    """Per-pixel Linear (`linear_c{i}/proj`). [B,H,W,Cin] -> [B,H,W,features]."""
+
+    features: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return nn.Dense(self.features, dtype=self.dtype, name="proj")(x)
+
+
+class SegFormerHead(nn.Module):
+    """[c1..c4] -> (logits [B,H1,W1,num_classes], rep [B,H1,W1,rep_dim]) at c1's size (stride 4).
+
+    Per stage a Linear to embed_dim, bilinear (align_corners=False) resize to c1's size, concat
+    (c4, c3, c2, c1), `linear_fuse` 1x1 conv+BN+ReLU, channel dropout, then two 1x1 convs:
+    `linear_pred` (classifier) and `representation` (for the contrastive loss).
+    """
+
+    num_classes: int
+    embed_dim: int = 256
+    rep_dim: int = 512
+    dropout_rate: float = 0.1
+    bn_momentum: float = 0.9
+    bn_eps: float = 1e-5
+    bn_axis_name: str | None = None
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: Sequence[jnp.ndarray], train: bool = False):
+        size = features[0].shape[1:3]
+        projected = []
+        for i, c in enumerate(features):
+            y = MLP(self.embed_dim, dtype=self.dtype, name=f"linear_c{i + 1}")(c)
+            projected.append(resize_bilinear(y, size, align_corners=False))
+        x = jnp.concatenate(projected[::-1], axis=-1)
+        x = ConvBNReLU(self.embed_dim, 1, bn_momentum=self.bn_momentum, bn_eps=self.bn_eps,
+                       bn_axis_name=self.bn_axis_name, dtype=self.dtype, name="linear_fuse")(x, train)
+        # Dropout2d: one decision per (sample, channel), shared over H and W.
+        x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
+        logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="linear_pred")(x)
+        rep = nn.Conv(self.rep_dim, (1, 1), dtype=self.dtype, name="representation")(x)
+        return logits, rep
