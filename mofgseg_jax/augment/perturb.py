@@ -1,0 +1,67 @@
+"""Strong perturbation of the unlabelled batch on device (DESIGN.md §3 step 4).
+
+Order as the published training loop: random rescale + crop back -> mixing across the batch ->
+colour jitter -> Gaussian blur -> h-flip (image, pseudo-label and confidence together). One PRNG
+key per sample (`jax.random.split(key, B)`), so sample i's perturbation does not depend on B.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from mofgseg_jax.augment import geometric, mixing, photometric
+
+
+def perturb_unlabeled(key: jax.Array, images01: jax.Array, labels: jax.Array, confidence: jax.Array, *,
+                      mix_mode: str = "cutout", num_classes: int, ignore_index: int = 255,
+                      scale_range: Sequence[float] = (0.5, 2.0), jitter_prob: float = 0.8,
+                      brightness: Sequence[float] = (0.75, 1.25), contrast: Sequence[float] = (0.75, 1.25),
+                      saturation: Sequence[float] = (0.75, 1.25), hue: Sequence[float] = (-0.25, 0.25),
+                      blur_prob: float = 0.5, blur_sigma: Sequence[float] = (0.15, 1.15),
+                      blur_kernel_size: int = 9, flip_prob: float = 0.5
+                      ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Perturb a batch of unlabelled images with their teacher pseudo-labels and confidences.
+
+    Args:
+      key: one PRNG key for the batch.
+      images01: `[B, H, W, 3]` float in [0, 1] (before `photometric.normalize`).
+      labels: `[B, H, W]` int pseudo-labels in [0, num_classes).
+      confidence: `[B, H, W]` float teacher confidence (max softmax probability).
+      mix_mode: 'cutout' | 'cutmix' | 'classmix' | 'none' (static).
+      num_classes: number of classes (static; classmix's class table).
+      blur_kernel_size: odd, static; 9 covers +-3.5 sigma at the largest sigma 1.15.
+      Other arguments: probabilities and ranges of DESIGN.md §3 step 4 (config `augment.*`).
+
+    Returns:
+      (images01 `[B, H, W, 3]` in [0, 1], labels `[B, H, W]` with ids or `ignore_index`,
+      confidence `[B, H, W]`, 0 wherever the label became `ignore_index` by padding or cutout).
+      Shapes and dtypes as given.
+    """
+    if mix_mode not in mixing.MIX_MODES:
+        raise ValueError(f"perturb_unlabeled: mix_mode must be one of {mixing.MIX_MODES}, got {mix_mode!r}")
+    batch = images01.shape[0]
+    keys = jax.random.split(key, batch)
+    sample_keys = jax.vmap(lambda k: jax.random.split(k, 5))(keys)  # [B, 5]
+    k_geo, k_mix, k_jitter, k_blur, k_flip = (sample_keys[:, i] for i in range(5))
+
+    images, labels_out, conf = jax.vmap(
+        lambda k, im, lb, cf: geometric.random_rescale_crop(
+            k, im, lb, cf, scale_range=scale_range, ignore_index=ignore_index)
+    )(k_geo, images01, labels, confidence)
+
+    images, labels_out, conf = mixing.mix_batch(k_mix, images, labels_out, conf, mode=mix_mode,
+                                                num_classes=num_classes, ignore_index=ignore_index)
+
+    def photometric_and_flip(k_j, k_b, k_f, im, lb, cf):
+        im = photometric.random_color_jitter(k_j, im, prob=jitter_prob, brightness=brightness,
+                                             contrast=contrast, saturation=saturation, hue=hue)
+        im = photometric.random_gaussian_blur(k_b, im, prob=blur_prob, sigma_range=blur_sigma,
+                                              kernel_size=blur_kernel_size)
+        return geometric.random_hflip(k_f, im, lb, cf, prob=flip_prob)
+
+    images, labels_out, conf = jax.vmap(photometric_and_flip)(k_jitter, k_blur, k_flip, images,
+                                                              labels_out, conf)
+    return images.astype(images01.dtype), labels_out.astype(labels.dtype), conf.astype(confidence.dtype)

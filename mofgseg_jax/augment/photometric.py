@@ -1,0 +1,173 @@
+"""Photometric ops on float images in [0, 1] (NHWC): normalisation, colour jitter, grayscale, blur.
+
+Semantics follow torchvision's tensor path (`ColorJitter`, `rgb_to_grayscale`, `GaussianBlur`),
+which in turn mirrors PIL's `ImageEnhance`, so a model trained with the published PIL round trip
+sees the same distribution of images. Per-image functions take `[H, W, 3]`; the `random_*`
+wrappers take one PRNG key per image and are meant to be `jax.vmap`-ed over the batch.
+
+Why our own jnp and not dm-pix: dm-pix's `random_contrast` blends towards the per-channel mean
+(torchvision/PIL blend towards the mean of the *grayscale* image), its jitter applies the ops in a
+fixed order (torchvision draws a random order per image), and its blur pads with zeros (torchvision
+reflects). The formulas are a few lines each, so we write them here exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# ITU-R 601-2 luma, as PIL's convert('L') (torchvision's tensor path uses 0.2989 for red).
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def normalize(images01: jax.Array, mean: Sequence[float] = IMAGENET_MEAN,
+              std: Sequence[float] = IMAGENET_STD) -> jax.Array:
+    """`(x - mean) / std` per channel. images01: `[..., H, W, 3]` in [0, 1] -> same shape, float."""
+    if not jnp.issubdtype(images01.dtype, jnp.floating):
+        images01 = images01.astype(jnp.float32)
+    mean = jnp.asarray(mean, images01.dtype)
+    std = jnp.asarray(std, images01.dtype)
+    return (images01 - mean) / std
+
+
+def grayscale(image: jax.Array, weights: Sequence[float] = GRAY_WEIGHTS) -> jax.Array:
+    """Luma of an RGB image. `[..., H, W, 3]` -> `[..., H, W, 1]` (kept 3-D to broadcast)."""
+    r, g, b = image[..., 0:1], image[..., 1:2], image[..., 2:3]
+    return weights[0] * r + weights[1] * g + weights[2] * b
+
+
+def _blend(image: jax.Array, other: jax.Array, factor: jax.Array) -> jax.Array:
+    # torchvision `_blend` == PIL `Image.blend(other, image, factor)`, clipped to the valid range.
+    return jnp.clip(factor * image + (1.0 - factor) * other, 0.0, 1.0)
+
+
+def adjust_brightness(image: jax.Array, factor: jax.Array) -> jax.Array:
+    """Multiply by `factor` (blend with black). image `[H, W, 3]` in [0, 1]."""
+    return _blend(image, jnp.zeros_like(image), factor)
+
+
+def adjust_contrast(image: jax.Array, factor: jax.Array) -> jax.Array:
+    """Blend with the image's mean grey level. image `[H, W, 3]` in [0, 1].
+
+    The mean is the float mean of the grayscale image (torchvision tensor path). PIL's
+    `ImageEnhance.Contrast` uses the mean of the uint8 'L' image rounded to an integer, a difference
+    of at most 0.5/255 x |1 - factor| per pixel.
+    """
+    mean = jnp.mean(grayscale(image), axis=(-3, -2, -1), keepdims=True)
+    return _blend(image, mean, factor)
+
+
+def adjust_saturation(image: jax.Array, factor: jax.Array) -> jax.Array:
+    """Blend with the grayscale image (`ImageEnhance.Color`). image `[H, W, 3]` in [0, 1]."""
+    return _blend(image, grayscale(image), factor)
+
+
+def rgb_to_hsv(image: jax.Array) -> jax.Array:
+    """`[..., 3]` RGB in [0, 1] -> HSV in [0, 1] (colorsys / torchvision `_rgb2hsv` conventions)."""
+    r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    maxc = jnp.max(image, axis=-1)
+    minc = jnp.min(image, axis=-1)
+    eqc = maxc == minc
+    cr = maxc - minc
+    # Guarded divisions: grey pixels get s = 0, h = 0 (as colorsys).
+    s = cr / jnp.where(eqc, 1.0, maxc)
+    cr_div = jnp.where(eqc, 1.0, cr)
+    rc = (maxc - r) / cr_div
+    gc = (maxc - g) / cr_div
+    bc = (maxc - b) / cr_div
+    h = jnp.where(maxc == r, bc - gc, jnp.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = jnp.where(eqc, 0.0, h)
+    h = jnp.mod(h / 6.0 + 1.0, 1.0)
+    return jnp.stack([h, s, maxc], axis=-1)
+
+
+def hsv_to_rgb(hsv: jax.Array) -> jax.Array:
+    """`[..., 3]` HSV in [0, 1] -> RGB in [0, 1].
+
+    Closed form f(n) = v - v s clip(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6, n = 5, 3, 1 for
+    R, G, B: algebraically the same six-sector table as colorsys, without a gather.
+    """
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+
+    def channel(n: float) -> jax.Array:
+        k = jnp.mod(n + 6.0 * h, 6.0)
+        return v - v * s * jnp.clip(jnp.minimum(k, 4.0 - k), 0.0, 1.0)
+
+    return jnp.clip(jnp.stack([channel(5.0), channel(3.0), channel(1.0)], axis=-1), 0.0, 1.0)
+
+
+def adjust_hue(image: jax.Array, shift: jax.Array) -> jax.Array:
+    """Rotate hue by `shift` (fraction of a turn, in [-0.5, 0.5]). image `[H, W, 3]` in [0, 1]."""
+    hsv = rgb_to_hsv(image)
+    hue = jnp.mod(hsv[..., 0] + shift, 1.0)
+    return hsv_to_rgb(jnp.concatenate([hue[..., None], hsv[..., 1:]], axis=-1))
+
+
+def _uniform(key: jax.Array, bounds: Sequence[float]) -> jax.Array:
+    return jax.random.uniform(key, (), minval=bounds[0], maxval=bounds[1])
+
+
+def color_jitter(key: jax.Array, image: jax.Array, *, brightness: Sequence[float] = (0.75, 1.25),
+                 contrast: Sequence[float] = (0.75, 1.25), saturation: Sequence[float] = (0.75, 1.25),
+                 hue: Sequence[float] = (-0.25, 0.25)) -> jax.Array:
+    """torchvision `ColorJitter` on one image `[H, W, 3]` in [0, 1].
+
+    Factors drawn uniformly from the given (min, max) ranges; the four ops applied in a random order
+    (`ColorJitter.get_params`' `fn_idx`), each clipping to [0, 1].
+    """
+    k_order, k_b, k_c, k_s, k_h = jax.random.split(key, 5)
+    f_b, f_c, f_s, f_h = _uniform(k_b, brightness), _uniform(k_c, contrast), \
+        _uniform(k_s, saturation), _uniform(k_h, hue)
+    ops = (lambda x: adjust_brightness(x, f_b), lambda x: adjust_contrast(x, f_c),
+           lambda x: adjust_saturation(x, f_s), lambda x: adjust_hue(x, f_h))
+    order = jax.random.permutation(k_order, len(ops))
+    for position in range(len(ops)):
+        image = lax.switch(order[position], ops, image)
+    return image
+
+
+def random_color_jitter(key: jax.Array, image: jax.Array, *, prob: float = 0.8,
+                        **ranges: Sequence[float]) -> jax.Array:
+    """`color_jitter` with probability `prob`, else the image unchanged. image `[H, W, 3]`."""
+    k_apply, k_jitter = jax.random.split(key)
+    apply = jax.random.bernoulli(k_apply, prob)
+    return jnp.where(apply, color_jitter(k_jitter, image, **ranges), image)
+
+
+def gaussian_kernel1d(sigma: jax.Array, kernel_size: int) -> jax.Array:
+    """Normalised 1-D Gaussian of odd length `kernel_size` (torchvision `_get_gaussian_kernel1d`)."""
+    x = jnp.arange(kernel_size, dtype=jnp.float32) - (kernel_size - 1) / 2.0
+    pdf = jnp.exp(-0.5 * jnp.square(x / sigma))
+    return pdf / jnp.sum(pdf)
+
+
+def gaussian_blur(image: jax.Array, sigma: jax.Array, kernel_size: int) -> jax.Array:
+    """Separable Gaussian blur with reflect padding (torchvision `gaussian_blur`).
+
+    image `[H, W, C]`; `sigma` a scalar (may be traced); `kernel_size` odd and static, so the shape
+    is fixed whatever sigma is drawn. Written as `kernel_size` shifted multiply-adds per axis: with
+    a traced per-image kernel this is cheaper than a batched grouped convolution on CPU and exact.
+    """
+    if kernel_size % 2 != 1:
+        raise ValueError(f"gaussian_blur: kernel_size must be odd, got {kernel_size}")
+    weights = gaussian_kernel1d(sigma, kernel_size).astype(image.dtype)
+    half = kernel_size // 2
+    height, width = image.shape[0], image.shape[1]
+    padded = jnp.pad(image, ((half, half), (0, 0), (0, 0)), mode="reflect")
+    out = sum(weights[k] * padded[k:k + height] for k in range(kernel_size))
+    padded = jnp.pad(out, ((0, 0), (half, half), (0, 0)), mode="reflect")
+    return sum(weights[k] * padded[:, k:k + width] for k in range(kernel_size))
+
+
+def random_gaussian_blur(key: jax.Array, image: jax.Array, *, prob: float = 0.5,
+                         sigma_range: Sequence[float] = (0.15, 1.15), kernel_size: int = 9) -> jax.Array:
+    """Blur with probability `prob`, sigma ~ U(sigma_range), else unchanged. image `[H, W, C]`."""
+    k_apply, k_sigma = jax.random.split(key)
+    apply = jax.random.bernoulli(k_apply, prob)
+    sigma = _uniform(k_sigma, sigma_range)
+    return jnp.where(apply, gaussian_blur(image, sigma, kernel_size), image)
