@@ -1,0 +1,110 @@
+"""The one decoding + validation path for both sources (folder files and TFDS records).
+
+Every check names the file and the split-list line it came from, so a bad dataset is fixed in one
+look: unreadable/corrupt image, mask size differing from its image, mask values that are neither a
+class id nor the ignore label, a colour (RGB) mask where class ids are expected. Grayscale, RGBA,
+palette and CMYK images are converted to RGB.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from mofgseg_jax.data.errors import DataError
+
+# Colour images a mask file may legitimately be stored as: only when all channels are equal
+# (a grayscale id map saved as RGB). A palette ('P') PNG stores ids as indices, as PASCAL does.
+_COLOUR_MODES = ("RGB", "RGBA", "CMYK", "YCbCr", "HSV", "LAB")
+
+
+def _open(data: bytes, path: str, where: str, kind: str) -> Image.Image:
+    if not data:
+        raise DataError(f"{path} ({where}): {kind} file is empty")
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()  # decode now: a truncated/corrupt file fails here, not later in a worker
+    except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+        raise DataError(f"{path} ({where}): cannot decode {kind}: {e}") from None
+    return img
+
+
+def decode_image(data: bytes, *, path: str = "<image>", where: str = "") -> np.ndarray:
+    """Encoded JPEG/PNG bytes -> uint8 `[H, W, 3]` RGB (grayscale/RGBA/palette converted)."""
+    img = _open(data, path, where, "image")
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8)
+
+
+def decode_mask(data: bytes, *, num_classes: int, ignore_index: int = 255, path: str = "<mask>",
+                where: str = "", image_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Encoded PNG of class ids -> uint8 `[H, W]`; values must be in [0, num_classes) or ignore.
+
+    `image_shape` (`[H, W, ...]` of the paired image) makes a size mismatch an error.
+    """
+    img = _open(data, path, where, "mask")
+    if img.mode in _COLOUR_MODES:
+        arr = np.asarray(img)
+        if arr.ndim == 3 and not (np.all(arr[..., :1] == arr[..., 1:3])):
+            raise DataError(
+                f"{path} ({where}): mask is a colour ({img.mode}) image; expected one channel of class ids "
+                f"0..{num_classes - 1} (or {ignore_index} = ignore). Convert colour masks to ids with the "
+                "dataset palette first")
+        arr = arr[..., 0] if arr.ndim == 3 else arr
+    elif img.mode == "LA":
+        arr = np.asarray(img)[..., 0]
+    else:  # 'L', 'P' (palette indices are the ids), '1', 'I', 'I;16'
+        arr = np.asarray(img)
+    if arr.ndim != 2:
+        raise DataError(f"{path} ({where}): mask must be a single-channel image, got shape {arr.shape}")
+    if image_shape is not None and tuple(arr.shape) != tuple(image_shape[:2]):
+        raise DataError(f"{path} ({where}): mask size {arr.shape[1]}x{arr.shape[0]} (WxH) differs from its "
+                        f"image's {image_shape[1]}x{image_shape[0]}")
+    if arr.dtype != np.uint8:
+        if arr.dtype == bool:
+            arr = arr.astype(np.uint8)
+        elif arr.min() < 0 or arr.max() > 255:
+            raise DataError(f"{path} ({where}): mask values {int(arr.min())}..{int(arr.max())} do not fit "
+                            f"class ids 0..{num_classes - 1} / {ignore_index}")
+        arr = arr.astype(np.uint8)
+    _check_ids(arr, num_classes, ignore_index, path, where)
+    return arr
+
+
+def _check_ids(arr: np.ndarray, num_classes: int, ignore_index: int, path: str, where: str) -> None:
+    present = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+    bad = present[(present >= num_classes) & (present != ignore_index)]
+    if bad.size:
+        shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if bad.size > 8 else "")
+        raise DataError(f"{path} ({where}): mask has values {shown} that are neither a class id "
+                        f"0..{num_classes - 1} nor the ignore label {ignore_index}")
+
+
+def decode_edge(data: bytes, *, path: str = "<edge>", where: str = "",
+                image_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Precomputed edge map (any non-zero = boundary) -> uint8 `[H, W]` in {0, 1}."""
+    img = _open(data, path, where, "edge map")
+    arr = np.asarray(img.convert("L"))
+    if image_shape is not None and tuple(arr.shape) != tuple(image_shape[:2]):
+        raise DataError(f"{path} ({where}): edge map size {arr.shape[1]}x{arr.shape[0]} differs from its "
+                        f"image's {image_shape[1]}x{image_shape[0]}")
+    return (arr > 0).astype(np.uint8)
+
+
+def decode_record(record: dict[str, Any], *, num_classes: int, ignore_index: int = 255,
+                  with_mask: bool = True, with_edge: bool = False) -> dict[str, np.ndarray]:
+    """A raw record (bytes + paths, see `sources.py`) -> {'image', ['label'], ['edge']} arrays."""
+    where = record.get("where", "")
+    image = decode_image(record["image"], path=record["image_path"], where=where)
+    out = {"image": image}
+    if with_mask:
+        out["label"] = decode_mask(record["mask"], num_classes=num_classes, ignore_index=ignore_index,
+                                   path=record["mask_path"], where=where, image_shape=image.shape)
+    if with_edge:
+        out["edge"] = decode_edge(record["edge"], path=record["edge_path"], where=where,
+                                  image_shape=image.shape)
+    return out

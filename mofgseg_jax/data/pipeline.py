@@ -1,0 +1,257 @@
+"""grain input pipelines: the train iterator (labelled + unlabelled) and fixed-shape validation batches.
+
+Determinism: each stream is a `grain.MapDataset` over a global, infinitely repeated index sequence
+(reshuffled every epoch from the seed); augmentation randomness is a per-record generator derived
+from (seed, global position), so a batch depends only on the seed and the step — not on threads,
+worker processes or the process count. Process p of P takes global positions p, p+P, ... before
+batching, so processes see disjoint records within an epoch. The iterator's `get_state()` /
+`set_state()` is grain's, so a restored iterator yields exactly the batches an uninterrupted one would.
+
+One epoch (DESIGN.md §5) = one pass over the unlabelled split = `steps_per_epoch(data_cfg)` steps;
+the labelled stream simply keeps cycling (repeated to the unlabelled length). Both streams are
+infinite: the training loop decides how many steps to take.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterator, Sequence
+
+import grain
+import numpy as np
+
+from mofgseg_jax.data import transforms
+from mofgseg_jax.data.decode import decode_record
+from mofgseg_jax.data.errors import DataError
+from mofgseg_jax.data.specs import DatasetSpec, _get, spec_from_config
+from mofgseg_jax.data.splits import read_list, split_files
+
+_REPORTED: set[str] = set()  # files already reported as skipped (warn once, not every epoch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources
+# ---------------------------------------------------------------------------------------------
+
+def open_sources(data_cfg: Any, parts: Sequence[str] = ("labeled", "unlabeled", "val")) -> dict[str, Sequence]:
+    """Raw-record sources of the config's split lists: {'labeled', 'unlabeled', 'val'} -> sequence.
+
+    `data.source` = 'folder' reads files under `data.root`; 'tfds' reads the array_record build in
+    `data.tfds_dir` (launch/prepare_data.py). Both yield the same records for `decode.py`.
+    """
+    files = split_files(data_cfg.root, data_cfg.split, _get(data_cfg, "split_dir", ""))
+    skip = bool(_get(data_cfg, "skip_invalid", False))
+    edge_dir = data_cfg.edge_dir if _get(data_cfg, "use_edge_maps", False) else ""
+    if _get(data_cfg, "use_edge_maps", False) and not edge_dir:
+        raise ValueError("data.use_edge_maps=True needs data.edge_dir (folder of <image stem>.png edge maps)")
+    source_kind = _get(data_cfg, "source", "folder")
+    out = {}
+    for part in parts:
+        entries = read_list(files[part])
+        kwargs = dict(with_mask=part != "unlabeled", edge_dir=edge_dir if part == "labeled" else "",
+                      skip_invalid=skip)
+        if source_kind == "folder":
+            from mofgseg_jax.data.folder_source import FolderSource
+            src = FolderSource(data_cfg.root, entries, **kwargs)
+        elif source_kind == "tfds":
+            from mofgseg_jax.data.tfds_builder import TfdsSource
+            if not data_cfg.tfds_dir:
+                raise ValueError("data.source='tfds' needs data.tfds_dir (the --out of launch/prepare_data.py)")
+            src = TfdsSource(data_cfg.tfds_dir, data_cfg.name, entries,
+                             subset="val" if part == "val" else "train", **kwargs)
+        else:
+            raise ValueError(f"data.source={source_kind!r}: expected 'folder' or 'tfds'")
+        if len(src) == 0:
+            raise DataError(f"{files[part]}: no usable entries left (all skipped)")
+        out[part] = src
+    return out
+
+
+def dataset_sizes(data_cfg: Any) -> dict[str, int]:
+    """Number of entries in labeled.txt / unlabeled.txt / val.txt (no file is opened but the lists)."""
+    files = split_files(data_cfg.root, data_cfg.split, _get(data_cfg, "split_dir", ""))
+    return {part: len(read_list(path)) for part, path in files.items()}
+
+
+def steps_per_epoch(data_cfg: Any) -> int:
+    """Train steps in one epoch = one pass over the unlabelled split at the global unlabelled batch."""
+    return max(1, dataset_sizes(data_cfg)["unlabeled"] // int(data_cfg.batch_size_unlabeled))
+
+
+class _Load:
+    """index -> decoded example {'image'[, 'label', 'edge']}; picklable for worker processes.
+
+    With `skip_invalid`, a record that fails to decode is reported once and replaced by the next
+    good one (deterministically), so batch shapes and the index stream stay fixed.
+    """
+
+    def __init__(self, source: Sequence, spec: DatasetSpec, num_classes: int, *, with_mask: bool,
+                 with_edge: bool, skip_invalid: bool):
+        self.source, self.spec, self.num_classes = source, spec, num_classes
+        self.with_mask, self.with_edge, self.skip_invalid = with_mask, with_edge, skip_invalid
+
+    def decode(self, index: int) -> dict[str, np.ndarray]:
+        return decode_record(self.source[index], num_classes=self.num_classes,
+                             ignore_index=self.spec.ignore_index, with_mask=self.with_mask,
+                             with_edge=self.with_edge)
+
+    def __call__(self, index: int) -> dict[str, np.ndarray]:
+        n = len(self.source)
+        for offset in range(n):
+            try:
+                return self.decode((index + offset) % n)
+            except DataError as e:
+                if not self.skip_invalid:
+                    raise
+                if str(e) not in _REPORTED:
+                    _REPORTED.add(str(e))
+                    logging.warning("skipping: %s", e)
+        raise DataError("every record of the split failed to decode (see the warnings above)")
+
+
+class _Augment:
+    """(example, rng) -> train view; picklable (a plain callable class, not a lambda)."""
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+    def __call__(self, example: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return transforms.train_view(example, rng, **self.kwargs)
+
+
+def _stream(load: Callable, augment: Callable, num_records: int, *, shuffle_seed: int, augment_seed: int,
+            process_index: int, process_count: int, batch_size: int) -> grain.MapDataset:
+    """Infinite per-process batches of one stream (see the module docstring for the determinism)."""
+    ds = grain.MapDataset.range(num_records).shuffle(seed=shuffle_seed).repeat(None)
+    ds = ds.map(load).random_map(augment, seed=augment_seed)  # rng from (seed, global position)
+    ds = ds[process_index::process_count]
+    return ds.batch(batch_size, drop_remainder=True)
+
+
+def _per_process(global_batch: int, process_count: int, key: str) -> int:
+    if global_batch % process_count:
+        raise ValueError(f"data.{key}={global_batch} (global) is not divisible by process_count={process_count}")
+    return global_batch // process_count
+
+
+class _ToTrainBatch:
+    def __call__(self, pair: tuple[dict, dict]) -> dict[str, dict[str, np.ndarray]]:
+        labeled, unlabeled = pair
+        return {"labeled": labeled, "unlabeled": {"image": unlabeled["image"]}}
+
+
+def train_dataset(data_cfg: Any, *, seed: int, process_index: int = 0,
+                  process_count: int = 1) -> grain.MapDataset:
+    """The train batches as an (infinite) `grain.MapDataset`; `make_train_iterator` iterates it."""
+    spec = spec_from_config(data_cfg)
+    sources = open_sources(data_cfg, ("labeled", "unlabeled"))
+    skip = bool(_get(data_cfg, "skip_invalid", False))
+    with_edge = bool(_get(data_cfg, "use_edge_maps", False))
+    view = dict(crop_size=int(data_cfg.crop_size), scale_range=tuple(data_cfg.scale_range),
+                ignore_index=spec.ignore_index, flip_prob=float(_get(data_cfg, "flip_prob", 0.5)))
+    strong = dict(_get(data_cfg, "strong_view", None) or {})
+    seeds = np.random.SeedSequence(seed).generate_state(4)  # independent shuffle/augment seeds per stream
+    k = spec.num_classes
+    bl = _per_process(int(data_cfg.batch_size_labeled), process_count, "batch_size_labeled")
+    bu = _per_process(int(data_cfg.batch_size_unlabeled), process_count, "batch_size_unlabeled")
+    common = dict(process_index=process_index, process_count=process_count)
+    labeled = _stream(
+        _Load(sources["labeled"], spec, k, with_mask=True, with_edge=with_edge, skip_invalid=skip),
+        _Augment(strong=True, **view, **strong), len(sources["labeled"]),
+        shuffle_seed=int(seeds[0]), augment_seed=int(seeds[1]), batch_size=bl, **common)
+    unlabeled = _stream(
+        _Load(sources["unlabeled"], spec, k, with_mask=False, with_edge=False, skip_invalid=skip),
+        _Augment(strong=False, **view), len(sources["unlabeled"]),
+        shuffle_seed=int(seeds[2]), augment_seed=int(seeds[3]), batch_size=bu, **common)
+    n = min(len(labeled), len(unlabeled))  # both are effectively infinite; zip needs equal lengths
+    return grain.experimental.ZipMapDataset([labeled[:n], unlabeled[:n]]).map(_ToTrainBatch())
+
+
+def _read_options(num_threads: int, prefetch: int) -> grain.ReadOptions:
+    return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+
+
+def make_train_iterator(data_cfg: Any, *, seed: int, process_index: int = 0, process_count: int = 1,
+                        num_threads: int = 4, prefetch: int = 4) -> grain.DatasetIterator:
+    """Iterator of this process's train batches (per-process batch = global / process_count):
+
+    {'labeled': {'image': uint8[bl,C,C,3], 'label': uint8[bl,C,C] (255 = ignore)
+                 [, 'edge': uint8[bl,C,C] in {0,1} when data.use_edge_maps]},
+     'unlabeled': {'image': uint8[bu,C,C,3]}}   with C = data.crop_size.
+
+    `data.num_workers` > 0 decodes/augments in that many worker processes (same batches, same state).
+    `it.get_state()` / `it.set_state(state)` save and restore the position exactly.
+    """
+    ds = train_dataset(data_cfg, seed=seed, process_index=process_index, process_count=process_count)
+    it_ds = ds.to_iter_dataset(_read_options(num_threads, prefetch))
+    workers = int(_get(data_cfg, "num_workers", 0) or 0)
+    if workers > 0:
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    return iter(it_ds)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+
+class _LoadPadded:
+    """Global val index -> padded example; indices past the split are blank padding (valid=False)."""
+
+    def __init__(self, load: _Load, pad_size: int, ignore_index: int):
+        self.load, self.pad_size, self.ignore_index = load, pad_size, ignore_index
+
+    def blank(self) -> dict[str, np.ndarray]:
+        p = self.pad_size
+        return {"image": np.zeros((p, p, 3), np.uint8), "label": np.full((p, p), self.ignore_index, np.uint8),
+                "height": np.int32(0), "width": np.int32(0), "valid": np.bool_(False)}
+
+    def __call__(self, index: int) -> dict[str, np.ndarray]:
+        if index >= len(self.load.source):
+            return self.blank()
+        try:
+            example = self.load.decode(index)
+        except DataError as e:
+            if not self.load.skip_invalid:
+                raise
+            logging.warning("skipping: %s", e)  # counted out of the metrics, not replaced
+            return self.blank()
+        return transforms.pad_to(example, self.pad_size, ignore_index=self.ignore_index,
+                                 where=self.load.source.describe(index))
+
+
+class ValBatches:
+    """Re-iterable fixed-shape validation batches of one process:
+
+    {'image': uint8[B,P,P,3], 'label': uint8[B,P,P] (255 in padding), 'height': int32[B],
+     'width': int32[B], 'valid': bool[B]}  with B = data.eval_batch_size, P = data.eval_pad_size.
+
+    Every process gets the same number of batches (blank `valid=False` samples fill the end), so
+    collective evaluation code never waits on a process that ran out.
+    """
+
+    def __init__(self, dataset: grain.MapDataset, num_images: int, read_options: grain.ReadOptions):
+        self.dataset, self.num_images, self.read_options = dataset, num_images, read_options
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return iter(self.dataset.to_iter_dataset(self.read_options))
+
+
+def make_val_batches(data_cfg: Any, *, process_index: int = 0, process_count: int = 1,
+                     num_threads: int = 4, prefetch: int = 4) -> ValBatches:
+    """Validation batches of `val.txt` in list order, padded to `data.eval_pad_size` squares.
+
+    Process p takes images p, p+P, ...; `valid` marks real samples.
+    """
+    spec = spec_from_config(data_cfg)
+    source = open_sources(data_cfg, ("val",))["val"]
+    load = _Load(source, spec, spec.num_classes, with_mask=True, with_edge=False,
+                 skip_invalid=bool(_get(data_cfg, "skip_invalid", False)))
+    b = int(data_cfg.eval_batch_size)
+    chunk = b * process_count
+    total = -(-len(source) // chunk) * chunk  # round up so every process gets the same batch count
+    ds = grain.MapDataset.range(total)[process_index::process_count]
+    ds = ds.map(_LoadPadded(load, int(data_cfg.eval_pad_size), spec.ignore_index)).batch(b)
+    return ValBatches(ds, len(source), _read_options(num_threads, prefetch))

@@ -1,0 +1,117 @@
+"""Dataset descriptions: `data_specs/<name>.json` loaded into a `DatasetSpec`.
+
+A spec holds what code must not repeat: class names, colour palette, ignore label, the raw folder
+layout and the published training settings. `custom` is the standard layout with the classes taken
+from the config (`model.num_classes` -> `data.num_classes`, `data.class_names`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Sequence
+
+SPEC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "data_specs")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset's description.
+
+    `layout[subset]` ('train' / 'val') gives `images` and `masks` folders relative to the root;
+    `image_ext` / `mask_ext` the file endings. `published` holds the paper's training settings
+    (crop_size, epochs, batch_size_per_gpu, num_gpus, lr, lr_multi); empty for custom/demo data.
+    """
+
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    ignore_index: int
+    layout: dict[str, Any]
+    splits: tuple[str, ...]
+    published: dict[str, Any]
+    description: str = ""
+
+    def image_path(self, subset: str, image_id: str) -> str:
+        """Root-relative image path of `image_id` in `subset`, e.g. 'gt_jpg/train/10000.jpg'."""
+        return f"{self.layout[subset]['images']}/{image_id}{self.layout['image_ext']}"
+
+    def mask_path(self, subset: str, image_id: str) -> str:
+        return f"{self.layout[subset]['masks']}/{image_id}{self.layout['mask_ext']}"
+
+
+def available_specs() -> list[str]:
+    """Names with a file under data_specs/ (including 'custom')."""
+    return sorted(f[:-5] for f in os.listdir(SPEC_DIR) if f.endswith(".json"))
+
+
+def default_palette(num_classes: int) -> tuple[tuple[int, int, int], ...]:
+    """The PASCAL VOC bit-interleaved palette, extended to any class count (for custom data)."""
+    palette = []
+    for label in range(num_classes):
+        r = g = b = 0
+        c = label
+        for shift in range(7, -1, -1):
+            r |= ((c >> 0) & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette.append((r, g, b))
+    return tuple(palette)
+
+
+def load_spec(name: str, *, num_classes: int = 0, class_names: Sequence[str] = ()) -> DatasetSpec:
+    """Loads `data_specs/<name>.json`.
+
+    For 'custom', `num_classes` (or `len(class_names)`) is required; names default to 'class_<i>'
+    and the palette to `default_palette`. For a named dataset a non-zero `num_classes` must agree
+    with the spec (a config that disagrees with its dataset is an error, not a silent override).
+    """
+    path = os.path.join(SPEC_DIR, f"{name}.json")
+    if not os.path.exists(path):
+        raise ValueError(f"data.name={name!r}: no {path}; choose one of {', '.join(available_specs())}")
+    with open(path) as f:
+        raw = json.load(f)
+    class_names = tuple(class_names)
+    if name == "custom":
+        k = int(num_classes) or len(class_names)
+        if k <= 0:
+            raise ValueError("data.name='custom' needs model.num_classes (or data.class_names) to be set")
+        if class_names and len(class_names) != k:
+            raise ValueError(f"data.class_names has {len(class_names)} names but num_classes is {k}")
+        raw["num_classes"] = k
+        raw["class_names"] = list(class_names or (f"class_{i}" for i in range(k)))
+        raw["palette"] = [list(c) for c in default_palette(k)]
+    else:
+        if num_classes and int(num_classes) != raw["num_classes"]:
+            raise ValueError(f"{path}: dataset has {raw['num_classes']} classes but the config says "
+                             f"num_classes={num_classes}")
+        if class_names and tuple(class_names) != tuple(raw["class_names"]):
+            raise ValueError(f"{path}: data.class_names differs from the spec's class names")
+    if len(raw["class_names"]) != raw["num_classes"] or len(raw["palette"]) != raw["num_classes"]:
+        raise ValueError(f"{path}: class_names/palette length differs from num_classes={raw['num_classes']}")
+    return DatasetSpec(
+        name=raw["name"], num_classes=int(raw["num_classes"]), class_names=tuple(raw["class_names"]),
+        palette=tuple(tuple(int(v) for v in c) for c in raw["palette"]),
+        ignore_index=int(raw.get("ignore_index", 255)), layout=raw["layout"],
+        splits=tuple(raw.get("splits", ())), published=dict(raw.get("published", {})),
+        description=raw.get("description", ""))
+
+
+def spec_from_config(data_cfg: Any) -> DatasetSpec:
+    """The spec named by `data_cfg.name`, with `num_classes` / `class_names` from the config."""
+    return load_spec(data_cfg.name, num_classes=int(_get(data_cfg, "num_classes", 0) or 0),
+                     class_names=tuple(_get(data_cfg, "class_names", ()) or ()))
+
+
+def _get(cfg: Any, key: str, default: Any) -> Any:
+    """`cfg.key` for ConfigDicts, dicts and plain objects alike."""
+    if isinstance(cfg, dict):
+        return cfg.get(key, default)
+    try:
+        return getattr(cfg, key)
+    except (AttributeError, KeyError):
+        return default

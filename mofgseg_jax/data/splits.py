@@ -1,0 +1,150 @@
+"""Split lists in the published format and deterministic split generation.
+
+A list file has one `<image path> <mask path>` pair per line, both relative to the dataset root
+(`unlabeled.txt` lists masks too; they are never read). A split folder holds `labeled.txt` and
+`unlabeled.txt`; `val.txt` sits in its parent (`<root>/splits/<split>/labeled.txt`,
+`<root>/splits/val.txt`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from mofgseg_jax.data.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One line of a list file; `list_file` and `line` (1-based) are kept for error messages."""
+
+    image: str
+    mask: str
+    list_file: str = ""
+    line: int = 0
+
+    @property
+    def where(self) -> str:
+        return f"{self.list_file} line {self.line}" if self.list_file else self.image
+
+
+def parse_list(text: str, *, list_file: str = "") -> list[Entry]:
+    """Parses list-file text; blank lines are skipped, anything else must be exactly two paths."""
+    entries = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise DataError(f"{list_file or '<list>'} line {number}: expected '<image> <mask>', got {raw!r}")
+        entries.append(Entry(fields[0], fields[1], list_file, number))
+    return entries
+
+
+def read_list(path: str, *, allow_empty: bool = False) -> list[Entry]:
+    """Reads a list file; a missing or empty file is an error naming it."""
+    if not os.path.exists(path):
+        raise DataError(f"{path}: split list not found")
+    with open(path) as f:
+        entries = parse_list(f.read(), list_file=path)
+    if not entries and not allow_empty:
+        raise DataError(f"{path}: split list is empty")
+    return entries
+
+
+def format_list(pairs: Iterable[Entry | tuple[str, str]]) -> str:
+    """The file text of `pairs`, one `<image> <mask>` per line, newline-terminated."""
+    lines = []
+    for pair in pairs:
+        image, mask = (pair.image, pair.mask) if isinstance(pair, Entry) else pair
+        if any(c.isspace() for c in image + mask):
+            raise DataError(f"path with whitespace cannot be written to a split list: {image!r} {mask!r}")
+        lines.append(f"{image} {mask}\n")
+    return "".join(lines)
+
+
+def write_list(path: str, pairs: Iterable[Entry | tuple[str, str]]) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(format_list(pairs))
+
+
+def split_files(root: str, split: str, split_dir: str = "") -> dict[str, str]:
+    """Paths of labeled.txt / unlabeled.txt / val.txt for a config (`split_dir` overrides root)."""
+    split_dir = split_dir or os.path.join(root, "splits", split)
+    return {"labeled": os.path.join(split_dir, "labeled.txt"),
+            "unlabeled": os.path.join(split_dir, "unlabeled.txt"),
+            "val": os.path.join(os.path.dirname(os.path.normpath(split_dir)), "val.txt")}
+
+
+def labeled_count(num_items: int, ratio: str) -> int:
+    """How many of `num_items` a split name labels: '1_8' -> round(n/8), '92' -> 92, 'all' -> n."""
+    if ratio == "all":
+        return num_items
+    if "_" in ratio:
+        num, den = ratio.rsplit("_", 1)
+        try:
+            fraction = int(num) / int(den)
+        except ValueError:
+            raise ValueError(f"split name {ratio!r}: expected 'A_B' (fraction A/B), a count, or 'all'") from None
+        count = int(math.floor(num_items * fraction + 0.5))
+    else:
+        try:
+            count = int(ratio)
+        except ValueError:
+            raise ValueError(f"split name {ratio!r}: expected 'A_B' (fraction A/B), a count, or 'all'") from None
+    if not 0 < count <= num_items:
+        raise ValueError(f"split {ratio!r} labels {count} of {num_items} images; needs 1..{num_items}")
+    return count
+
+
+def make_splits(pairs: Sequence[Entry | tuple[str, str]], ratios: Sequence[str], *,
+                seed: int = 0) -> dict[str, dict[str, list[tuple[str, str]]]]:
+    """Deterministic labelled/unlabelled partitions of `pairs` for each split name in `ratios`.
+
+    One seeded permutation of the sorted pairs is shared by all ratios, so smaller labelled sets
+    are subsets of larger ones (1/16 ⊂ 1/8 ⊂ 1/4) and results are independent of input order.
+    'all' labels everything and, as the published tas500 'all' split, keeps every image unlabelled
+    too. Returns {ratio: {'labeled': [...], 'unlabeled': [...]}} with each list sorted.
+    """
+    items = sorted({(p.image, p.mask) if isinstance(p, Entry) else tuple(p) for p in pairs})
+    if not items:
+        raise DataError("cannot make splits from an empty image list")
+    order = np.random.default_rng(seed).permutation(len(items))
+    shuffled = [items[i] for i in order]
+    out = {}
+    for ratio in ratios:
+        k = labeled_count(len(items), ratio)
+        labeled = sorted(shuffled[:k])
+        unlabeled = sorted(items) if ratio == "all" else sorted(shuffled[k:])
+        out[ratio] = {"labeled": labeled, "unlabeled": unlabeled}
+    return out
+
+
+def write_splits(out_dir: str, splits: dict[str, dict[str, list[tuple[str, str]]]],
+                 val: Sequence[Entry | tuple[str, str]] | None = None) -> None:
+    """Writes `<out_dir>/<ratio>/{labeled,unlabeled}.txt` and, if given, `<out_dir>/val.txt`."""
+    for ratio, parts in splits.items():
+        for part, pairs in parts.items():
+            write_list(os.path.join(out_dir, ratio, f"{part}.txt"), pairs)
+    if val is not None:
+        write_list(os.path.join(out_dir, "val.txt"), val)
+
+
+def scan_layout(root: str, images_dir: str, masks_dir: str, image_ext: str,
+                mask_ext: str) -> list[tuple[str, str]]:
+    """All (image, mask) root-relative pairs of a raw folder, by image file name, sorted."""
+    folder = os.path.join(root, images_dir)
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder}: image folder not found")
+    pairs = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(image_ext):
+            stem = name[: -len(image_ext)]
+            pairs.append((f"{images_dir}/{name}", f"{masks_dir}/{stem}{mask_ext}"))
+    return pairs
