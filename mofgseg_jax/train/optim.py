@@ -1,0 +1,77 @@
+"""The optimiser of DESIGN.md §3 step 7: SGD + momentum, coupled weight decay, poly schedule.
+
+PyTorch semantics (`torch.optim.SGD(momentum, weight_decay)` + a poly `LambdaLR` stepped once per
+iteration): the decay is added to the gradient *before* the momentum trace, and the learning rate
+multiplies the trace. Two parameter groups: `params['backbone']` at the base lr, everything else
+(decode head, boundary module) at lr × lr_multi. With `accumulate_steps > 1` the whole thing is
+wrapped in `optax.MultiSteps`, so the schedule counts optimiser updates, not micro-steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+BACKBONE = "backbone"
+DECODER = "decoder"
+
+
+def poly_schedule(base_lr: float, total_updates: int, power: float) -> optax.Schedule:
+    """lr(it) = base_lr · (1 − it/total)^power, `it` = optimiser updates done so far (0-based).
+
+    Clamped at 0 once `it ≥ total` (a negative base would give NaN under a fractional power).
+    """
+    if total_updates <= 0:
+        raise ValueError(f"poly schedule: total_updates must be > 0, got {total_updates}")
+
+    def schedule(count: jax.Array) -> jax.Array:
+        frac = jnp.clip(1.0 - count.astype(jnp.float32) / total_updates, 0.0, 1.0)
+        return base_lr * frac**power
+
+    return schedule
+
+
+def param_labels(params: Any) -> Any:
+    """'backbone' for every leaf under params['backbone'], 'decoder' for the rest (same tree)."""
+    return {name: jax.tree.map(lambda _, n=name: BACKBONE if n == BACKBONE else DECODER, sub)
+            for name, sub in params.items()}
+
+
+def _sgd(schedule: optax.Schedule, momentum: float, weight_decay: float) -> optax.GradientTransformation:
+    # Order matters: torch adds wd·p to the gradient, then updates the momentum buffer with it.
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay),
+        optax.trace(decay=momentum, nesterov=False),
+        optax.scale_by_learning_rate(schedule),
+    )
+
+
+def make_optimizer(optim_cfg: Any, total_updates: int) -> tuple[optax.GradientTransformation, Callable]:
+    """Returns (tx, backbone_schedule).
+
+    optim_cfg: `lr`, `lr_multi`, `momentum`, `weight_decay`, `power`, `accumulate_steps`.
+    total_updates: optimiser updates over the whole run (= train micro-steps // accumulate_steps).
+    The returned schedule (of the update count) is what the step reports as `lr`.
+    """
+    base = poly_schedule(optim_cfg.lr, total_updates, optim_cfg.power)
+    decoder = poly_schedule(optim_cfg.lr * optim_cfg.lr_multi, total_updates, optim_cfg.power)
+    tx = optax.multi_transform(
+        {BACKBONE: _sgd(base, optim_cfg.momentum, optim_cfg.weight_decay),
+         DECODER: _sgd(decoder, optim_cfg.momentum, optim_cfg.weight_decay)},
+        param_labels,
+    )
+    k = int(getattr(optim_cfg, "accumulate_steps", 1))
+    if k < 1:
+        raise ValueError(f"optim.accumulate_steps must be >= 1, got {k}")
+    if k > 1:
+        # Averages k micro-step gradients, then applies one inner update (inner count = updates).
+        tx = optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation()
+    return tx, base
+
+
+def total_updates_for(total_steps: int, accumulate_steps: int) -> int:
+    """Optimiser updates in a run of `total_steps` micro-steps."""
+    return max(int(total_steps) // int(accumulate_steps), 1)

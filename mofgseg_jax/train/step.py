@@ -1,0 +1,212 @@
+"""The per-device train step of DESIGN.md §3 steps 3–8: (state, batch, rng) -> (state, metrics).
+
+Written like a `pmap` body with axis_name='data' (DESIGN.md §7): each device computes its losses on
+its own shard (as PyTorch DDP does), gradients are `pmean`-ed, BatchNorm statistics are synced by the
+model's `bn_axis_name='data'`, metrics are `pmean`-ed. `mofgseg_jax.train.parallel` maps it over the
+devices (shard_map under jit, or pmap).
+
+Randomness: the step key is fold_in(rng, state.step). Perturbations of the unlabelled view use one
+key per sample derived from the sample's *global* index, so the perturbed batch does not depend on
+how many devices share it (mix modes that pair a sample with the next one in the batch — cutmix,
+classmix — mix within each device's shard, as the published per-GPU batches do, and take a
+per-device key). Dropout and the contrastive sampling take per-device keys, as in DDP.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mofgseg_jax.train.ema import update_teacher
+from mofgseg_jax.train.state import TrainState
+
+AXIS = "data"
+# Mix modes that only look at one sample at a time: perturbed per sample with global-index keys.
+PER_SAMPLE_MIX_MODES = ("cutout", "none")
+
+StepFn = Callable[[TrainState, Mapping[str, Any], jax.Array], tuple[TrainState, dict[str, jax.Array]]]
+
+
+def _to_unit(images_u8: jax.Array) -> jax.Array:
+    """uint8 [B,H,W,3] -> float32 in [0, 1] (the device side of the uint8 transfer convention)."""
+    return images_u8.astype(jnp.float32) / 255.0
+
+
+def resize_nearest(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Nearest resize of [B,H,W,...] to `size`, PyTorch `mode='nearest'` indexing (floor(i·in/out))."""
+    h, w = x.shape[1], x.shape[2]
+    if (h, w) == tuple(size):
+        return x
+    rows = np.floor(np.arange(size[0]) * (h / size[0])).astype(np.int32)
+    cols = np.floor(np.arange(size[1]) * (w / size[1])).astype(np.int32)
+    return x[:, rows][:, :, cols]
+
+
+def sample_keys(key: jax.Array, first_index: jax.Array, count: int) -> jax.Array:
+    """Keys fold_in(key, first_index + i) for i < count: one per sample, by global index."""
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(first_index + jnp.arange(count))
+
+
+def _perturb(config: Any, key: jax.Array, device_key: jax.Array, images01: jax.Array,
+             labels: jax.Array, confidence: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """On-device perturbation of the unlabelled batch (DESIGN.md §3 step 4)."""
+    from mofgseg_jax.augment.perturb import perturb_unlabeled
+
+    aug = config.augment
+    kwargs = dict(
+        mix_mode=aug.mix_mode, num_classes=config.model.num_classes, ignore_index=config.data.ignore_index,
+        scale_range=tuple(aug.scale_range), jitter_prob=aug.jitter_prob, brightness=tuple(aug.brightness),
+        contrast=tuple(aug.contrast), saturation=tuple(aug.saturation), hue=tuple(aug.hue),
+        blur_prob=aug.blur_prob, blur_sigma=tuple(aug.blur_sigma), flip_prob=aug.flip_prob)
+    if aug.mix_mode not in PER_SAMPLE_MIX_MODES:
+        return perturb_unlabeled(device_key, images01, labels, confidence, **kwargs)
+    b = images01.shape[0]
+    keys = sample_keys(key, jax.lax.axis_index(AXIS) * b, b)
+
+    def one(k, img, lab, conf):
+        out = perturb_unlabeled(k, img[None], lab[None], conf[None], **kwargs)
+        return jax.tree.map(lambda a: a[0], out)
+
+    return jax.vmap(one)(keys, images01, labels, confidence)
+
+
+def make_train_step(config: Any, model: Any) -> StepFn:
+    """Returns the per-device body (state, batch, rng) -> (state, metrics).
+
+    config: the full config (`train.mode` 'semi' | 'sup', `loss`, `augment`, `optim`, `ema`, `data`).
+    model: built with `bn_axis_name='data'` so BatchNorm syncs across devices.
+    batch (this device's shard): {'labeled': {'image': uint8[BL,H,W,3], 'label': uint8[BL,H,W],
+      optional 'edge': uint8[BL,H,W]}, 'unlabeled': {'image': uint8[BU,H,W,3]}} ('unlabeled' unused
+      in 'sup' mode).
+    rng: one key, the same on every device.
+    metrics: scalars, identical on every device: loss, supervised_loss, boundary_loss,
+      unsupervised_loss, contrastive_loss, lr, grad_norm, confident_ratio, contrastive_classes.
+    """
+    from mofgseg_jax.augment.photometric import normalize
+    from mofgseg_jax.losses import boundary as boundary_loss
+    from mofgseg_jax.losses import supervised
+
+    mode = str(config.train.mode)
+    if mode not in ("semi", "sup"):
+        raise ValueError(f"config.train.mode must be 'semi' or 'sup', got {mode!r}")
+    semi = mode == "semi"
+    lc = config.loss
+    ignore = int(config.data.ignore_index)
+    num_classes = int(config.model.num_classes)
+    k_acc = int(config.optim.accumulate_steps)
+    ema_cap = float(config.ema.decay)
+    ema_stats = bool(config.ema.batch_stats)
+    w_sup, w_bnd = float(lc.supervised_weight), float(lc.boundary_weight)
+    w_uns = float(lc.unsupervised_weight) if semi else 0.0
+    w_con = float(lc.contrastive_weight) if semi else 0.0
+
+    def supervised_loss(logits, labels):
+        if lc.ohem:
+            return supervised.ohem_cross_entropy(logits, labels, thresh=lc.ohem_thresh,
+                                                 min_kept=lc.ohem_min_kept, ignore_index=ignore)
+        return supervised.cross_entropy(logits, labels, ignore_index=ignore)
+
+    def body(state: TrainState, batch: Mapping[str, Any], rng: jax.Array):
+        step_key = jax.random.fold_in(rng, state.step)
+        device_key = jax.random.fold_in(step_key, jax.lax.axis_index(AXIS))
+        dropout_key, contrast_key, mix_key = jax.random.split(device_key, 3)
+        perturb_key = jax.random.fold_in(step_key, 0x5EED)  # per-sample keys fold global indices into it
+
+        labeled = batch["labeled"]
+        x_l = _to_unit(labeled["image"])
+        y_l = labeled["label"].astype(jnp.int32)
+        bl = x_l.shape[0]
+        edge_t = None
+        if w_bnd:
+            if "edge" in labeled:
+                edge_t = (labeled["edge"] > 0).astype(jnp.float32)
+            else:
+                edge_t = boundary_loss.edge_targets(y_l, ignore_index=ignore, connectivity=lc.edge_connectivity,
+                                                    width=lc.edge_width)
+
+        aux: dict[str, jax.Array] = {}
+        if semi:
+            x_u = _to_unit(batch["unlabeled"]["image"])
+            teacher_vars = {"params": state.teacher["params"], "batch_stats": state.teacher["batch_stats"]}
+            t_logits = model.apply(teacher_vars, normalize(x_u), train=False)["logits"]
+            t_prob = jax.nn.softmax(jax.lax.stop_gradient(t_logits).astype(jnp.float32), axis=-1)
+            confidence = jnp.max(t_prob, axis=-1)
+            pseudo = jnp.argmax(t_prob, axis=-1).astype(jnp.int32)
+            aux["confident_ratio"] = jnp.mean((confidence >= lc.strong_threshold).astype(jnp.float32))
+            x_s, y_s, c_s = _perturb(config, perturb_key, mix_key, x_u, pseudo, confidence)
+            # ONE student forward on cat(labelled, unlabelled), as the published code: BN sees both.
+            images = jnp.concatenate([normalize(x_l), normalize(x_s)], axis=0)
+        else:
+            images = normalize(x_l)
+
+        def loss_fn(params):
+            variables = {"params": params, "batch_stats": state.batch_stats}
+            out, mutated = model.apply(variables, images, train=True, rngs={"dropout": dropout_key},
+                                       mutable=["batch_stats"])
+            logits = out["logits"]
+            zero = jnp.zeros((), jnp.float32)
+            terms = {"supervised_loss": zero, "boundary_loss": zero, "unsupervised_loss": zero,
+                     "contrastive_loss": zero}
+            extra = {}
+            if w_sup:
+                terms["supervised_loss"] = supervised_loss(logits[:bl], y_l)
+            if w_bnd:
+                terms["boundary_loss"] = boundary_loss.dice_loss(out["edge"][:bl], edge_t)
+            if semi and w_uns:
+                from mofgseg_jax.losses.unsupervised import pseudo_label_loss
+                terms["unsupervised_loss"] = pseudo_label_loss(logits[bl:], y_s, c_s,
+                                                               strong_threshold=lc.strong_threshold,
+                                                               ignore_index=ignore)
+            if semi and w_con:
+                from mofgseg_jax.losses.contrastive import weighted_contrastive_loss
+                rep = out["rep"]
+                size = rep.shape[1:3]
+                # Unlabelled pixels join only where the teacher is at least weakly confident.
+                y_u = jnp.where(c_s >= lc.weak_threshold, y_s, ignore)
+                labels_all = resize_nearest(jnp.concatenate([y_l, y_u], axis=0), size)
+                probs = resize_nearest(jax.nn.softmax(jax.lax.stop_gradient(logits), axis=-1), size)
+                loss_c, aux_c = weighted_contrastive_loss(
+                    contrast_key, rep, labels_all, probs, num_classes=num_classes,
+                    strong_threshold=lc.strong_threshold, num_queries=lc.num_queries,
+                    num_negatives=lc.num_negatives, temperature=lc.temperature,
+                    negative_weight=lc.negative_weight, ignore_index=ignore)
+                terms["contrastive_loss"] = loss_c
+                extra["contrastive_classes"] = jnp.asarray(aux_c["num_present_classes"], jnp.float32)
+            total = (w_sup * terms["supervised_loss"] + w_bnd * terms["boundary_loss"]
+                     + w_uns * terms["unsupervised_loss"] + w_con * terms["contrastive_loss"])
+            return total, ({**terms, **extra}, mutated["batch_stats"])
+
+        (total, (terms, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grads = jax.lax.pmean(grads, AXIS)
+        updates_before = state.step // k_acc
+        new_state = state.apply_gradients(grads=grads, batch_stats=new_stats)
+
+        # EMA after the optimiser update; with accumulation only on the micro-step that updated.
+        teacher = update_teacher(state.teacher, new_state.params, new_state.batch_stats, updates_before,
+                                 cap=ema_cap, average_batch_stats=ema_stats)
+        if k_acc > 1:
+            updated = (state.step + 1) % k_acc == 0
+            teacher = jax.tree.map(lambda new, old: jnp.where(updated, new, old), teacher, state.teacher)
+        new_state = new_state.replace(teacher=teacher)
+
+        metrics = {"loss": total, **terms, **aux,
+                   "lr": state.lr_fn(updates_before) if state.lr_fn is not None else jnp.zeros(()),
+                   "grad_norm": optax.global_norm(grads)}
+        metrics.setdefault("confident_ratio", jnp.zeros(()))
+        metrics.setdefault("contrastive_classes", jnp.zeros(()))
+        metrics = jax.lax.pmean(jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics), AXIS)
+        return new_state, metrics
+
+    return body
+
+
+def check_finite(metrics: Mapping[str, Any], step: int) -> None:
+    """Raises FloatingPointError naming the step and the non-finite metrics (host-side, fetched values)."""
+    bad = {k: float(v) for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v)))}
+    if bad:
+        raise FloatingPointError(f"non-finite training metrics at step {step}: {bad}; stopping "
+                                 "(the last good checkpoint is kept)")
