@@ -222,58 +222,46 @@ def pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     return out
 
 
-def empty_batch_like(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """An all-invalid batch of `size` samples shaped like `batch` (keeps hosts in lock-step)."""
-    return pad_batch({k: np.asarray(batch[k])[:0] for k in EVAL_KEYS}, size)
-
-
 def local_batch_size(batch_size: int, num_local_devices: int) -> int:
     """The per-process batch: `batch_size` rounded up to a multiple of the local device count."""
     return max(1, math.ceil(batch_size / num_local_devices)) * num_local_devices
 
 
-def split_for_process(batches: Sequence[Any], process_index: int, process_count: int) -> tuple[list[int], int]:
-    """Indices of the batches this process evaluates (round robin) and the common number of steps."""
-    n = len(batches)
-    steps = math.ceil(n / process_count)
-    return list(range(process_index, n, process_count)), steps
-
-
 def evaluate(eval_step: Callable, variables_list: Sequence[Any], batches: Iterable[dict[str, np.ndarray]], *,
              mesh: Mesh, num_classes: int, names: Sequence[str] = ("student", "teacher"),
              num_keep: int = 0, progress: bool = False, axis_name: str = "data") -> dict[str, Any]:
-    """Runs `eval_step` over every validation batch and returns the scores.
+    """Runs `eval_step` over this process's validation batches and returns the scores.
 
+    `batches`: this process's share (`make_val_batches(..., process_index, process_count)`); every
+    process must yield the same number of batches (the data pipeline pads with invalid samples), as
+    each step is a collective over the whole mesh.
     Returns `{name: {'miou': float, 'iou': [K] list, 'confusion': int64 [K, K]}, 'kept': [...]}` where
-    'kept' holds up to `num_keep` (image, label, preds[N]) host arrays of this process's first samples
-    (for TensorBoard). Each process reads its share of `batches` (round robin); all processes run the
-    same number of steps, the short ones on all-invalid batches.
+    'kept' holds up to `num_keep` (image, label, preds `[N, Hp, Wp]`) host arrays of this process's
+    first valid samples (for TensorBoard).
     """
-    if not isinstance(batches, Sequence):
-        batches = list(batches)
-    pi, pc = jax.process_index(), jax.process_count()
-    mine, steps = split_for_process(batches, pi, pc)
-    if not batches:
-        raise ValueError("evaluate: the validation set is empty")
     ndev = len(mesh.local_devices)
-    size = local_batch_size(int(np.asarray(batches[0]["image"]).shape[0]), ndev)
     sharding = NamedSharding(mesh, P(axis_name))
     total = np.zeros((len(variables_list), num_classes, num_classes), np.int64)
     kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    template = batches[0]
-    iterator = range(steps)
-    if progress and pi == 0:
+    iterator: Iterable = batches
+    if progress and jax.process_index() == 0:
         from tqdm.auto import tqdm  # noqa: PLC0415 (only for interactive runs)
-        iterator = tqdm(iterator, desc="eval", leave=False, dynamic_ncols=True)
-    for step in iterator:
-        host = pad_batch(batches[mine[step]], size) if step < len(mine) else empty_batch_like(template, size)
+        iterator = tqdm(batches, desc="eval", leave=False, dynamic_ncols=True,
+                        total=len(batches) if hasattr(batches, "__len__") else None)
+    count = 0
+    for batch in iterator:
+        size = local_batch_size(int(np.asarray(batch["image"]).shape[0]), ndev)
+        host = pad_batch(batch, size)
         global_batch = {k: jax.make_array_from_process_local_data(sharding, np.asarray(host[k])) for k in EVAL_KEYS}
         confusion, preds = eval_step(tuple(variables_list), global_batch)
         total += np.asarray(jax.device_get(confusion), np.int64)
-        if len(kept) < num_keep and step < len(mine):
+        count += 1
+        if len(kept) < num_keep and host["valid"].any():
             local_preds = _local_rows(preds, axis=1)
             for i in np.flatnonzero(host["valid"])[: num_keep - len(kept)]:
-                kept.append((host["image"][i], host["label"][i], local_preds[:, i]))
+                kept.append((np.asarray(host["image"][i]), np.asarray(host["label"][i]), local_preds[:, i]))
+    if count == 0:
+        raise ValueError("evaluate: the validation set is empty")
     result: dict[str, Any] = {"kept": kept}
     for name, conf in zip(names, total):
         miou, iou = iou_from_confusion(conf)

@@ -1,0 +1,294 @@
+"""Checkpoints: orbax `CheckpointManager` keeping the latest N plus the best by mIoU.
+
+A checkpoint step directory holds three items:
+  - `state`: the whole `TrainState` (student, optimiser, teacher) as global arrays (`StandardSave`);
+  - `data`: the input pipeline's iterator state, one JSON file per process
+    (`process_<i>-of-<n>.json`, as grain's own orbax handler writes it), so a resumed run sees exactly
+    the batches an uninterrupted run would;
+  - `config`: the resolved config (JSON), so a checkpoint can be evaluated without its workdir.
+Metrics (`{'miou': ...}`) ride along for the best-checkpoint policy.
+
+Retention: `max_to_keep` together with `best_fn` keeps the N *best* and may delete the latest, which
+a resume needs; we use orbax's preservation policies instead: `LatestN(keep) OR BestN(1)`.
+
+Why our own iterator-state handler and not `grain.checkpoint.CheckpointSave`: grain's handler calls
+`iterator.get_state()` inside `save`, which under async checkpointing may run after the loop has
+already pulled the next batch; we snapshot the state (a dict) when the checkpoint is requested.
+
+Saves are asynchronous (`wait()` blocks until the last one is on disk). A step whose files are
+corrupt or half written is skipped on restore with a warning and the previous one is used; orbax
+itself writes each step to a temporary directory and renames it on success, so a process killed
+mid-save leaves only a `*.orbax-checkpoint-tmp-*` directory, which is ignored and cleaned up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+from orbax.checkpoint import checkpoint_managers as ocm
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+BEST_METRIC = "miou"
+
+
+class ProcessJsonHandler(ocp.CheckpointHandler):
+    """Saves one JSON-serialisable dict per process (`process_<i>-of-<n>.json`)."""
+
+    def save(self, directory: epath.Path, args: "ProcessJsonSave") -> None:
+        path = epath.Path(directory) / _process_file()
+        path.write_text(json.dumps(args.state, indent=1, sort_keys=True))
+
+    def restore(self, directory: epath.Path, args: "ProcessJsonRestore | None" = None) -> Any:
+        path = epath.Path(directory) / _process_file()
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no input-pipeline state for this process "
+                                    f"(was the checkpoint written with another process count?)")
+        return json.loads(path.read_text())
+
+    def structure(self, directory: epath.Path) -> Any:
+        return None
+
+    def metadata(self, directory: epath.Path) -> Any:
+        return None
+
+    def finalize(self, directory: epath.Path) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@ocp.args.register_with_handler(ProcessJsonHandler, for_save=True)
+@dataclasses.dataclass
+class ProcessJsonSave(ocp.args.CheckpointArgs):
+    state: Any
+
+
+@ocp.args.register_with_handler(ProcessJsonHandler, for_restore=True)
+@dataclasses.dataclass
+class ProcessJsonRestore(ocp.args.CheckpointArgs):
+    pass
+
+
+def _process_file() -> str:
+    return f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+
+
+@dataclasses.dataclass
+class Restored:
+    """What `Checkpointer.restore` returns."""
+
+    step: int
+    state: Any
+    data_state: Any
+    config: dict | None
+
+
+def check_writable(workdir: str) -> None:
+    """Raises one clear error when `workdir` cannot be created or written."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".write_test_{jax.process_index()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise PermissionError(f"--workdir {workdir}: cannot create or write there ({e.strerror or e})") from e
+
+
+class Checkpointer:
+    """Latest-N plus best-by-mIoU checkpoints under `<workdir>/checkpoints`, saved asynchronously."""
+
+    def __init__(self, workdir: str, *, keep: int = 2, async_save: bool = True, read_only: bool = False):
+        if keep < 1:
+            raise ValueError(f"train.keep_checkpoints={keep}: keep at least the latest checkpoint")
+        self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+        policy = ocm.AnyPreservationPolicy([
+            ocm.LatestN(n=keep),
+            ocm.BestN(get_metric_fn=_best_metric, n=1, keep_checkpoints_without_metrics=False),
+        ])
+        options = ocp.CheckpointManagerOptions(
+            best_fn=_best_metric, best_mode="max",  # records metrics and answers best_step()
+            preservation_policy=policy, enable_async_checkpointing=async_save, create=not read_only,
+            read_only=read_only, cleanup_tmp_directories=not read_only)
+        # Every item registered up front, so metadata (stored shapes) can be read without restoring.
+        handlers = ocp.handlers.DefaultCheckpointHandlerRegistry()
+        for name, save, restore, handler in (
+                ("state", ocp.args.StandardSave, ocp.args.StandardRestore, ocp.StandardCheckpointHandler),
+                ("data", ProcessJsonSave, ProcessJsonRestore, ProcessJsonHandler),
+                ("config", ocp.args.JsonSave, ocp.args.JsonRestore, ocp.JsonCheckpointHandler)):
+            handlers.add(name, save, handler)
+            handlers.add(name, restore, handler)
+        self.manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=handlers)
+
+    # -- queries
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        return self.manager.best_step()
+
+    # -- save / restore
+    def save(self, step: int, state: Any, *, data_state: Any = None, config: dict | None = None,
+             metrics: dict | None = None, force: bool = True) -> bool:
+        """Starts an asynchronous save of `state` (+ iterator state, config, metrics) at `step`."""
+        items = {"state": ocp.args.StandardSave(state)}
+        if data_state is not None:
+            items["data"] = ProcessJsonSave(data_state)
+        if config is not None:
+            items["config"] = ocp.args.JsonSave(config)
+        metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
+        return self.manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics, force=force)
+
+    def restore(self, abstract_state: Any, *, step: int | None = None, with_data: bool = True) -> Restored | None:
+        """Restores `step` (default: the latest loadable one) into the structure of `abstract_state`
+        (a pytree of `jax.ShapeDtypeStruct` with shardings, e.g. from `abstract_like`).
+
+        Steps that fail to load are skipped with a warning, newest first, and renamed
+        `<step>.corrupt` (so that training can write that step again). Returns None when there is no
+        checkpoint (a fresh start); raises when checkpoints exist but none can be read, or when
+        they hold another model (`ShapeMismatchError`).
+        """
+        if step is not None:
+            try:
+                return self._restore_step(step, abstract_state, with_data)
+            except ShapeMismatchError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise RuntimeError(f"{self.directory}/{step}: cannot restore checkpoint: {_first_line(e)}") from e
+        failed = []
+        for s in sorted(self.all_steps(), reverse=True):
+            try:
+                restored = self._restore_step(s, abstract_state, with_data)
+            except ShapeMismatchError:
+                raise  # a different model, not a damaged file: never fall back silently
+            except Exception as e:  # noqa: BLE001 - any other failure means this step is unusable
+                log.warning("checkpoint %s/%d is corrupt or incomplete (%s: %s); trying the previous one",
+                            self.directory, s, type(e).__name__, _first_line(e))
+                failed.append(s)
+                continue
+            self._set_aside(failed)
+            return restored
+        if failed:
+            raise RuntimeError(f"{self.directory}: no readable checkpoint (steps {failed} are all corrupt); "
+                               "move the folder away to start fresh")
+        return None
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Renames unreadable steps to `<step>.corrupt[-k]` (kept for inspection, ignored by orbax)."""
+        if not steps:
+            return
+        if jax.process_index() == 0:
+            for s in steps:
+                src = os.path.join(self.directory, str(s))
+                dst, k = src + ".corrupt", 1
+                while os.path.exists(dst):
+                    dst, k = f"{src}.corrupt-{k}", k + 1
+                os.rename(src, dst)
+                log.warning("moved the unreadable checkpoint %s to %s", src, dst)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils  # noqa: PLC0415
+
+            multihost_utils.sync_global_devices("mofgseg_checkpoint_set_aside")
+        self.manager.reload()
+
+    def _restore_step(self, step: int, abstract_state: Any, with_data: bool) -> Restored:
+        step_dir = epath.Path(self.directory) / str(step)
+        stored = self.manager.item_metadata(step)["state"]  # raises on unreadable metadata
+        check_shapes(stored, abstract_state, str(step_dir))
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        if with_data and (step_dir / "data").exists():
+            items["data"] = ProcessJsonRestore()
+        if (step_dir / "config").exists():
+            items["config"] = ocp.args.JsonRestore()
+        out = self.manager.restore(step, args=ocp.args.Composite(**items))
+        return Restored(step=step, state=out["state"], data_state=out.get("data") if "data" in items else None,
+                        config=out.get("config") if "config" in items else None)
+
+    def wait(self) -> None:
+        """Blocks until pending asynchronous saves are on disk."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def _best_metric(metrics: Any) -> float:
+    return float(metrics[BEST_METRIC])
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+class ShapeMismatchError(ValueError):
+    """The checkpoint holds arrays of other shapes than the model the config builds."""
+
+
+def check_shapes(stored: Any, abstract_state: Any, where: str) -> None:
+    """Compares the stored array shapes (orbax metadata) with the restore target's.
+
+    The multisets of shapes are compared, which does not depend on how each library names the
+    nodes of the tree; a config that changes any parameter shape changes this multiset.
+    """
+    tree = getattr(stored, "tree", stored)
+    got = sorted(tuple(getattr(x, "shape", ())) for x in jax.tree.leaves(tree))
+    want = sorted(tuple(x.shape) for x in jax.tree.leaves(abstract_state))
+    if got != want:
+        only_ckpt = [s for s in got if s not in want][:3]
+        only_model = [s for s in want if s not in got][:3]
+        raise ShapeMismatchError(
+            f"{where}: the checkpoint's arrays do not match the model built by the config "
+            f"({len(got)} arrays stored vs {len(want)} expected; e.g. stored {only_ckpt} vs expected {only_model}). "
+            "Use the config the run was started with, or another --workdir.")
+
+
+def abstract_like(tree: Any) -> Any:
+    """`jax.ShapeDtypeStruct`s (with shardings) of a pytree of arrays: a restore target."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def restore_variables(path: str) -> tuple[dict, dict | None, int]:
+    """Model variables of a checkpoint without building the train state (evaluation/prediction).
+
+    `path`: a step directory (`.../checkpoints/1200`), a `checkpoints` directory or a workdir (latest
+    step). Returns ({'student': {'params', 'batch_stats'}, 'teacher': {...}}, config dict or None, step)
+    with host (NumPy) arrays.
+    """
+    path = os.path.abspath(path)
+    if os.path.isdir(os.path.join(path, CHECKPOINT_DIR)):
+        path = os.path.join(path, CHECKPOINT_DIR)
+    if os.path.isdir(os.path.join(path, "state")):
+        step_dir = path
+    else:
+        steps = sorted((int(d) for d in os.listdir(path) if d.isdigit()), reverse=True) if os.path.isdir(path) else []
+        if not steps:
+            raise FileNotFoundError(f"--checkpoint {path}: no checkpoint steps found")
+        step_dir = os.path.join(path, str(steps[0]))
+    checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+    items = {"state": ocp.args.StandardRestore()}
+    if os.path.isdir(os.path.join(step_dir, "config")):
+        items["config"] = ocp.args.JsonRestore()
+    try:
+        out = checkpointer.restore(step_dir, args=ocp.args.Composite(**items))
+    except Exception as e:  # noqa: BLE001
+        raise RuntimeError(f"--checkpoint {step_dir}: cannot read the checkpoint ({_first_line(e)})") from e
+    state = out["state"]
+    variables = {"student": {"params": state["params"], "batch_stats": state.get("batch_stats", {}) or {}},
+                 "teacher": state["teacher"]}
+    step = int(os.path.basename(step_dir)) if os.path.basename(step_dir).isdigit() else int(state["step"])
+    return variables, out.get("config") if "config" in items else None, step

@@ -1,0 +1,118 @@
+"""Checkpoints: retention (latest N + best), iterator state, damaged checkpoints, clear errors."""
+
+import glob
+import logging
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from mofgseg_jax.train import checkpoint as ckpt
+
+STATE = {"params": {"w": jnp.ones((3, 4)), "b": jnp.arange(5, dtype=jnp.float32)}, "step": jnp.zeros((), jnp.int32)}
+
+
+def _scaled(s):
+    return jax.tree.map(lambda x: x * s, STATE)
+
+
+def _write(workdir, mious, keep=2):
+    c = ckpt.Checkpointer(str(workdir), keep=keep)
+    for step, miou in enumerate(mious, start=1):
+        c.save(step, _scaled(step), data_state={"next_index": step * 10}, config={"seed": 0},
+               metrics={"miou": miou})
+    c.close()
+
+
+def test_keeps_the_latest_n_and_the_best_by_miou(tmp_path):
+    _write(tmp_path, [10.0, 50.0, 20.0, 30.0, 15.0, 12.0], keep=2)
+    c = ckpt.Checkpointer(str(tmp_path), keep=2)
+    assert c.all_steps() == [2, 5, 6]  # best (step 2) + latest two
+    assert c.best_step() == 2 and c.latest_step() == 6
+    c.close()
+
+
+def test_restores_state_iterator_state_and_config(tmp_path):
+    _write(tmp_path, [1.0, 2.0, 3.0])
+    c = ckpt.Checkpointer(str(tmp_path), keep=2)
+    r = c.restore(ckpt.abstract_like(STATE))
+    assert r.step == 3 and r.data_state == {"next_index": 30} and r.config == {"seed": 0}
+    assert float(r.state["params"]["w"][0, 0]) == 3.0
+    c.close()
+
+
+def _damage_latest(workdir):
+    step_dir = os.path.join(workdir, ckpt.CHECKPOINT_DIR, "3")
+    for f in glob.glob(os.path.join(step_dir, "state", "d", "*")):
+        with open(f, "r+b") as fh:
+            fh.truncate(os.path.getsize(f) // 2)  # a half-written array file
+
+
+def test_corrupt_latest_checkpoint_is_skipped_with_a_warning_and_the_previous_used(tmp_path, caplog):
+    _write(tmp_path, [1.0, 2.0, 3.0], keep=3)
+    _damage_latest(str(tmp_path))
+    c = ckpt.Checkpointer(str(tmp_path), keep=3)
+    with caplog.at_level(logging.WARNING):
+        r = c.restore(ckpt.abstract_like(STATE))
+    assert r.step == 2 and float(r.state["params"]["w"][0, 0]) == 2.0
+    assert any("corrupt or incomplete" in m for m in caplog.messages)
+    assert c.all_steps() == [1, 2]  # set aside as 3.corrupt, so step 3 can be written again
+    assert os.path.isdir(os.path.join(str(tmp_path), ckpt.CHECKPOINT_DIR, "3.corrupt"))
+    c.save(3, _scaled(7), metrics={"miou": 0.0})
+    c.close()
+
+
+def test_interrupted_save_leftover_is_ignored(tmp_path):
+    _write(tmp_path, [1.0, 2.0])
+    root = os.path.join(str(tmp_path), ckpt.CHECKPOINT_DIR)
+    # What a process killed mid-save leaves behind: orbax's temporary directory, never renamed.
+    shutil.copytree(os.path.join(root, "2"), os.path.join(root, "3.orbax-checkpoint-tmp-1234567"))
+    c = ckpt.Checkpointer(str(tmp_path), keep=2)
+    assert c.restore(ckpt.abstract_like(STATE)).step == 2
+    c.close()
+
+
+def test_no_readable_checkpoint_is_a_clear_error(tmp_path):
+    _write(tmp_path, [1.0], keep=2)
+    for f in glob.glob(os.path.join(str(tmp_path), ckpt.CHECKPOINT_DIR, "1", "state", "manifest.ocdbt")):
+        os.remove(f)
+    c = ckpt.Checkpointer(str(tmp_path), keep=2)
+    with pytest.raises(RuntimeError, match="no readable checkpoint"):
+        c.restore(ckpt.abstract_like(STATE))
+    c.close()
+
+
+def test_fresh_workdir_restores_nothing(tmp_path):
+    c = ckpt.Checkpointer(str(tmp_path), keep=2)
+    assert c.restore(ckpt.abstract_like(STATE)) is None
+    c.close()
+
+
+def test_checkpoint_of_another_model_is_a_clear_error_not_a_fallback(tmp_path):
+    _write(tmp_path, [1.0, 2.0])
+    other = {"params": {"w": jnp.ones((3, 7)), "b": jnp.zeros(5)}, "step": jnp.zeros((), jnp.int32)}
+    c = ckpt.Checkpointer(str(tmp_path), keep=2)
+    with pytest.raises(ckpt.ShapeMismatchError, match=r"do not match the model built by the config"):
+        c.restore(ckpt.abstract_like(other))
+    c.close()
+
+
+def test_restore_variables_reads_student_and_teacher_from_a_step_dir(tmp_path):
+    state = {"params": {"w": jnp.ones((2,))}, "batch_stats": {}, "step": jnp.array(4),
+             "teacher": {"params": {"w": jnp.zeros((2,))}, "batch_stats": {}}}
+    c = ckpt.Checkpointer(str(tmp_path), keep=1)
+    c.save(4, state, config={"seed": 3})
+    c.close()
+    variables, config, step = ckpt.restore_variables(str(tmp_path))
+    assert step == 4 and config == {"seed": 3}
+    assert float(variables["student"]["params"]["w"][0]) == 1.0
+    assert float(variables["teacher"]["params"]["w"][0]) == 0.0
+
+
+def test_unwritable_workdir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PermissionError, match="--workdir .*cannot create or write"):
+        ckpt.check_writable(str(blocker / "run"))
