@@ -1,0 +1,38 @@
+"""python launch/train.py --config configs/custom.py:semi --workdir runs/mine --config.data.root /data/mine --config.model.num_classes 5
+
+Any dataset in the published raw layout (`gt_jpg/{train,val}/ID.jpg`, `label_png/{train,val}/ID.png`,
+masks of class ids with 255 = ignore) plus split lists under `<root>/splits/<split>/` (write them with
+`launch/make_splits.py`). Set `data.root` and `model.num_classes`; `data.class_names` is optional
+(`--config.data.class_names "('sea','land','sky')"`, shown in TensorBoard). The training recipe is the
+published UAV-SEG one (MiT-B5, crop 513, OHEM); override any key from the command line.
+Variants: `:semi` (default), `:sup`, `:no_contrast`, `:no_boundary`, `:published_teacher_bn`, `:smoke`.
+"""
+
+from configs.common import apply_variant, base_config
+
+
+def get_config(arg=None):
+    config = base_config()
+    config.model.backbone = "b5"
+    config.model.num_classes = 0  # required: the number of classes in your masks (ids 0..K-1)
+    config.model.pretrained = ""  # e.g. pretrained/mit_b5 (launch/convert_weights.py); fresh starts only
+
+    config.data.name = "custom"
+    config.data.root = ""  # required: your dataset folder
+    config.data.split = "1_8"
+    config.data.class_names = ()  # optional: K names; default 'class_0' ..
+    config.data.crop_size = 513
+    config.data.batch_size_labeled = 8  # global (2 per GPU x 4 GPUs, as published for UAV-SEG)
+    config.data.batch_size_unlabeled = 8
+    config.data.eval_pad_size = 1024  # must be >= the largest validation image side
+
+    config.loss.ohem = True
+    config.loss.ohem_thresh = 0.7
+    config.loss.ohem_min_kept = 200000
+
+    config.optim.lr = 0.005
+    config.optim.lr_multi = 1.0
+
+    config.train.num_epochs = 240
+    config.eval.mode = "original"
+    return apply_variant(config, arg)

@@ -1,0 +1,35 @@
+"""python launch/train.py --config configs/tas500.py:semi --workdir runs/tas500_1_8 --config.data.root /data/tas500
+
+TAS500 (24 fine-grained driving classes) with the published MOFGSeg settings (DESIGN.md §5):
+MiT-B5, crop 513, 240 epochs, 3 images per GPU x 4 GPUs, lr 0.005, lr_multi 1, OHEM supervised loss,
+evaluation on whole images. Variants: `:semi` (default), `:sup`, `:no_contrast`, `:no_boundary`,
+`:published_teacher_bn`, `:smoke`; combine with commas (`:sup,smoke`).
+"""
+
+from configs.common import apply_variant, base_config
+
+
+def get_config(arg=None):
+    config = base_config()
+    config.model.backbone = "b5"  # the published backbone (mit_b5)
+    config.model.num_classes = 24
+    config.model.pretrained = ""  # e.g. pretrained/mit_b5 (launch/convert_weights.py); fresh starts only
+
+    config.data.name = "tas500"
+    config.data.root = ""  # the raw dataset folder: gt_jpg/{train,val}, label_png/{train,val}
+    config.data.split = "1_8"
+    config.data.crop_size = 513
+    config.data.batch_size_labeled = 12  # global: 3 per GPU x 4 GPUs
+    config.data.batch_size_unlabeled = 12  # global: 3 per GPU x 4 GPUs
+    config.data.eval_pad_size = 2048  # TAS500 images are 2026 x 620
+
+    config.loss.ohem = True  # published: OHEM, thresh 0.7, min_kept 200000
+    config.loss.ohem_thresh = 0.7
+    config.loss.ohem_min_kept = 200000
+
+    config.optim.lr = 0.005
+    config.optim.lr_multi = 1.0
+
+    config.train.num_epochs = 240
+    config.eval.mode = "original"  # the published evaluation of this dataset
+    return apply_variant(config, arg)
