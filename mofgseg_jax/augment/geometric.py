@@ -59,26 +59,19 @@ def _nearest_index(v: jax.Array, scaled_size: jax.Array, in_size: int) -> jax.Ar
     return jnp.clip(jnp.floor((v.astype(jnp.float32) + 0.5) * scale).astype(jnp.int32), 0, in_size - 1)
 
 
-def random_rescale_crop(key: jax.Array, image: jax.Array, label: jax.Array, confidence: jax.Array, *,
-                        scale_range: Sequence[float] = (0.5, 2.0), ignore_index: int = 255
-                        ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Rescale by s ~ U(scale_range), reflect-pad right/bottom to at least the input size, crop back.
+def rescale_crop(image: jax.Array, label: jax.Array, confidence: jax.Array, *, scaled_size: tuple,
+                 offset: tuple, ignore_index: int = 255) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Resize to `scaled_size`, reflect-pad right/bottom to the input size, crop at `offset`.
 
     image `[H, W, C]` float, label `[H, W]` int, confidence `[H, W]` float -> same shapes/dtypes.
-    Image resampled bilinearly (reflected in the padding); label and confidence nearest, with
-    label = `ignore_index` and confidence = 0 in the padding. The crop offset is uniform over the
-    valid range (torchvision `RandomCrop.get_params`).
+    `scaled_size` = (h, w) and `offset` = (y, x) are int scalars (may be traced). Image resampled
+    with PIL's BILINEAR and reflected in the padding; label and confidence nearest, with
+    label = `ignore_index` and confidence = 0 in the padding.
     """
     height, width = label.shape
-    k_scale, k_y, k_x = jax.random.split(key, 3)
-    s = jax.random.uniform(k_scale, (), minval=scale_range[0], maxval=scale_range[1])
-    # int(H * s) as in the published code; at least 1 pixel so the weights stay defined.
-    scaled_h = jnp.maximum(jnp.floor(height * s).astype(jnp.int32), 1)
-    scaled_w = jnp.maximum(jnp.floor(width * s).astype(jnp.int32), 1)
-    off_y = jax.random.randint(k_y, (), 0, jnp.maximum(scaled_h, height) - height + 1)
-    off_x = jax.random.randint(k_x, (), 0, jnp.maximum(scaled_w, width) - width + 1)
-    v_y, valid_y = _virtual_coords(height, scaled_h, off_y)
-    v_x, valid_x = _virtual_coords(width, scaled_w, off_x)
+    scaled_h, scaled_w = (jnp.asarray(n, jnp.int32) for n in scaled_size)
+    v_y, valid_y = _virtual_coords(height, scaled_h, jnp.asarray(offset[0], jnp.int32))
+    v_x, valid_x = _virtual_coords(width, scaled_w, jnp.asarray(offset[1], jnp.int32))
 
     rows = _bilinear_matrix(v_y, scaled_h, height).astype(image.dtype)
     cols = _bilinear_matrix(v_x, scaled_w, width).astype(image.dtype)
@@ -91,6 +84,27 @@ def random_rescale_crop(key: jax.Array, image: jax.Array, label: jax.Array, conf
     out_label = jnp.where(valid, label[idx_y][:, idx_x], jnp.asarray(ignore_index, label.dtype))
     out_conf = jnp.where(valid, confidence[idx_y][:, idx_x], jnp.zeros((), confidence.dtype))
     return out_image, out_label, out_conf
+
+
+def random_rescale_crop(key: jax.Array, image: jax.Array, label: jax.Array, confidence: jax.Array, *,
+                        scale_range: Sequence[float] = (0.5, 2.0), ignore_index: int = 255
+                        ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`rescale_crop` with s ~ U(scale_range) and a uniform crop offset over the valid range.
+
+    image `[H, W, C]` float, label `[H, W]` int, confidence `[H, W]` float -> same shapes/dtypes.
+    Scaled size floor(s H) x floor(s W) as the published `int(H * s)`; offset as torchvision
+    `RandomCrop.get_params` on the padded image.
+    """
+    height, width = label.shape
+    k_scale, k_y, k_x = jax.random.split(key, 3)
+    s = jax.random.uniform(k_scale, (), minval=scale_range[0], maxval=scale_range[1])
+    # At least 1 pixel so the resampling weights stay defined.
+    scaled_h = jnp.maximum(jnp.floor(height * s).astype(jnp.int32), 1)
+    scaled_w = jnp.maximum(jnp.floor(width * s).astype(jnp.int32), 1)
+    off_y = jax.random.randint(k_y, (), 0, jnp.maximum(scaled_h, height) - height + 1)
+    off_x = jax.random.randint(k_x, (), 0, jnp.maximum(scaled_w, width) - width + 1)
+    return rescale_crop(image, label, confidence, scaled_size=(scaled_h, scaled_w),
+                        offset=(off_y, off_x), ignore_index=ignore_index)
 
 
 def random_hflip(key: jax.Array, image: jax.Array, label: jax.Array, confidence: jax.Array, *,

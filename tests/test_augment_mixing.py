@@ -1,0 +1,108 @@
+"""cutout / cutmix / classmix: rectangle law, pixels taken from the next sample, half the classes."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mofgseg_jax.augment import mixing
+
+B, H, W, K = 3, 12, 17, 6
+IGNORE = 255
+
+
+def _batch(seed=0, ignore_band=False):
+    rng = np.random.default_rng(seed)
+    # Distinct random floats per sample: an output pixel equal to the next sample's came from it.
+    images = rng.random((B, H, W, 3), dtype=np.float32)
+    labels = np.kron(rng.integers(0, K, (B, H // 3, W // 3 + 1)), np.ones((1, 3, 3), int))[:, :H, :W]
+    labels = labels.astype(np.int32)
+    if ignore_band:
+        labels[:, -2:] = IGNORE
+    conf = rng.uniform(0.1, 1.0, (B, H, W)).astype(np.float32)
+    return images, labels, conf
+
+
+@functools.cache
+def _mix(mode):
+    return jax.jit(functools.partial(mixing.mix_batch, mode=mode, num_classes=K))
+
+
+def _keys(seed):
+    return jax.random.split(jax.random.key(seed), B)
+
+
+def test_rectangle_has_half_the_area_and_the_published_size_law():
+    masks = np.asarray(jax.vmap(lambda k: mixing.rectangle_mask(k, H, W))(
+        jax.random.split(jax.random.key(0), 200)))
+    widths = set()
+    for m in masks:
+        ys, xs = np.nonzero(m)
+        h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+        assert m.sum() == h * w  # a solid rectangle inside the image
+        assert W // 2 + 1 <= w <= W - 1
+        assert h == np.round(H * W / 2 / w)
+        widths.add(w)
+    assert widths == set(range(W // 2 + 1, W))  # every allowed width occurs
+
+
+def test_cutout_zeroes_image_and_confidence_and_ignores_label_inside_only():
+    images, labels, conf = _batch()
+    out_im, out_lb, out_cf = map(np.asarray, _mix("cutout")(_keys(1), images, labels, conf))
+    for i in range(B):
+        inside = out_lb[i] == IGNORE
+        assert 0 < inside.sum() < H * W
+        assert np.all(out_im[i][inside] == 0) and np.all(out_cf[i][inside] == 0)
+        np.testing.assert_array_equal(out_im[i][~inside], images[i][~inside])
+        np.testing.assert_array_equal(out_lb[i][~inside], labels[i][~inside])
+        np.testing.assert_array_equal(out_cf[i][~inside], conf[i][~inside])
+
+
+def test_cutmix_fills_a_half_area_rectangle_from_the_next_sample():
+    images, labels, conf = _batch()
+    out_im, out_lb, out_cf = map(np.asarray, _mix("cutmix")(_keys(2), images, labels, conf))
+    for i in range(B):
+        nxt = (i + 1) % B  # the last sample takes from the first
+        from_next = np.all(out_im[i] == images[nxt], axis=-1)
+        from_self = np.all(out_im[i] == images[i], axis=-1)
+        np.testing.assert_array_equal(from_next, ~from_self)  # every pixel is one or the other
+        ys, xs = np.nonzero(from_next)
+        h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+        assert from_next.sum() == h * w and h == np.round(H * W / 2 / w)
+        np.testing.assert_array_equal(out_lb[i][from_next], labels[nxt][from_next])
+        np.testing.assert_array_equal(out_cf[i][from_next], conf[nxt][from_next])
+        np.testing.assert_array_equal(out_lb[i][from_self], labels[i][from_self])
+        np.testing.assert_array_equal(out_cf[i][from_self], conf[i][from_self])
+
+
+@pytest.mark.parametrize("ignore_band", [False, True])
+def test_classmix_pastes_all_pixels_of_half_the_next_samples_classes(ignore_band):
+    images, labels, conf = _batch(seed=3, ignore_band=ignore_band)
+    chosen_sets = set()
+    for seed in range(4):
+        out_im, out_lb, out_cf = map(np.asarray, _mix("classmix")(_keys(seed), images, labels, conf))
+        for i in range(B):
+            nxt = (i + 1) % B
+            from_next = np.all(out_im[i] == images[nxt], axis=-1)
+            present = set(np.unique(labels[nxt])) - {IGNORE}
+            chosen = set(np.unique(labels[nxt][from_next]))
+            assert chosen <= present and len(chosen) == len(present) // 2
+            # Exactly the pixels of the chosen classes, never ignore pixels.
+            np.testing.assert_array_equal(from_next, np.isin(labels[nxt], sorted(chosen)))
+            np.testing.assert_array_equal(out_lb[i], np.where(from_next, labels[nxt], labels[i]))
+            np.testing.assert_array_equal(out_cf[i], np.where(from_next, conf[nxt], conf[i]))
+            chosen_sets.add(frozenset(chosen))
+    assert len(chosen_sets) > 1  # the half is drawn at random
+
+
+def test_class_mask_with_a_single_class_takes_nothing():
+    label = jnp.full((H, W), 2, jnp.int32)
+    assert not np.asarray(mixing.class_mask(jax.random.key(0), label, num_classes=K)).any()
+
+
+def test_none_mode_is_identity():
+    images, labels, conf = _batch()
+    for out, x in zip(_mix("none")(_keys(0), images, labels, conf), (images, labels, conf)):
+        np.testing.assert_array_equal(np.asarray(out), x)

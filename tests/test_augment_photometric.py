@@ -1,0 +1,142 @@
+"""Colour jitter, grayscale, blur and normalisation against PIL / colorsys / direct-convolution references.
+
+torchvision does not import beside the CPU torch here; its PIL path calls `ImageEnhance`, so that is
+the reference. PIL works on uint8 and truncates after each blend, so from a uint8 input our float
+result x 255 may lie up to 1 above PIL's; contrast and saturation blend towards a grey that PIL
+rounds to an integer (adds <= 0.5 |1 - f| in uint8 units).
+"""
+
+import colorsys
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+
+from mofgseg_jax.augment import photometric
+
+FACTORS = (0.75, 0.9, 1.1, 1.25)
+
+
+def _uint8_image(seed=0, shape=(16, 20, 3)):
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def _as01(image_u8):
+    return jnp.asarray(image_u8.astype(np.float32) / 255.0)
+
+
+@pytest.mark.parametrize("op, enhancer, grey_rounding", [
+    (photometric.adjust_brightness, ImageEnhance.Brightness, 0.0),
+    (photometric.adjust_contrast, ImageEnhance.Contrast, 0.5),
+    (photometric.adjust_saturation, ImageEnhance.Color, 0.5),
+])
+def test_enhance_ops_match_pil_imageenhance_to_uint8_precision(op, enhancer, grey_rounding):
+    image = _uint8_image()
+    for factor in FACTORS:
+        ref = np.asarray(enhancer(Image.fromarray(image)).enhance(factor), np.float32)
+        ours = np.asarray(op(_as01(image), factor)) * 255.0
+        slack = grey_rounding * abs(1 - factor) + 1e-3
+        diff = ours - ref
+        # PIL truncates towards 0 (uint8 cast): ours is at most 1 above, never (beyond slack) below.
+        assert diff.max() <= 1.0 + slack and diff.min() >= -slack, (factor, diff.min(), diff.max())
+
+
+def test_grayscale_matches_pil_convert_L():
+    image = _uint8_image(1)
+    ref = np.asarray(Image.fromarray(image).convert("L"), np.float32)
+    ours = np.asarray(photometric.grayscale(_as01(image)))[..., 0] * 255.0
+    np.testing.assert_allclose(ours, ref, atol=0.5 + 1e-3)  # PIL rounds to the nearest integer
+
+
+def _colorsys_hue(image01, shift):
+    out = np.empty_like(image01)
+    for idx in np.ndindex(image01.shape[:2]):
+        h, s, v = colorsys.rgb_to_hsv(*image01[idx].astype(np.float64))
+        out[idx] = colorsys.hsv_to_rgb((h + shift) % 1.0, s, v)
+    return out
+
+
+@pytest.mark.parametrize("shift", [-0.25, -0.1, 0.05, 0.25])
+def test_hue_shift_matches_colorsys_loop(shift):
+    image = _uint8_image(2, (8, 8, 3)).astype(np.float32) / 255.0
+    image[0, :3] = [0.5, 0.5, 0.5]  # grey pixels: hue undefined, must stay grey
+    image[1, 0] = [1.0, 0.0, 0.0]
+    image[1, 1] = [0.2, 0.9, 0.9]  # max shared by g and b
+    ours = np.asarray(photometric.adjust_hue(jnp.asarray(image), shift))
+    np.testing.assert_allclose(ours, _colorsys_hue(image, shift), atol=2e-6)
+
+
+def _np_ops(brightness, contrast, saturation, hue):
+    """Float NumPy versions of torchvision's four ops (independent of the code under test)."""
+    def gray(x):
+        return x @ np.array([0.299, 0.587, 0.114], np.float64)
+
+    def blend(x, other, f):
+        return np.clip(f * x + (1 - f) * other, 0, 1)
+
+    return (lambda x: blend(x, 0.0, brightness),
+            lambda x: blend(x, gray(x).mean(), contrast),
+            lambda x: blend(x, gray(x)[..., None], saturation),
+            lambda x: _colorsys_hue(x, hue))
+
+
+def test_color_jitter_applies_the_four_ops_in_a_random_order():
+    image = np.asarray(_as01(_uint8_image(3, (6, 7, 3)))).astype(np.float64)
+    factors = dict(brightness=1.2, contrast=0.8, saturation=1.25, hue=0.2)
+    ops = _np_ops(**factors)
+    candidates = {}
+    for order in itertools.permutations(range(4)):
+        x = image
+        for i in order:
+            x = ops[i](x)
+        candidates[order] = x
+    jitter = jax.jit(functools.partial(photometric.color_jitter, **{k: (v, v) for k, v in factors.items()}))
+    orders_seen = set()
+    for seed in range(12):
+        ours = np.asarray(jitter(jax.random.key(seed), jnp.asarray(image, jnp.float32)))
+        errors = {o: np.abs(ours - ref).max() for o, ref in candidates.items()}
+        best = min(errors, key=errors.get)
+        assert errors[best] < 1e-5
+        orders_seen.add(best)
+    assert len(orders_seen) > 3
+
+
+def test_jitter_and_blur_apply_with_their_probabilities():
+    image = _as01(_uint8_image(4, (4, 4, 3)))
+    keys = jax.random.split(jax.random.key(0), 1000)
+    jittered = jax.vmap(lambda k: photometric.random_color_jitter(k, image, prob=0.8))(keys)
+    blurred = jax.vmap(lambda k: photometric.random_gaussian_blur(k, image, prob=0.5, kernel_size=3))(keys)
+    changed_j = np.mean(np.any(np.asarray(jittered) != np.asarray(image), axis=(1, 2, 3)))
+    changed_b = np.mean(np.any(np.asarray(blurred) != np.asarray(image), axis=(1, 2, 3)))
+    assert abs(changed_j - 0.8) < 0.05 and abs(changed_b - 0.5) < 0.05
+
+
+def _direct_blur(image, sigma, size):
+    """2-D convolution with the outer-product Gaussian, reflect padding, explicit loops over taps."""
+    half = size // 2
+    x = np.arange(size) - half
+    k1 = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel = np.outer(k1, k1) / np.outer(k1, k1).sum()
+    padded = np.pad(image.astype(np.float64), ((half, half), (half, half), (0, 0)), mode="reflect")
+    out = np.zeros(image.shape, np.float64)
+    for dy in range(size):
+        for dx in range(size):
+            out += kernel[dy, dx] * padded[dy:dy + image.shape[0], dx:dx + image.shape[1]]
+    return out
+
+
+@pytest.mark.parametrize("sigma, size", [(0.15, 9), (0.6, 5), (1.15, 9)])
+def test_gaussian_blur_matches_direct_convolution(sigma, size):
+    image = np.asarray(_as01(_uint8_image(5, (13, 11, 3))))
+    ours = np.asarray(photometric.gaussian_blur(jnp.asarray(image), sigma, size))
+    np.testing.assert_allclose(ours, _direct_blur(image, sigma, size), atol=1e-6)
+
+
+def test_normalize_uses_imagenet_mean_and_std():
+    image = np.asarray(_as01(_uint8_image(6)))
+    expected = (image - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(np.asarray(photometric.normalize(jnp.asarray(image))), expected, atol=1e-6)
