@@ -15,6 +15,8 @@ DESIGN.md §3 step 6. Same sampling distribution as the published loop code
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 import jax
@@ -29,11 +31,69 @@ def _inv_norm(x: jax.Array, eps: float) -> jax.Array:
     return jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
 
 
+def _chunked_anchor_ce(anchors, pos_keys, keys, key_inv_norm, neg_idx, weight, temperature, chunk,
+                       with_grad):
+    """Per-anchor CE (and its gradient w.r.t. the anchor), `chunk` anchors at a time.
+
+    The chunk's `[chunk, M, D]` block of gathered negatives is small enough to stay in cache, and it
+    is used twice while it is there: for the logits and for the gradient
+    `dCE/da = ((p0 - 1) proto + w * sum_m p_m key_m) / T`, which needs the softmax that the forward
+    pass has just computed. So forward+backward reads the negatives from memory once.
+    """
+    num_anchors, d = anchors.shape
+    m = neg_idx.shape[1]
+    hi = jax.lax.Precision.HIGHEST  # keep f32 (no TF32) on GPUs
+
+    def body(args):
+        a, pk, idx = args  # [C, D], [C, D], [C, M]
+        block = keys[idx].astype(jnp.float32)  # [C, M, D] raw keys
+        scale = key_inv_norm[idx]  # [C, M]
+        neg = jnp.einsum("cd,cmd->cm", a, block, precision=hi) * scale
+        pos = jnp.sum(a * pk, axis=-1)
+        logits = jnp.concatenate([pos[:, None], weight * neg], axis=1) / temperature
+        lse = jax.nn.logsumexp(logits, axis=1)
+        ce = lse - logits[:, 0]
+        if not with_grad:
+            return ce
+        p = jnp.exp(logits - lse[:, None])
+        grad = ((p[:, 0] - 1.0) / temperature)[:, None] * pk + (weight / temperature) * jnp.einsum(
+            "cm,cmd->cd", p[:, 1:] * scale, block, precision=hi)
+        return ce, grad
+
+    xs = (anchors.reshape(-1, chunk, d), pos_keys.reshape(-1, chunk, d), neg_idx.reshape(-1, chunk, m))
+    out = jax.lax.map(body, xs)
+    if not with_grad:
+        return out.reshape(num_anchors)
+    return out[0].reshape(num_anchors), out[1].reshape(num_anchors, d)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _anchor_ce(anchors, pos_keys, keys, key_inv_norm, neg_idx, weight, temperature, chunk):
+    """CE of each anchor `[A, D]` (unit norm) against `[pos_key | negatives]`; grad to anchors only."""
+    return _chunked_anchor_ce(anchors, pos_keys, keys, key_inv_norm, neg_idx, weight, temperature,
+                              chunk, with_grad=False)
+
+
+def _anchor_ce_fwd(anchors, pos_keys, keys, key_inv_norm, neg_idx, weight, temperature, chunk):
+    ce, grad = _chunked_anchor_ce(anchors, pos_keys, keys, key_inv_norm, neg_idx, weight,
+                                  temperature, chunk, with_grad=True)
+    return ce, grad
+
+
+def _anchor_ce_bwd(weight, temperature, chunk, grad, g):
+    # Keys (prototypes and negatives) are constants of the loss: no cotangent.
+    return g[:, None] * grad, None, None, None, None
+
+
+_anchor_ce.defvjp(_anchor_ce_fwd, _anchor_ce_bwd)
+
+
 def weighted_contrastive_loss(key: jax.Array, rep: jax.Array, labels: jax.Array, probs: jax.Array,
                               *, num_classes: int, strong_threshold: float = 0.97,
                               num_queries: int = 256, num_negatives: int = 512,
                               temperature: float = 0.5, negative_weight: float = 2.0,
-                              ignore_index: int = 255, eps: float = _EPS
+                              ignore_index: int = 255, eps: float = _EPS,
+                              anchor_chunk: int = 4
                               ) -> tuple[jax.Array, dict[str, Any]]:
     """Weighted ReCo loss over the valid pixels of a batch.
 
@@ -127,18 +187,12 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array, labels: jax.Array,
     anchors = rep[anchor_idx].astype(jnp.float32)  # [K, Q, D]
     anchors = anchors * _inv_norm(anchors, eps)[..., None]
     key_inv_norm = _inv_norm(rep_sg, eps)  # [P], avoids a normalised copy of rep
-
-    @jax.checkpoint
-    def class_loss(args):
-        anchor, idx, proto = args  # [Q, D], [Q, M], [D]
-        pos = jnp.sum(anchor * proto[None, :], axis=-1)  # [Q]
-        # Gather-multiply-reduce (not a dot): XLA fuses it, so [Q, M, D] is not stored.
-        neg = jnp.sum(anchor[:, None, :] * rep_sg[idx].astype(jnp.float32), axis=-1)
-        neg = neg * key_inv_norm[idx]
-        logits = jnp.concatenate([pos[:, None], negative_weight * neg], axis=1) / temperature
-        return jnp.mean(jax.nn.logsumexp(logits, axis=1) - logits[:, 0])
-
-    per_class = jax.lax.map(class_loss, (anchors, neg_idx, protos_n))  # [K]
+    pos_keys = jnp.broadcast_to(protos_n[:, None, :], anchors.shape)
+    chunk = math.gcd(q, max(int(anchor_chunk), 1))
+    per_anchor = _anchor_ce(anchors.reshape(k_cls * q, d), pos_keys.reshape(k_cls * q, d), rep_sg,
+                            key_inv_norm, neg_idx.reshape(k_cls * q, m),
+                            negative_weight, temperature, chunk)
+    per_class = jnp.mean(per_anchor.reshape(k_cls, q), axis=1)  # [K]
     total = jnp.sum(jnp.where(use_class, per_class, 0.0))
     loss = jnp.where(num_present >= 2, total / jnp.maximum(num_present, 1), 0.0)
     aux = {"num_present_classes": num_present,
