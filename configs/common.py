@@ -143,7 +143,7 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_coll
         elif name == "smoke":
             # Seconds on a CPU: a tiny backbone, tiny crops, a handful of steps.
             config.model.depths = (1, 1, 1, 1)
-            config.model.dims = (16, 32, 64, 128)
+            config.model.dims = (16, 32, 80, 128)  # divisible by the MiT heads (1, 2, 5, 8)
             config.model.embed_dim = 64
             config.model.rep_dim = 32
             config.data.crop_size = 64
