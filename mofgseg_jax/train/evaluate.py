@@ -236,13 +236,13 @@ def evaluate(eval_step: Callable, variables_list: Sequence[Any], batches: Iterab
     process must yield the same number of batches (the data pipeline pads with invalid samples), as
     each step is a collective over the whole mesh.
     Returns `{name: {'miou': float, 'iou': [K] list, 'confusion': int64 [K, K]}, 'kept': [...]}` where
-    'kept' holds up to `num_keep` (image, label, preds `[N, Hp, Wp]`) host arrays of this process's
-    first valid samples (for TensorBoard).
+    'kept' holds up to `num_keep` dicts {'image' `[h, w, 3]`, 'label' `[h, w]`, 'preds' `[N, h, w]`}
+    of this process's first valid samples, padding cropped away (for TensorBoard).
     """
     ndev = len(mesh.local_devices)
     sharding = NamedSharding(mesh, P(axis_name))
     total = np.zeros((len(variables_list), num_classes, num_classes), np.int64)
-    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    kept: list[dict[str, Any]] = []
     iterator: Iterable = batches
     if progress and jax.process_index() == 0:
         from tqdm.auto import tqdm  # noqa: PLC0415 (only for interactive runs)
@@ -259,7 +259,9 @@ def evaluate(eval_step: Callable, variables_list: Sequence[Any], batches: Iterab
         if len(kept) < num_keep and host["valid"].any():
             local_preds = _local_rows(preds, axis=1)
             for i in np.flatnonzero(host["valid"])[: num_keep - len(kept)]:
-                kept.append((np.asarray(host["image"][i]), np.asarray(host["label"][i]), local_preds[:, i]))
+                h, w = int(host["height"][i]), int(host["width"][i])
+                kept.append({"image": np.asarray(host["image"][i])[:h, :w], "label": np.asarray(host["label"][i])[:h, :w],
+                             "preds": local_preds[:, i, :h, :w]})
     if count == 0:
         raise ValueError("evaluate: the validation set is empty")
     result: dict[str, Any] = {"kept": kept}

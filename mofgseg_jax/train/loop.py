@@ -1,0 +1,352 @@
+"""The training loop: `train_and_evaluate(config, workdir)`.
+
+The host only feeds batches, logs, evaluates and checkpoints; every number comes from the config.
+  1. The resolved config is written to `<workdir>/config.json` and logged. Resuming with a config
+     that changes parameter shapes is refused with the differing keys named; other differences are
+     listed as a warning (and the previous file kept as `config.previous.json`).
+  2. Model, train state, mapped step (`parallel.mode`), input iterators. If `<workdir>/checkpoints`
+     holds a checkpoint, training resumes from it (state, teacher, optimiser, input position);
+     `model.pretrained` is loaded only on a fresh start.
+  3. Each step: one batch from the grain iterator -> mapped train step. Metrics stay on device,
+     summed over the `log_every` window, and are fetched (one transfer) every `log_every` steps;
+     a non-finite value stops training with a clear error before anything else is saved.
+  4. Every `eval_every` steps (0 = once per epoch) and at the end: student and teacher mIoU and
+     per-class IoU, TensorBoard scalars and a colourised prediction grid (also written to
+     `<workdir>/predictions/step_<N>.png`). Every `checkpoint_every` steps (0 = at each evaluation)
+     and at the end: an asynchronous checkpoint (latest `keep_checkpoints` + the best student mIoU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mofgseg_jax.train import checkpoint as ckpt
+from mofgseg_jax.train import evaluate as ev
+from mofgseg_jax.train import tb
+
+log = logging.getLogger("mofgseg")
+
+# Keys whose change alters parameter shapes: a checkpoint written with other values cannot be loaded.
+SHAPE_KEYS = ("model.backbone", "model.num_classes", "model.embed_dim", "model.rep_dim", "model.depths",
+              "model.dims", "model.rep_at_stride4")
+CONFIG_FILE = "config.json"
+BatchHook = Callable[[int, Any], None]
+
+
+# ----------------------------------------------------------------------------------------------
+# Config bookkeeping
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+    """The resolved config as plain JSON types (tuples become lists)."""
+    return json.loads(config.to_json_best_effort())
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (old, new)} for every key whose value differs (or exists on one side only)."""
+    a, b = _flatten(old), _flatten(new)
+    return {k: (a.get(k, "<absent>"), b.get(k, "<absent>")) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def write_config(config_dict: dict, workdir: str, *, resuming: bool) -> None:
+    """Writes `<workdir>/config.json`; when resuming, checks it against the stored one first."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        diff = config_differences(old, config_dict)
+        if diff and resuming:
+            shape = {k: v for k, v in diff.items() if k in SHAPE_KEYS}
+            if shape:
+                changes = "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in shape.items())
+                raise ValueError(
+                    f"{path}: this run resumes the checkpoints in {workdir}, but its config changes parameter "
+                    f"shapes ({changes}). Resume with the original config, or use a new --workdir.")
+            log.warning("resuming with a config that differs from %s: %s", path,
+                        "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in diff.items()))
+        if diff and jax.process_index() == 0:
+            os.replace(path, os.path.join(workdir, "config.previous.json"))
+    if jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump(config_dict, f, indent=2, sort_keys=True)
+
+
+def _run_length(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
+    """(total steps, steps per epoch, eval every, checkpoint every) from `train.*` and the data."""
+    from mofgseg_jax.data.pipeline import steps_per_epoch  # noqa: PLC0415
+
+    epoch = steps_per_epoch(config.data)
+    total = int(config.train.num_steps) or int(config.train.num_epochs) * epoch
+    if total <= 0:
+        raise ValueError("train.num_steps and train.num_epochs are both 0: nothing to train")
+    eval_every = int(config.train.eval_every) or epoch
+    checkpoint_every = int(config.train.checkpoint_every) or eval_every
+    return total, epoch, eval_every, checkpoint_every
+
+
+def _prepare_demo_data(config: ml_collections.ConfigDict) -> None:
+    """Generates the built-in demo dataset on first use (process 0; the others wait)."""
+    if config.data.name != "demo" or os.path.isdir(os.path.join(config.data.root, "splits")):
+        return
+    if jax.process_index() == 0:
+        from mofgseg_jax.data import demo  # noqa: PLC0415
+
+        log.info("generating the demo dataset in %s", config.data.root)
+        summary = demo.generate(config.data.root, seed=0)
+        log.info("demo dataset: %d train / %d val images in %.1fs", summary["num_train"], summary["num_val"],
+                 summary["seconds"])
+    _barrier("mofgseg_demo_data")
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # noqa: PLC0415
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _setup_file_log(workdir: str) -> logging.Handler | None:
+    if jax.process_index() != 0:
+        return None
+    handler = logging.FileHandler(os.path.join(workdir, "train.log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    if log.level == logging.NOTSET or log.level > logging.INFO:
+        log.setLevel(logging.INFO)
+    return handler
+
+
+# ----------------------------------------------------------------------------------------------
+# State
+
+
+def _init_config(config: ml_collections.ConfigDict, *, pretrained: bool) -> ml_collections.ConfigDict:
+    cfg = ml_collections.ConfigDict(config.to_dict())
+    if not pretrained:
+        cfg.model.pretrained = ""
+    return cfg
+
+
+def _sample_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
+    crop = int(config.data.crop_size)
+    return (1, crop, crop, 3)
+
+
+def build_state(config, model, rng, total_steps, checkpointer, mesh, parallel_mode):
+    """(state on host/mesh, restored or None). Resumes from `checkpointer` when it has a step."""
+    from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: PLC0415
+
+    from mofgseg_jax.train.state import create_train_state  # noqa: PLC0415
+
+    restored = None
+    if checkpointer.all_steps():
+        cfg = _init_config(config, pretrained=False)
+        abstract = jax.eval_shape(lambda r: create_train_state(cfg, model, r, _sample_shape(config),
+                                                               total_steps=total_steps), rng)
+        if parallel_mode == "shard_map":
+            sharding = NamedSharding(mesh, P())
+        else:  # pmap: restore onto one device, `put_state` replicates
+            sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
+        restored = checkpointer.restore(target)
+        if restored is not None:
+            return restored.state, restored
+    state = create_train_state(config, model, rng, _sample_shape(config), total_steps=total_steps)
+    return state, None
+
+
+def _accumulate(acc, metrics):
+    return jax.tree.map(jnp.add, acc, metrics)
+
+
+_accumulate_jit = jax.jit(_accumulate, donate_argnums=(0,))
+
+
+def _window_means(parallel, acc, count: int) -> dict[str, float]:
+    host = parallel.get_metrics(acc)
+    return {k: v / max(count, 1) for k, v in host.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       batch_hook: BatchHook | None = None) -> dict[str, Any]:
+    """Trains `config` in `workdir` (resuming from its checkpoints), evaluating and checkpointing.
+
+    batch_hook: optional `(step, host_batch)` callback before each step (tests trace the data order).
+    Returns {'step', 'student': {'miou', 'iou'}, 'teacher': {...}, 'best_step', 'workdir'} of the
+    last evaluation.
+    """
+    from mofgseg_jax.data.pipeline import make_train_iterator, make_val_batches  # noqa: PLC0415
+    from mofgseg_jax.data.specs import load_spec  # noqa: PLC0415
+    from mofgseg_jax.models import build_model  # noqa: PLC0415
+    from mofgseg_jax.train.parallel import make_mesh, make_parallel  # noqa: PLC0415
+    from mofgseg_jax.train.step import AXIS, check_finite, make_train_step  # noqa: PLC0415
+
+    workdir = os.path.abspath(workdir)
+    ckpt.check_writable(workdir)
+    file_log = _setup_file_log(workdir)
+    pi, pc = jax.process_index(), jax.process_count()
+    writer = None
+    checkpointer = None
+    try:
+        config_dict = config_to_dict(config)
+        checkpointer = ckpt.Checkpointer(workdir, keep=int(config.train.keep_checkpoints))
+        write_config(config_dict, workdir, resuming=bool(checkpointer.all_steps()))
+        log.info("workdir %s\nconfig:\n%s", workdir, json.dumps(config_dict, indent=2, sort_keys=True))
+
+        spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
+                         class_names=tuple(config.data.class_names or ()))
+        _prepare_demo_data(config)
+        total_steps, epoch_steps, eval_every, checkpoint_every = _run_length(config)
+        log_every = max(1, int(config.train.log_every))
+
+        mesh = make_mesh()
+        ndev = mesh.devices.size
+        for key in ("batch_size_labeled", "batch_size_unlabeled"):
+            if int(config.data[key]) % ndev:
+                raise ValueError(f"data.{key}={config.data[key]} (global) must be a multiple of the "
+                                 f"{ndev} devices")
+        model = build_model(config.model, bn_axis_name=AXIS)
+        rng = jax.random.PRNGKey(int(config.seed))
+        init_rng, train_rng = jax.random.split(rng)
+        state, restored = build_state(config, model, init_rng, total_steps, checkpointer, mesh,
+                                      str(config.parallel.mode))
+        start_step = restored.step if restored is not None else 0
+        if restored is not None:
+            log.info("resumed from %s/%d", checkpointer.directory, restored.step)
+        elif config.model.pretrained:
+            log.info("fresh start from the pretrained weights %s", config.model.pretrained)
+
+        parallel = make_parallel(config, make_train_step(config, model), mesh=mesh)
+        state = parallel.put_state(state)
+        train_it = make_train_iterator(config.data, seed=int(config.seed), process_index=pi, process_count=pc)
+        if restored is not None and restored.data_state is not None:
+            train_it.set_state(restored.data_state)
+        val_batches = make_val_batches(config.data, process_index=pi, process_count=pc)
+        eval_step = ev.make_eval_step(
+            model, mesh, mode=str(config.eval.mode), crop_size=int(config.data.crop_size),
+            num_classes=spec.num_classes, stride_ratio=float(config.eval.window_stride_ratio),
+            ignore_index=int(config.data.ignore_index), axis_name=AXIS)
+
+        writer = tb.Writer(workdir, enabled=pi == 0)
+        if restored is None:
+            writer.text("config", "```\n" + json.dumps(config_dict, indent=2, sort_keys=True) + "\n```")
+        log.info("training %d steps (%d per epoch), evaluating every %d, checkpointing every %d, on %d %s "
+                 "device(s) in %d process(es)", total_steps, epoch_steps, eval_every, checkpoint_every, ndev,
+                 jax.devices()[0].platform, pc)
+
+        def run_eval(step: int) -> dict[str, Any]:
+            host_state = parallel.get_state(state)
+            variables = ({"params": host_state.params, "batch_stats": host_state.batch_stats},
+                         host_state.teacher)
+            result = ev.evaluate(eval_step, variables, val_batches, mesh=mesh, num_classes=spec.num_classes,
+                                 num_keep=int(config.train.num_predictions_logged), progress=True, axis_name=AXIS)
+            writer.evaluation(step, result, spec.class_names)
+            if pi == 0 and result["kept"]:
+                grid = tb.prediction_grid(result["kept"], spec.palette)
+                writer.image("eval/predictions", grid, step)
+                _save_png(grid, os.path.join(workdir, "predictions", f"step_{step:07d}.png"))
+            writer.flush()
+            log.info("step %d eval (%s): student mIoU %.2f, teacher mIoU %.2f", step, config.eval.mode,
+                     result["student"]["miou"], result["teacher"]["miou"])
+            for name in ("student", "teacher"):
+                log.info("  %s IoU: %s", name, ", ".join(
+                    f"{c} {v:.1f}" for c, v in zip(spec.class_names, result[name]["iou"])))
+            return result
+
+        acc, count, window_start = None, 0, time.perf_counter()
+        last_eval: dict[str, Any] | None = None
+        step = start_step
+        progress = _progress(total_steps, start_step, enabled=pi == 0)
+        while step < total_steps:
+            batch = next(train_it)
+            if batch_hook is not None:
+                batch_hook(step + 1, batch)
+            state, metrics = parallel.step(state, parallel.put_batch(batch), train_rng)
+            step += 1
+            acc = metrics if acc is None else _accumulate_jit(acc, metrics)
+            count += 1
+            progress.update(1)
+            do_log = step % log_every == 0 or step == total_steps
+            do_eval = step % eval_every == 0 or step == total_steps
+            do_save = step % checkpoint_every == 0 or step == total_steps or do_eval
+            if do_log or do_save:
+                # One transfer per window; also guards every checkpoint against a non-finite state.
+                means = _window_means(parallel, acc, count)
+                check_finite(means, step)
+                if do_log:
+                    now = time.perf_counter()
+                    means["steps_per_second"] = count / max(now - window_start, 1e-9)
+                    writer.scalars(step, means, prefix="train/")
+                    progress.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{means.get('lr', 0):.2e}")
+                    acc, count, window_start = None, 0, now
+            if do_eval:
+                last_eval = run_eval(step)
+            if do_save:
+                metrics_for_best = {"miou": last_eval["student"]["miou"]} if do_eval else None
+                checkpointer.save(step, parallel.get_state(state), data_state=train_it.get_state(),
+                                  config=config_dict, metrics=metrics_for_best)
+        progress.close()
+        checkpointer.wait()
+        if last_eval is None:  # resumed at the end: evaluate what was restored
+            last_eval = run_eval(step)
+        summary = {"step": step, "workdir": workdir, "best_step": checkpointer.best_step(),
+                   "student": {k: last_eval["student"][k] for k in ("miou", "iou")},
+                   "teacher": {k: last_eval["teacher"][k] for k in ("miou", "iou")}}
+        if pi == 0:
+            _print_summary(summary, spec.class_names)
+        return summary
+    finally:
+        if checkpointer is not None:
+            checkpointer.close()  # waits for pending saves: the last good checkpoint is complete
+        if writer is not None:
+            writer.close()
+        if file_log is not None:
+            log.removeHandler(file_log)
+            file_log.close()
+
+
+def _progress(total: int, initial: int, *, enabled: bool):
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    return tqdm(total=total, initial=initial, desc="train", disable=not enabled, dynamic_ncols=True,
+                mininterval=1.0, file=sys.stderr)
+
+
+def _save_png(image: np.ndarray, path: str) -> None:
+    from PIL import Image  # noqa: PLC0415
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
+def _print_summary(summary: dict[str, Any], class_names) -> None:
+    print(f"\nstep {summary['step']}: student mIoU {summary['student']['miou']:.2f}, "
+          f"teacher mIoU {summary['teacher']['miou']:.2f} (best checkpoint: step {summary['best_step']})")
+    print(f"TensorBoard:  tensorboard --logdir {summary['workdir']}")
+    print(f"predictions:  {os.path.join(summary['workdir'], 'predictions')}")
+    print(f"checkpoints:  {os.path.join(summary['workdir'], ckpt.CHECKPOINT_DIR)}")
+    sys.stdout.flush()
