@@ -279,8 +279,17 @@ def restore_variables(path: str) -> tuple[dict, dict | None, int]:
         if not steps:
             raise FileNotFoundError(f"--checkpoint {path}: no checkpoint steps found")
         step_dir = os.path.join(path, str(steps[0]))
+    # The stored shardings name the devices of the training run; restore onto this process's first
+    # device instead, so a checkpoint from 8 GPUs can be evaluated on a laptop.
+    try:
+        meta = ocp.StandardCheckpointHandler().metadata(epath.Path(step_dir) / "state")
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device),
+                              getattr(meta, "tree", meta))
+    except Exception as e:  # noqa: BLE001
+        raise RuntimeError(f"--checkpoint {step_dir}: cannot read the checkpoint's metadata ({_first_line(e)})") from e
     checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-    items = {"state": ocp.args.StandardRestore()}
+    items = {"state": ocp.args.StandardRestore(target)}
     if os.path.isdir(os.path.join(step_dir, "config")):
         items["config"] = ocp.args.JsonRestore()
     try:

@@ -1,0 +1,82 @@
+"""Evaluates a trained run: python launch/evaluate.py --workdir runs/demo
+
+  --workdir DIR [--which best|latest|STEP]   a training run (default: its best checkpoint)
+  --checkpoint DIR                           or one step directory (DIR/checkpoints/<step>)
+  --config configs/<name>.py                 optional: default is the config stored with the run;
+                                             then --config.eval.mode sliding_window etc. work
+  --mode original|center_crop|sliding_window, --data_root DIR   quick overrides of the stored config
+  --output FILE                              JSON path (default: <workdir>/eval_step<N>.json or
+                                             next to the checkpoint)
+Prints and writes {'step', 'mode', 'student': {'miou', 'iou': {class: IoU}}, 'teacher': {...}}.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+config_flags.DEFINE_config_file("config", None, "config file (default: the run's stored config)", lock_config=True)
+flags.DEFINE_string("workdir", "", "training run directory")
+flags.DEFINE_string("checkpoint", "", "a checkpoint step directory (instead of --workdir)")
+flags.DEFINE_string("which", "best", "with --workdir: 'best', 'latest' or a step number")
+flags.DEFINE_enum("mode", None, ["original", "center_crop", "sliding_window"], "override eval.mode")
+flags.DEFINE_string("data_root", "", "override data.root")
+flags.DEFINE_string("output", "", "JSON output path")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import json  # noqa: PLC0415
+
+    import jax  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    from mofgseg_jax.data.pipeline import make_val_batches  # noqa: PLC0415
+    from mofgseg_jax.data.specs import load_spec  # noqa: PLC0415
+    from mofgseg_jax.models import build_model  # noqa: PLC0415
+    from mofgseg_jax.train import evaluate as ev  # noqa: PLC0415
+    from mofgseg_jax.train import inference  # noqa: PLC0415
+    from mofgseg_jax.train.parallel import make_mesh, replicate_on_mesh  # noqa: PLC0415
+
+    f = flags.FLAGS
+    step_dir = inference.find_checkpoint(workdir=f.workdir, checkpoint=f.checkpoint, which=f.which)
+    variables, stored, step = inference.load_variables(step_dir)
+    config = inference.run_config(f.config, stored, f.workdir)
+    config.unlock()
+    if f.mode:
+        config.eval.mode = f.mode
+    if f.data_root:
+        config.data.root = f.data_root
+    spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
+                     class_names=tuple(config.data.class_names or ()))
+    mesh = make_mesh()
+    model = build_model(config.model, bn_axis_name="data")
+    eval_step = ev.make_eval_step(model, mesh, mode=str(config.eval.mode), crop_size=int(config.data.crop_size),
+                                  num_classes=spec.num_classes, stride_ratio=float(config.eval.window_stride_ratio),
+                                  ignore_index=int(config.data.ignore_index))
+    batches = make_val_batches(config.data, process_index=jax.process_index(), process_count=jax.process_count())
+    placed = replicate_on_mesh((variables["student"], variables["teacher"]), mesh)
+    result = ev.evaluate(eval_step, placed, batches, mesh=mesh, num_classes=spec.num_classes, progress=True)
+    report = {"checkpoint": os.path.abspath(step_dir), "step": step, "mode": str(config.eval.mode),
+              "dataset": config.data.name, "num_classes": spec.num_classes}
+    for name in ("student", "teacher"):
+        report[name] = {"miou": round(result[name]["miou"], 4),
+                        "iou": {c: round(v, 4) for c, v in zip(spec.class_names, result[name]["iou"])}}
+    output = f.output or (os.path.join(f.workdir, f"eval_step{step}.json") if f.workdir
+                          else os.path.join(os.path.dirname(os.path.abspath(step_dir)), f"eval_step{step}.json"))
+    if jax.process_index() == 0:
+        text = json.dumps(report, indent=2)
+        print(text)
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        with open(output, "w") as fh:
+            fh.write(text + "\n")
+        print(f"written to {output}", file=sys.stderr)
+    del np
+
+
+if __name__ == "__main__":
+    app.run(main)

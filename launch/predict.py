@@ -1,0 +1,104 @@
+"""Segments images with a trained run: python launch/predict.py --workdir runs/demo --input demo_data/gt_jpg/val --output runs/demo/predict
+
+  --input PATH[,PATH...]       image files and/or folders (jpg, jpeg, png, bmp, tif, tiff, webp)
+  --output DIR                 writes DIR/color/<name>.png (dataset palette) and DIR/ids/<name>.png
+                               (class ids, uint8)
+  --workdir DIR [--which best|latest|STEP] or --checkpoint DIR   the trained weights
+  --network student|teacher    which of the two networks predicts (default: teacher, the EMA)
+  --config configs/<name>.py   optional (default: the run's stored config); eval.mode decides
+                               whole image / centre crop / sliding window
+Images are padded to a multiple of --pad_multiple so similar sizes share one compilation.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+config_flags.DEFINE_config_file("config", None, "config file (default: the run's stored config)", lock_config=True)
+flags.DEFINE_string("workdir", "", "training run directory")
+flags.DEFINE_string("checkpoint", "", "a checkpoint step directory (instead of --workdir)")
+flags.DEFINE_string("which", "best", "with --workdir: 'best', 'latest' or a step number")
+flags.DEFINE_string("input", None, "comma-separated image files and/or folders")
+flags.DEFINE_string("output", None, "output folder")
+flags.DEFINE_enum("network", "teacher", ["student", "teacher"], "which network predicts")
+flags.DEFINE_enum("mode", None, ["original", "center_crop", "sliding_window"], "override eval.mode")
+flags.DEFINE_integer("pad_multiple", 32, "pad each image up to a multiple of this (fewer compilations)")
+flags.mark_flags_as_required(["input", "output"])
+
+
+def list_images(spec: str) -> list[str]:
+    """Image paths named by a comma-separated list of files and folders (folders: sorted, not recursive)."""
+    paths = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, n) for n in os.listdir(item) if n.lower().endswith(IMAGE_EXTS))
+            if not found:
+                raise FileNotFoundError(f"--input {item}: no images ({', '.join(IMAGE_EXTS)}) in this folder")
+            paths += found
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"--input {item}: no such file or folder")
+    return paths
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import jax  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    from mofgseg_jax.data.specs import load_spec  # noqa: PLC0415
+    from mofgseg_jax.models import build_model  # noqa: PLC0415
+    from mofgseg_jax.train import evaluate as ev  # noqa: PLC0415
+    from mofgseg_jax.train import inference, tb  # noqa: PLC0415
+
+    f = flags.FLAGS
+    images = list_images(f.input)
+    step_dir = inference.find_checkpoint(workdir=f.workdir, checkpoint=f.checkpoint, which=f.which)
+    variables, stored, step = inference.load_variables(step_dir)
+    config = inference.run_config(f.config, stored, f.workdir)
+    mode = f.mode or str(config.eval.mode)
+    spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
+                     class_names=tuple(config.data.class_names or ()))
+    model = build_model(config.model)
+    net = variables[f.network]
+
+    @jax.jit
+    def segment(image_u8, height, width):
+        return ev.predict(ev.logits_fn_for(model, net), image_u8, height, width, mode=mode,
+                          crop_size=int(config.data.crop_size), num_classes=spec.num_classes,
+                          stride_ratio=float(config.eval.window_stride_ratio))
+
+    os.makedirs(os.path.join(f.output, "color"), exist_ok=True)
+    os.makedirs(os.path.join(f.output, "ids"), exist_ok=True)
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    for path in tqdm(images, desc="predict", dynamic_ncols=True):
+        try:
+            image = np.asarray(Image.open(path).convert("RGB"))
+        except OSError as e:
+            raise OSError(f"--input {path}: not a readable image ({e})") from e
+        h, w = image.shape[:2]
+        m = max(1, int(f.pad_multiple))
+        hp, wp = -(-h // m) * m, -(-w // m) * m
+        canvas = np.zeros((1, hp, wp, 3), np.uint8)
+        canvas[0, :h, :w] = image
+        pred = np.asarray(segment(canvas, np.array([h], np.int32), np.array([w], np.int32)))[0, :h, :w]
+        ids = np.where(pred < 0, spec.ignore_index, pred).astype(np.uint8)
+        name = os.path.splitext(os.path.basename(path))[0] + ".png"
+        Image.fromarray(ids, "L").save(os.path.join(f.output, "ids", name))
+        Image.fromarray(tb.colorize(pred, spec.palette)).save(os.path.join(f.output, "color", name))
+    print(f"{len(images)} image(s) from step {step} ({f.network}, {mode}) -> {os.path.abspath(f.output)}/"
+          "{color,ids}/")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,53 @@
+"""Trains MOFGSeg: python launch/train.py --config configs/demo.py --workdir runs/demo
+
+  --config configs/<name>.py[:variant]   a config file and its variant (semi, sup, smoke, ...)
+  --config.<key> value                   override any key, e.g. --config.optim.lr 0.01
+  --workdir DIR                          checkpoints, TensorBoard events, config.json; an existing
+                                         workdir is resumed from its latest checkpoint
+
+Multi-host: start one process per host with the same flags; jax.distributed.initialize() picks up
+the cluster (SLURM, TPU, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+config_flags.DEFINE_config_file("config", None, "config file (configs/<name>.py[:variant])", lock_config=True)
+flags.DEFINE_string("workdir", None, "run directory (created; resumed when it holds checkpoints)")
+flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (multi-process runs)")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import jax  # noqa: PLC0415 (after flag parsing: --help stays instant)
+
+    if flags.FLAGS.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize()
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().setFormatter(None)
+    from mofgseg_jax.train.loop import train_and_evaluate  # noqa: PLC0415
+
+    train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+def parse_flags(argv):
+    """absl parsing, with config errors (unknown key, bad variant, wrong type) as one line."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"error: {e}\nPass --helpshort or --helpfull to see help on flags.")
+    except (AttributeError, KeyError, ValueError, TypeError) as e:
+        bad = [a for a in argv[1:] if a.startswith("--config.")]
+        message = " ".join(str(e).replace("\\n", "\n").replace("\\'", "").replace("'", "").split())
+        sys.exit(f"error: bad --config override ({' '.join(bad) or 'in the config file'}): unknown key or value: {message}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

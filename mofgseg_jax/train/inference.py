@@ -1,0 +1,72 @@
+"""Loading a trained run for evaluation and prediction (launch/evaluate.py, launch/predict.py).
+
+A run is named by its workdir (`--workdir`, the best or latest checkpoint is used) or by one
+checkpoint (`--checkpoint <workdir>/checkpoints/<step>`). The config is the one given on the command
+line, else the checkpoint's own copy, else `<workdir>/config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from mofgseg_jax.train import checkpoint as ckpt
+
+CHOICES = ("best", "latest")
+
+
+def find_checkpoint(*, workdir: str = "", checkpoint: str = "", which: str = "best") -> str:
+    """The step directory to load: `checkpoint` as given, or the best/latest step of `workdir`."""
+    if checkpoint:
+        if not os.path.isdir(checkpoint):
+            raise FileNotFoundError(f"--checkpoint {checkpoint}: no such directory")
+        return checkpoint
+    if not workdir:
+        raise ValueError("give --workdir (a training run) or --checkpoint (a step directory)")
+    if which not in CHOICES and not str(which).isdigit():
+        raise ValueError(f"--which={which!r}: 'best', 'latest' or a step number")
+    directory = os.path.join(workdir, ckpt.CHECKPOINT_DIR)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"--workdir {workdir}: no {ckpt.CHECKPOINT_DIR}/ folder (not a training run?)")
+    manager = ckpt.Checkpointer(workdir, read_only=True)
+    try:
+        if str(which).isdigit():
+            step = int(which)
+            if step not in manager.all_steps():
+                raise FileNotFoundError(f"--workdir {workdir}: no checkpoint at step {step}; have {manager.all_steps()}")
+        else:
+            step = manager.best_step() if which == "best" else manager.latest_step()
+    finally:
+        manager.close()
+    if step is None:
+        raise FileNotFoundError(f"--workdir {workdir}: no checkpoint saved yet")
+    return os.path.join(directory, str(step))
+
+
+def run_config(given: ml_collections.ConfigDict | None, stored: dict | None, workdir: str = "") -> ml_collections.ConfigDict:
+    """The config to use: `given` (command line) > the checkpoint's copy > `<workdir>/config.json`."""
+    if given is not None:
+        return given
+    if stored is None and workdir and os.path.exists(os.path.join(workdir, "config.json")):
+        with open(os.path.join(workdir, "config.json")) as f:
+            stored = json.load(f)
+    if stored is None:
+        raise ValueError("no config: pass --config configs/<name>.py (the checkpoint holds no copy)")
+    return ml_collections.ConfigDict(_tuples(stored))
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to tuples (configs hold tuples: depths, dims, scale ranges)."""
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def load_variables(step_dir: str) -> tuple[dict, dict | None, int]:
+    """({'student': variables, 'teacher': variables}, stored config or None, step) of a step dir."""
+    return ckpt.restore_variables(step_dir)
