@@ -55,13 +55,17 @@ def perturb_unlabeled(key: jax.Array, images01: jax.Array, labels: jax.Array, co
     images, labels_out, conf = mixing.mix_batch(k_mix, images, labels_out, conf, mode=mix_mode,
                                                 num_classes=num_classes, ignore_index=ignore_index)
 
-    def photometric_and_flip(k_j, k_b, k_f, im, lb, cf):
+    def photometric_one(args):
+        k_j, k_b, im = args
         im = photometric.random_color_jitter(k_j, im, prob=jitter_prob, brightness=brightness,
                                              contrast=contrast, saturation=saturation, hue=hue)
-        im = photometric.random_gaussian_blur(k_b, im, prob=blur_prob, sigma_range=blur_sigma,
-                                              kernel_size=blur_kernel_size)
-        return geometric.random_hflip(k_f, im, lb, cf, prob=flip_prob)
+        return photometric.random_gaussian_blur(k_b, im, prob=blur_prob, sigma_range=blur_sigma,
+                                                kernel_size=blur_kernel_size)
 
-    images, labels_out, conf = jax.vmap(photometric_and_flip)(k_jitter, k_blur, k_flip, images,
-                                                              labels_out, conf)
+    # lax.map, not vmap: the jitter's random op order and the apply probabilities are real
+    # branches per image only when the image is not batched (see photometric's module doc).
+    images = jax.lax.map(photometric_one, (k_jitter, k_blur, images))
+    images, labels_out, conf = jax.vmap(
+        lambda k, im, lb, cf: geometric.random_hflip(k, im, lb, cf, prob=flip_prob)
+    )(k_flip, images, labels_out, conf)
     return images.astype(images01.dtype), labels_out.astype(labels.dtype), conf.astype(confidence.dtype)
