@@ -1,0 +1,101 @@
+"""Pretrained weights: convert PyTorch / Hugging Face checkpoints and load them into MOFGSeg variables.
+
+`convert_file(src)` reads a checkpoint (see `readers.py`) and maps it (see `convert.py`);
+`save_converted(dir, ...)` writes the folder that `config.model.pretrained` names
+(`weights.safetensors` with '/'-joined Flax paths + `info.json`); `load_pretrained(path, variables)`
+merges a converted folder (or a raw checkpoint file) into freshly initialised variables.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from mofgseg_jax.weights.convert import canonicalize, describe, to_variables
+from mofgseg_jax.weights.readers import CheckpointError, read_state_dict
+
+WEIGHTS_FILE = "weights.safetensors"
+INFO_FILE = "info.json"
+CLASSIFIER = ("decode_head", "linear_pred")  # the only module whose shape depends on the dataset
+
+
+def convert_file(src: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(variables {'params','batch_stats'} as nested NumPy, info) from a checkpoint file."""
+    try:
+        canonical = canonicalize(read_state_dict(src), source=str(src))
+    except CheckpointError:
+        raise
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+    info = describe(canonical)
+    info["source"] = str(src)
+    info["num_tensors"] = len(canonical)
+    return to_variables(canonical), info
+
+
+def save_converted(out_dir: str | Path, variables: dict[str, Any], info: dict[str, Any]) -> Path:
+    """Writes `out_dir/weights.safetensors` (keys like 'params/backbone/norm1/scale') and info.json."""
+    from safetensors.numpy import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    flat = traverse_util.flatten_dict(variables, sep="/")
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in flat.items()}, str(out_dir / WEIGHTS_FILE))
+    (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return out_dir
+
+
+def read_converted(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(nested variables, info) from a converted folder, or converted on the fly from a file."""
+    path = Path(path)
+    if path.is_dir():
+        weights = path / WEIGHTS_FILE
+        if not weights.is_file():
+            raise CheckpointError(f"{path}: no {WEIGHTS_FILE}; write it with launch/convert_weights.py")
+        from safetensors.numpy import load_file
+
+        try:
+            flat = load_file(str(weights))
+        except Exception as e:  # safetensors raises its own error type
+            raise CheckpointError(f"{weights}: unreadable or truncated ({e})") from None
+        info_file = path / INFO_FILE
+        info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+        return traverse_util.unflatten_dict(dict(flat), sep="/"), info
+    return convert_file(path)
+
+
+def load_pretrained(path: str | Path, variables: dict[str, Any], *, reinit_classifier: bool = False
+                    ) -> dict[str, Any]:
+    """`variables` with every tensor that `path` provides replaced by the pretrained one.
+
+    `path`: a folder written by launch/convert_weights.py, or a checkpoint file. Tensors the
+    checkpoint lacks (decoder, boundary module, representation head for backbone-only weights)
+    keep their initial values. A shape mismatch is an error naming the file and tensor; for the
+    classifier (class count differs) it keeps the initial classifier when `reinit_classifier`.
+    """
+    pretrained, _ = read_converted(path)
+    src = traverse_util.flatten_dict(pretrained)
+    dst = traverse_util.flatten_dict(jax.tree.map(lambda x: x, dict(variables)))
+    for key, value in src.items():
+        name = "/".join(key)
+        if key not in dst:
+            raise CheckpointError(f"{path}: tensor {name} does not exist in this model "
+                                  "(another architecture or preset?)")
+        if tuple(dst[key].shape) != tuple(value.shape):
+            if key[1:3] == CLASSIFIER:
+                if reinit_classifier:
+                    continue
+                raise CheckpointError(
+                    f"{path}: classifier {name} has shape {tuple(value.shape)} but the model needs "
+                    f"{tuple(dst[key].shape)} (class count differs); set model.reinit_classifier=True "
+                    "to keep a freshly initialised classifier")
+            raise CheckpointError(f"{path}: tensor {name} has shape {tuple(value.shape)}, model needs "
+                                  f"{tuple(dst[key].shape)} (wrong backbone preset or dims?)")
+        dst[key] = jax.numpy.asarray(value, dtype=dst[key].dtype)
+    return traverse_util.unflatten_dict(dst)
+
+
+__all__ = ["CheckpointError", "convert_file", "save_converted", "read_converted", "load_pretrained"]

@@ -1,0 +1,58 @@
+"""Convert a PyTorch / Hugging Face SegFormer checkpoint into a folder `config.model.pretrained` loads.
+
+  python launch/convert_weights.py --src mit_b2.pth --out weights/mit_b2
+  python launch/convert_weights.py --src model.safetensors --out weights/segformer_b0_ade
+
+Accepts released ImageNet `mit_b*.pth` (backbone only), mmseg SegFormer checkpoints
+(`backbone.`/`decode_head.`), and Hugging Face SegformerModel / SegformerForSemanticSegmentation
+(`model.safetensors` or `pytorch_model.bin`, current or legacy names). Never runs pickled code.
+Writes OUT/weights.safetensors and OUT/info.json, then prints a summary.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mofgseg_jax.weights import CheckpointError, convert_file, save_converted  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--src", required=True, help="checkpoint file (.pth, .bin, .safetensors)")
+    parser.add_argument("--out", required=True, help="output folder (created)")
+    args = parser.parse_args(argv)
+    try:
+        variables, info = convert_file(args.src)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out = save_converted(args.out, variables, info)
+    n_backbone = sum(v.size for v in _leaves(variables["params"].get("backbone", {})))
+    n_all = sum(v.size for v in _leaves(variables))
+    print(f"source:      {info['source']}")
+    print(f"backbone:    {info['preset']} (dims {info['dims']}, depths {info['depths']}), "
+          f"{n_backbone / 1e6:.2f}M parameters")
+    if info["has_head"]:
+        print(f"decode head: embed_dim {info.get('embed_dim')}, num_classes {info.get('num_classes')} "
+              "(loaded when the model's class count matches, or with model.reinit_classifier=True)")
+    else:
+        print("decode head: none (backbone only; the decoder starts from its initialisation)")
+    print(f"tensors:     {info['num_tensors']} ({n_all / 1e6:.2f}M values)")
+    print(f"written:     {out}  ->  set config.model.pretrained={out} and config.model.backbone={info['preset']}")
+    print("note:        LayerNorm eps is a model setting, not a weight: released mit_b* weights use "
+          "block_ln_eps=1e-6 (the default); Hugging Face SegFormer computes with 1e-5")
+    return 0
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        for v in tree.values():
+            yield from _leaves(v)
+    else:
+        yield tree
+
+
+if __name__ == "__main__":
+    sys.exit(main())

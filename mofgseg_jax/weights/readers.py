@@ -1,0 +1,158 @@
+"""Read tensors from checkpoint files into NumPy without running pickled code and without torch.
+
+- safetensors: the `safetensors.numpy` API.
+- PyTorch zip checkpoints (`torch.save` since 1.6: `.pth`, `pytorch_model.bin`, mmseg `.pth`): a
+  restricted unpickler that rebuilds tensors from the archive's raw storages. Only tensor
+  rebuilding and plain containers are honoured; any other global in the pickle becomes an inert
+  placeholder (mmseg metadata, optimizer extras), so no pickled code ever runs.
+"""
+
+import collections
+import json
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or converted (message names the file)."""
+
+
+_STORAGE_DTYPES = {
+    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
+    "BFloat16Storage": ml_dtypes.bfloat16, "LongStorage": np.int64, "IntStorage": np.int32,
+    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+}
+
+
+class _StorageType:
+    def __init__(self, name: str):
+        self.dtype = _STORAGE_DTYPES[name]
+
+
+class _Opaque:
+    """Stands in for any non-tensor object in the pickle; accepts and ignores everything."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        return _Opaque()
+
+
+def _rebuild_tensor(storage, offset, size, stride, *unused):
+    if not size:
+        return storage[offset].copy() if storage.size else np.zeros((), storage.dtype)
+    itemsize = storage.dtype.itemsize
+    view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
+                                           strides=tuple(s * itemsize for s in stride))
+    return np.array(view)  # contiguous copy
+
+
+def _rebuild_parameter(data, *unused):
+    return data
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file, archive: zipfile.ZipFile, prefix: str):
+        super().__init__(file)
+        self._archive = archive
+        self._prefix = prefix
+        self._storages: dict[str, np.ndarray] = {}
+
+    def find_class(self, module: str, name: str):
+        if module == "collections" and name == "OrderedDict":
+            return collections.OrderedDict
+        if module == "torch._utils" and name == "_rebuild_tensor_v2":
+            return _rebuild_tensor
+        if module == "torch._utils" and name == "_rebuild_parameter":
+            return _rebuild_parameter
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(name)
+        return _Opaque  # never import: anything else is inert
+
+    def persistent_load(self, pid):
+        kind, storage_type, key, _location, numel = pid
+        if kind != "storage" or not isinstance(storage_type, _StorageType):
+            raise pickle.UnpicklingError(f"unsupported storage record {kind!r}")
+        if key not in self._storages:
+            raw = self._archive.read(f"{self._prefix}/data/{key}")
+            self._storages[key] = np.frombuffer(raw, dtype=storage_type.dtype, count=numel)
+        return self._storages[key]
+
+
+def _read_torch_zip(path: Path) -> Any:
+    with zipfile.ZipFile(path) as archive:
+        pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+        if not pkl:
+            raise CheckpointError(f"{path}: zip archive without data.pkl, not a PyTorch checkpoint")
+        prefix = pkl[0].rsplit("/", 1)[0] if "/" in pkl[0] else ""
+        byteorder = f"{prefix}/byteorder"
+        if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
+            raise CheckpointError(f"{path}: big-endian PyTorch checkpoints are not supported")
+        with archive.open(pkl[0]) as f:
+            return _RestrictedUnpickler(f, archive, prefix).load()
+
+
+def _flatten_tensors(obj: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(_flatten_tensors(v, f"{prefix}{k}."))
+    elif isinstance(obj, np.ndarray):
+        out[prefix[:-1]] = obj
+    return out
+
+
+def _state_dict_of(obj: Any) -> Any:
+    """The state dict inside common wrappers ({'state_dict': ...}, {'model': ...}) or obj itself."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict", "module"):
+            if isinstance(obj.get(key), dict):
+                return obj[key]
+    return obj
+
+
+def _looks_like_safetensors(head: bytes, file_size: int) -> bool:
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 0 < n <= file_size and head[8:9] == b"{"
+
+
+def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
+    """Flat {name: array} from a safetensors or PyTorch zip checkpoint; CheckpointError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(16)
+    try:
+        if head[:4] == b"PK\x03\x04":
+            tensors = _flatten_tensors(_state_dict_of(_read_torch_zip(path)))
+        elif _looks_like_safetensors(head, size):
+            from safetensors.numpy import load_file
+            tensors = dict(load_file(str(path)))
+        elif head[:2] == b"\x80\x02":
+            raise CheckpointError(f"{path}: legacy (pre-1.6) PyTorch format; re-save it with torch.save in a "
+                                  "current PyTorch, or convert it to safetensors")
+        else:
+            raise CheckpointError(f"{path}: not a safetensors file or a PyTorch zip checkpoint")
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, KeyError, ValueError, OSError,
+            json.JSONDecodeError, Exception) as e:  # safetensors raises its own error type
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(e).__name__}: {first})") from None
+    if not tensors:
+        raise CheckpointError(f"{path}: contains no tensors")
+    return tensors

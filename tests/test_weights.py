@@ -1,0 +1,288 @@
+"""Weight import: Hugging Face / original MiT / mmseg checkpoints give the reference's outputs.
+
+The reference is Hugging Face `SegformerForSemanticSegmentation` built from a config with random
+weights (no download), in eval mode, with every tensor perturbed and BatchNorm running statistics
+set to non-trivial values so that any mis-mapped tensor shows. LayerNorm eps is aligned to HF's
+1e-5 everywhere. The test writes the checkpoints itself in each naming: current HF names
+(safetensors), legacy HF names (`pytorch_model.bin`), original MiT names (`mit_b*.pth`, backbone
+only, with an ImageNet head to drop) and mmseg names (`backbone.` / `decode_head.`, inside
+{'state_dict', 'meta'}).
+"""
+
+import functools
+import json
+import re
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from mofgseg_jax.models import MiT, build_model  # noqa: E402
+from mofgseg_jax.weights import CheckpointError, load_pretrained  # noqa: E402
+
+TOL = 1e-4
+SIZES = ((2, 64, 64), (1, 97, 131))
+# name -> (HF config kwargs, our model config)
+MODELS = {
+    "b0": (dict(hidden_sizes=[32, 64, 160, 256], depths=[2, 2, 2, 2], decoder_hidden_size=256, num_labels=7),
+           dict(backbone="b0", num_classes=7)),
+    "b5_width_depth1": (dict(hidden_sizes=[64, 128, 320, 512], depths=[1, 1, 1, 1], decoder_hidden_size=768,
+                             num_labels=5),
+                        dict(backbone="b5", num_classes=5, depths=(1, 1, 1, 1))),
+}
+ALIGNED_EPS = dict(block_ln_eps=1e-5, embed_ln_eps=1e-5)  # HF uses torch's default 1e-5 everywhere
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(name: str):
+    """(HF model, {size: (stage outputs NHWC, logits at input size with align_corners=True)})."""
+    hf_kwargs, _ = MODELS[name]
+    torch.manual_seed(0)
+    model = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(**hf_kwargs)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        bn = model.decode_head.batch_norm
+        bn.running_mean.normal_(0.0, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    outputs = {}
+    rng = np.random.RandomState(1)
+    for b, h, w in SIZES:
+        x = rng.randn(b, h, w, 3).astype(np.float32)
+        with torch.no_grad():
+            pixel = torch.from_numpy(x).permute(0, 3, 1, 2)
+            stages = model.segformer(pixel, output_hidden_states=True).hidden_states
+            logits4 = model(pixel).logits
+            logits = torch.nn.functional.interpolate(logits4, size=(h, w), mode="bilinear", align_corners=True)
+        nhwc = lambda t: t.permute(0, 2, 3, 1).numpy()  # noqa: E731
+        outputs[(b, h, w)] = (x, [nhwc(s) for s in stages], nhwc(logits))
+    return model, outputs
+
+
+def _hf_state(name: str) -> dict:
+    return {k: v.detach().clone() for k, v in _reference(name)[0].state_dict().items()}
+
+
+def _to_legacy_hf(state: dict) -> dict:
+    """Current HF names -> the legacy on-disk names (transformers < 5 checkpoints on the Hub)."""
+    rules = [(r"stages\.(\d+)\.patch_embeddings\.", r"encoder.patch_embeddings.\1."),
+             (r"stages\.(\d+)\.blocks\.", r"encoder.block.\1."), (r"stages\.(\d+)\.layer_norm\.", r"encoder.layer_norm.\1."),
+             (r"attention\.q_proj", "attention.self.query"), (r"attention\.k_proj", "attention.self.key"),
+             (r"attention\.v_proj", "attention.self.value"),
+             (r"attention\.sequence_reduction\.sequence_reduction", "attention.self.sr"),
+             (r"attention\.sequence_reduction\.layer_norm", "attention.self.layer_norm"),
+             (r"attention\.o_proj", "attention.output.dense"), (r"mlp\.fc1", "mlp.dense1"), (r"mlp\.fc2", "mlp.dense2"),
+             (r"layernorm_before", "layer_norm_1"), (r"layernorm_after", "layer_norm_2"),
+             (r"decode_head\.linear_projections", "decode_head.linear_c")]
+    out = {}
+    for k, v in state.items():
+        for pattern, repl in rules:
+            k = re.sub(pattern, repl, k)
+        out[k] = v
+    return out
+
+
+def _to_original(state: dict) -> dict:
+    """Current HF names -> original SegFormer/mmseg names, with kv = concat(key, value)."""
+    out = {}
+    for k, v in state.items():
+        m = re.match(r"segformer\.stages\.(\d+)\.(.*)", k)
+        if m:
+            i, rest = int(m[1]) + 1, m[2]
+            rest = re.sub(r"^patch_embeddings\.layer_norm", f"patch_embed{i}.norm", rest)
+            rest = re.sub(r"^patch_embeddings\.proj", f"patch_embed{i}.proj", rest)
+            rest = re.sub(r"^layer_norm\.", f"norm{i}.", rest)
+            rest = re.sub(r"^blocks\.(\d+)\.", rf"block{i}.\1.", rest)
+            for a, b in [("layernorm_before", "norm1"), ("layernorm_after", "norm2"), ("attention.q_proj", "attn.q"),
+                         ("attention.o_proj", "attn.proj"), ("attention.sequence_reduction.sequence_reduction", "attn.sr"),
+                         ("attention.sequence_reduction.layer_norm", "attn.norm")]:
+                rest = rest.replace(a, b)
+            if "attention.k_proj" in rest:
+                value = state[k.replace("k_proj", "v_proj")]
+                out["backbone." + rest.replace("attention.k_proj", "attn.kv")] = torch.cat([v, value], 0)
+            elif "attention.v_proj" not in rest:
+                out["backbone." + rest] = v
+            continue
+        m = re.match(r"decode_head\.linear_projections\.(\d+)\.(.*)", k)
+        if m:
+            out[f"decode_head.linear_c{int(m[1]) + 1}.{m[2]}"] = v
+            continue
+        k = k.replace("decode_head.linear_fuse.weight", "decode_head.linear_fuse.conv.weight")
+        k = k.replace("decode_head.batch_norm.", "decode_head.linear_fuse.bn.")
+        out[k.replace("decode_head.classifier.", "decode_head.linear_pred.")] = v
+    return out
+
+
+def _write(fmt: str, name: str, folder: Path) -> tuple[Path, bool]:
+    """Writes the reference weights in naming `fmt`; returns (file, whether it includes the head)."""
+    state = _hf_state(name)
+    if fmt == "hf_safetensors":
+        from safetensors.torch import save_file
+        path = folder / "model.safetensors"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+        return path, True
+    if fmt == "hf_legacy_bin":
+        path = folder / "pytorch_model.bin"
+        torch.save(_to_legacy_hf(state), path)
+        return path, True
+    original = _to_original(state)
+    if fmt == "mit_pth":  # released ImageNet backbone: no prefix, plus an ImageNet head to drop
+        backbone = {k[len("backbone."):]: v for k, v in original.items() if k.startswith("backbone.")}
+        backbone["head.weight"] = torch.zeros(1000, backbone["norm4.weight"].shape[0])
+        backbone["head.bias"] = torch.zeros(1000)
+        path = folder / "mit.pth"
+        torch.save(backbone, path)
+        return path, False
+    assert fmt == "mmseg_pth"
+    original["decode_head.conv_seg.weight"] = torch.zeros(3, 3, 1, 1)  # unused by SegFormer, in real files
+    path = folder / "segformer_mmseg.pth"
+    meta = {"CLASSES": ("a", "b"), "PALETTE": [[0, 0, 0]], "extra": np.arange(3)}  # non-tensor objects
+    torch.save({"meta": meta, "state_dict": original}, path)
+    return path, True
+
+
+def _skeleton(model, shape, seed: int = 0):
+    """Variables with the model's structure, filled with NumPy noise (cheap: no compiled init)."""
+    shapes = jax.eval_shape(lambda x: model.init({"params": jax.random.key(0)}, x), jnp.zeros(shape, jnp.float32))
+    rng = np.random.RandomState(seed)
+    return jax.tree.map(lambda s: jnp.asarray(0.05 * rng.randn(*s.shape), s.dtype), shapes)
+
+
+@functools.lru_cache(maxsize=None)
+def _model_and_forward(name: str):
+    """(our model with HF-aligned eps, jitted images -> (stage outputs, logits)): one compile per size."""
+    model = build_model(dict(MODELS[name][1], **ALIGNED_EPS))
+    capture = lambda mdl, method: isinstance(mdl, MiT) and method == "__call__"  # noqa: E731
+
+    @jax.jit
+    def forward(variables, x):
+        out, state = model.apply(variables, x, capture_intermediates=capture, mutable=["intermediates"])
+        return state["intermediates"]["backbone"]["__call__"][0], out["logits"]
+
+    return model, forward
+
+
+@pytest.mark.parametrize("fmt", ["hf_safetensors", "hf_legacy_bin", "mit_pth", "mmseg_pth"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_converted_weights_reproduce_hf_segformer(name, fmt, tmp_path):
+    path, has_head = _write(fmt, name, tmp_path)
+    model, forward = _model_and_forward(name)
+    variables = load_pretrained(path, _skeleton(model, (1, 64, 64, 3)))
+    _, reference = _reference(name)
+    for size, (x, ref_stages, ref_logits) in reference.items():
+        stages, logits = jax.tree.map(np.asarray, forward(variables, jnp.asarray(x)))
+        for i, (a, b) in enumerate(zip(stages, ref_stages)):
+            err = float(np.max(np.abs(a - b)))
+            assert err <= TOL, f"{name} {fmt} {size} stage {i + 1}: max abs {err:.2e}"
+        if has_head:
+            err = float(np.max(np.abs(logits - ref_logits)))
+            assert err <= TOL, f"{name} {fmt} {size} logits: max abs {err:.2e}"
+        stage_err = max(float(np.max(np.abs(a - b))) for a, b in zip(stages, ref_stages))
+        logit_err = float(np.max(np.abs(logits - ref_logits))) if has_head else float("nan")
+        print(f"PARITY {name} {fmt} {size}: stages {stage_err:.2e} logits {logit_err:.2e}")
+
+
+def test_encoder_parameter_counts_equal_hf_for_every_preset():
+    from transformers import SegformerConfig, SegformerModel
+    from mofgseg_jax.models.mit import PRESETS
+    published = {"b0": 3.32, "b1": 13.15, "b2": 24.20, "b3": 44.07, "b4": 60.84, "b5": 81.44}
+    for name, preset in PRESETS.items():
+        with torch.device("meta"):  # no memory, no init: just the HF module tree
+            hf = SegformerModel(SegformerConfig(hidden_sizes=list(preset["dims"]), depths=list(preset["depths"])))
+        hf_count = sum(p.numel() for p in hf.parameters())
+        shapes = jax.eval_shape(lambda x: MiT(**preset).init(jax.random.key(0), x), jnp.zeros((1, 64, 64, 3)))
+        ours = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
+        assert ours == hf_count, f"{name}: ours {ours} vs HF {hf_count}"
+        assert round(ours / 1e6, 2) == published[name]
+
+
+def _mmseg_file(tmp_path):
+    return _write("mmseg_pth", "b0", tmp_path)[0]
+
+
+def test_class_count_mismatch_is_a_clear_error_unless_reinit_requested(tmp_path):
+    path = _mmseg_file(tmp_path)
+    model = build_model(dict(MODELS["b0"][1], num_classes=3, **ALIGNED_EPS))
+    variables = _skeleton(model, (1, 32, 32, 3))
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))}.*class count"):
+        load_pretrained(path, variables)
+    loaded = load_pretrained(path, variables, reinit_classifier=True)
+    head = loaded["params"]["decode_head"]
+    np.testing.assert_array_equal(head["linear_pred"]["kernel"], variables["params"]["decode_head"]["linear_pred"]["kernel"])
+    assert not np.array_equal(head["linear_fuse"]["conv"]["kernel"], variables["params"]["decode_head"]["linear_fuse"]["conv"]["kernel"])
+    assert not np.array_equal(loaded["batch_stats"]["decode_head"]["linear_fuse"]["bn"]["var"],
+                              variables["batch_stats"]["decode_head"]["linear_fuse"]["bn"]["var"])
+
+
+def test_wrong_preset_is_a_clear_error(tmp_path):
+    path = _mmseg_file(tmp_path)
+    model = build_model(dict(backbone="b1", num_classes=7, depths=(1, 1, 1, 1)))
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))}.*(shape|does not exist)"):
+        load_pretrained(path, _skeleton(model, (1, 32, 32, 3)))
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_truncated_file_is_a_one_line_error_naming_it(tmp_path, suffix):
+    from safetensors.numpy import save_file
+    full = tmp_path / f"full{suffix}"
+    tensors = {"patch_embed1.proj.weight": np.ones((8, 3, 7, 7), np.float32)}
+    if suffix == ".pth":
+        torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, full)
+    else:
+        save_file(tensors, str(full))
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(CheckpointError) as err:
+        load_pretrained(cut, {})
+    assert str(cut) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("content", [b"\x00\x13garbage" * 50, json.dumps({"a": 1}).encode()])
+def test_foreign_file_is_a_one_line_error_naming_it(tmp_path, content):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        load_pretrained(path, {})
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_non_segformer_tensors_are_rejected(tmp_path):
+    path = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, path)
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))}.*conv1.weight"):
+        load_pretrained(path, {})
+
+
+def test_loading_never_executes_pickled_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w').write('x')",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"patch_embed1.proj.weight": torch.zeros(8, 3, 7, 7), "payload": Evil()}, path)
+    load_pretrained(path, {"params": {"backbone": {"patch_embed1": {"proj": {"kernel": jnp.ones((7, 7, 3, 8))}}}}})
+    assert not marker.exists()
+
+
+def test_convert_weights_cli_writes_a_folder_that_loads_like_the_file(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launch"))
+    import convert_weights
+
+    src = _mmseg_file(tmp_path)
+    out = tmp_path / "converted"
+    convert_weights.main(["--src", str(src), "--out", str(out)])
+    summary = capsys.readouterr().out
+    assert "b0" in summary and "num_classes" in summary
+    model = build_model(dict(MODELS["b0"][1]))
+    variables = _skeleton(model, (1, 32, 32, 3))
+    from_dir = load_pretrained(out, variables)
+    from_file = load_pretrained(src, variables)
+    jax.tree.map(np.testing.assert_array_equal, from_dir, from_file)
