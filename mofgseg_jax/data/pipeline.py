@@ -167,6 +167,15 @@ def train_dataset(data_cfg: Any, *, seed: int, process_index: int = 0,
     return grain.experimental.ZipMapDataset([labeled[:n], unlabeled[:n]]).map(_ToTrainBatch())
 
 
+def _ensure_absl_flags_parsed() -> None:
+    """grain's worker processes read absl flags; outside an absl app (tests, notebooks) nothing has
+    parsed them, which would fail with UnparsedFlagAccessError. Defaults are what we want."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
 def _read_options(num_threads: int, prefetch: int) -> grain.ReadOptions:
     return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
 
@@ -186,6 +195,7 @@ def make_train_iterator(data_cfg: Any, *, seed: int, process_index: int = 0, pro
     it_ds = ds.to_iter_dataset(_read_options(num_threads, prefetch))
     workers = int(_get(data_cfg, "num_workers", 0) or 0)
     if workers > 0:
+        _ensure_absl_flags_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     return iter(it_ds)
 
