@@ -1,0 +1,66 @@
+"""data_specs/*.json agree with the reference class lists and palettes; custom specs from config."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from configs.common import base_config
+from mofgseg_jax.data.specs import available_specs, default_palette, load_spec, spec_from_config
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "datasets.json"
+PUBLISHED = {"uavseg": (14, 513, 240, 2, 0.005, 1), "tas500": (24, 513, 240, 3, 0.005, 1),
+             "loveda": (8, 513, 240, 4, 0.005, 1), "pascal": (21, 513, 80, 5, 0.001, 10)}
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="../shared/reference not present")
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_spec_classes_and_palette_equal_the_reference(name):
+    ref = json.loads(REFERENCE.read_text())[name]
+    spec = load_spec(name)
+    assert spec.num_classes == ref["num_classes"]
+    assert list(spec.class_names) == ref["classes"]
+    assert [list(c) for c in spec.palette] == ref["palette"]
+    assert spec.ignore_index == 255
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_spec_published_settings(name):
+    k, crop, epochs, bs, lr, lr_multi = PUBLISHED[name]
+    p = load_spec(name).published
+    assert (load_spec(name).num_classes, p["crop_size"], p["epochs"], p["batch_size_per_gpu"], p["num_gpus"],
+            p["lr"], p["lr_multi"]) == (k, crop, epochs, bs, 4, lr, lr_multi)
+
+
+def test_layouts_give_the_published_paths():
+    assert load_spec("uavseg").image_path("train", "10000") == "gt_jpg/train/10000.jpg"
+    assert load_spec("loveda").mask_path("val", "2522") == "label_png/val/2522.png"
+    assert load_spec("pascal").image_path("val", "2007_000033") == "JPEGImages/2007_000033.jpg"
+    assert load_spec("pascal").mask_path("train", "2007_000032") == "SegmentationClass/2007_000032.png"
+
+
+def test_every_spec_loads_and_demo_has_eight_classes():
+    assert {"uavseg", "tas500", "loveda", "pascal", "demo", "custom"} <= set(available_specs())
+    demo = load_spec("demo")
+    assert demo.num_classes == len(demo.class_names) == len(demo.palette) == 8
+    assert len(set(demo.palette)) == 8
+
+
+def test_custom_spec_takes_classes_from_the_config():
+    config = base_config()
+    config.data.name = "custom"
+    config.model.num_classes = 3  # data.num_classes follows model.num_classes
+    spec = spec_from_config(config.data)
+    assert spec.num_classes == 3 and spec.class_names == ("class_0", "class_1", "class_2")
+    assert spec.palette == default_palette(3) == ((0, 0, 0), (128, 0, 0), (0, 128, 0))
+    config.data.class_names = ("sea", "land", "sky")
+    assert spec_from_config(config.data).class_names == ("sea", "land", "sky")
+
+
+def test_config_errors_name_the_problem():
+    with pytest.raises(ValueError, match="needs model.num_classes"):
+        load_spec("custom")
+    with pytest.raises(ValueError, match="has 14 classes but the config says num_classes=8"):
+        load_spec("uavseg", num_classes=8)
+    with pytest.raises(ValueError, match="data.name='nope'"):
+        load_spec("nope")

@@ -1,0 +1,113 @@
+"""Split lists: every published list parses and is consistent; our format round-trips; generation
+is deterministic and nested."""
+
+from pathlib import Path
+
+import pytest
+
+from mofgseg_jax.data.errors import DataError
+from mofgseg_jax.data.splits import Entry, format_list, make_splits, parse_list, read_list, split_files
+
+SPLITS = Path(__file__).resolve().parents[2] / "shared" / "splits"
+# Published dataset sizes (DESIGN.md §5 sources): train images, val images.
+SIZES = {"uavseg": (800, 200), "tas500": (440, 100), "loveda": (2522, 1669), "pascal": (10582, 1449)}
+
+
+def _published_splits():
+    if not SPLITS.is_dir():
+        return []
+    return sorted(p for p in SPLITS.glob("*/*") if p.is_dir())
+
+
+def _pairs(path):
+    return {(e.image, e.mask) for e in read_list(str(path))}
+
+
+@pytest.mark.skipif(not SPLITS.is_dir(), reason="../shared/splits not present")
+@pytest.mark.parametrize("split_dir", _published_splits(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_published_split_counts_and_labelled_unlabelled_disjoint(split_dir):
+    dataset, name = split_dir.parent.name, split_dir.name
+    labeled_entries = read_list(str(split_dir / "labeled.txt"))
+    labeled, unlabeled = _pairs(split_dir / "labeled.txt"), _pairs(split_dir / "unlabeled.txt")
+    assert len(labeled) == len(labeled_entries), "duplicate lines in labeled.txt"
+    total, _ = SIZES[dataset]
+    if name == "all":  # fully supervised: everything labelled, unlabelled a subset of it
+        assert len(labeled) == total and unlabeled <= labeled
+        return
+    assert not labeled & unlabeled
+    assert len(labeled) + len(unlabeled) == total
+    if "_" in name:  # '1_8', 'u2pl_1_8': a fraction
+        num, den = name.split("_")[-2:]
+        assert abs(len(labeled) - total * int(num) / int(den)) <= 1
+    else:  # a labelled count: '92', '1464'
+        assert len(labeled) == int(name)
+
+
+@pytest.mark.skipif(not SPLITS.is_dir(), reason="../shared/splits not present")
+@pytest.mark.parametrize("dataset", sorted(SIZES))
+def test_published_val_lists_are_disjoint_from_train(dataset):
+    val = _pairs(SPLITS / dataset / "val.txt")
+    assert len(val) == SIZES[dataset][1]
+    train = set()
+    for split_dir in (SPLITS / dataset).iterdir():
+        if split_dir.is_dir():
+            train |= _pairs(split_dir / "labeled.txt") | _pairs(split_dir / "unlabeled.txt")
+    assert len(train) == SIZES[dataset][0] and not train & val
+
+
+@pytest.mark.skipif(not SPLITS.is_dir(), reason="../shared/splits not present")
+def test_parser_round_trips_a_published_list():
+    path = SPLITS / "uavseg" / "1_8" / "labeled.txt"
+    entries = read_list(str(path))
+    again = parse_list(format_list(entries))
+    assert [(e.image, e.mask) for e in again] == [(e.image, e.mask) for e in entries]
+    assert path.read_text().split() == format_list(entries).split()
+
+
+def test_parser_reports_file_and_line_of_a_malformed_line():
+    with pytest.raises(DataError, match=r"x\.txt line 2: expected '<image> <mask>'"):
+        parse_list("a.jpg a.png\nonly_one_path.jpg\n", list_file="x.txt")
+
+
+def test_empty_or_missing_list_is_an_error_naming_it(tmp_path):
+    (tmp_path / "labeled.txt").write_text("\n\n")
+    with pytest.raises(DataError, match="labeled.txt: split list is empty"):
+        read_list(str(tmp_path / "labeled.txt"))
+    with pytest.raises(DataError, match="nope.txt: split list not found"):
+        read_list(str(tmp_path / "nope.txt"))
+
+
+def test_entries_remember_their_line_for_messages():
+    entries = parse_list("\na.jpg a.png\n\nb.jpg b.png", list_file="l.txt")
+    assert [e.line for e in entries] == [2, 4] and entries[1].where == "l.txt line 4"
+
+
+def test_make_splits_is_deterministic_nested_and_disjoint():
+    pairs = [(f"img/{i}.jpg", f"mask/{i}.png") for i in range(100)]
+    a = make_splits(pairs, ["1_16", "1_8", "1_4", "all"], seed=7)
+    b = make_splits(list(reversed(pairs)), ["1_16", "1_8", "1_4", "all"], seed=7)
+    c = make_splits(pairs, ["1_8"], seed=8)
+    assert a == {k: v for k, v in b.items()}  # independent of input order
+    assert a["1_8"] != c["1_8"]
+    assert [len(a[r]["labeled"]) for r in ("1_16", "1_8", "1_4")] == [6, 13, 25]  # round half up
+    assert set(a["1_16"]["labeled"]) <= set(a["1_8"]["labeled"]) <= set(a["1_4"]["labeled"])
+    for r in ("1_16", "1_8", "1_4"):
+        assert not set(a[r]["labeled"]) & set(a[r]["unlabeled"])
+        assert len(a[r]["labeled"]) + len(a[r]["unlabeled"]) == 100
+    assert len(a["all"]["labeled"]) == 100
+
+
+def test_make_splits_cli_writes_the_published_format(tmp_path):
+    from launch.make_splits import main
+
+    for subset, n in (("train", 16), ("val", 3)):
+        for d in (f"gt_jpg/{subset}", f"label_png/{subset}"):
+            (tmp_path / d).mkdir(parents=True)
+        for i in range(n):
+            (tmp_path / f"gt_jpg/{subset}/{i}.jpg").write_bytes(b"")
+    main(["--root", str(tmp_path), "--ratios", "1_4,1_2", "--seed", "1"])
+    files = split_files(str(tmp_path), "1_4")
+    labeled = read_list(files["labeled"])
+    assert len(labeled) == 4 and len(read_list(files["unlabeled"])) == 12 and len(read_list(files["val"])) == 3
+    assert labeled[0].image.startswith("gt_jpg/train/") and labeled[0].mask.startswith("label_png/train/")
+    assert labeled[0].mask.endswith(".png") and isinstance(labeled[0], Entry)

@@ -1,0 +1,91 @@
+"""Host-side transforms (DESIGN.md §3 steps 1-2) against NumPy/PIL references."""
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from mofgseg_jax.data import transforms
+
+
+def _example(h=30, w=50, seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return {"image": image, "label": image[..., 0] % 5, "edge": (image[..., 1] > 128).astype(np.uint8)}
+
+
+def test_resize_scales_the_long_side_within_range_and_keeps_aspect():
+    ex = _example()
+    for seed in range(20):
+        out = transforms.random_resize(ex, np.random.default_rng(seed), (0.5, 2.0))
+        h, w = out["label"].shape
+        assert 25 <= w <= 100 and abs(h / w - 30 / 50) < 0.05
+        assert out["image"].shape == (h, w, 3) and out["edge"].shape == (h, w)
+        assert set(np.unique(out["label"])) <= set(np.unique(ex["label"]))  # nearest: no new ids
+
+
+def test_crop_pads_image_with_0_mask_with_ignore_edge_with_0():
+    ex = _example(10, 12)
+    out = transforms.random_crop(ex, np.random.default_rng(0), 16, ignore_index=255)
+    assert out["image"].shape == (16, 16, 3)
+    np.testing.assert_array_equal(out["image"][:10, :12], ex["image"])  # padding is bottom/right only
+    assert np.all(out["image"][10:] == 0) and np.all(out["label"][:, 12:] == 255) and np.all(out["edge"][10:] == 0)
+
+
+def test_geometry_moves_image_mask_and_edge_together():
+    ex = _example(40, 40)
+    ex["label"] = ex["image"][..., 0].copy()  # label == red channel pixelwise
+    ex["edge"] = ex["image"][..., 1].copy()
+    for seed in range(10):
+        out = transforms.train_view(dict(ex), np.random.default_rng(seed), crop_size=32, scale_range=(1.0, 1.0),
+                                    strong=False)
+        np.testing.assert_array_equal(out["label"], out["image"][..., 0])
+        np.testing.assert_array_equal(out["edge"], out["image"][..., 1])
+
+
+def test_flip_probability_one_reverses_columns():
+    ex = _example()
+    out = transforms.random_hflip(ex, np.random.default_rng(0), prob=1.0)
+    np.testing.assert_array_equal(out["image"], ex["image"][:, ::-1])
+    np.testing.assert_array_equal(out["label"], ex["label"][:, ::-1])
+
+
+def test_train_view_shapes_dtypes_and_determinism():
+    ex = _example()
+    a = transforms.train_view(dict(ex), np.random.default_rng(3), crop_size=24)
+    b = transforms.train_view(dict(ex), np.random.default_rng(3), crop_size=24)
+    assert a["image"].shape == (24, 24, 3) and a["image"].dtype == np.uint8 and a["label"].dtype == np.uint8
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_brightness_only_jitter_matches_numpy_scaling():
+    image = _example()["image"]
+    rng = np.random.default_rng(1)
+    factor = np.random.default_rng(1)
+    factor.permutation(4)
+    expected_f = factor.uniform(0.5, 1.5)
+    out = transforms.colour_jitter(Image.fromarray(image), rng, brightness=0.5, contrast=0, saturation=0, hue=0)
+    expected = np.clip(image.astype(np.float64) * expected_f, 0, 255)
+    assert np.max(np.abs(np.asarray(out).astype(np.float64) - expected)) <= 1.0
+
+
+def test_strong_view_grayscale_and_blur_follow_their_probabilities():
+    image = _example()["image"]
+    gray = transforms.strong_colour_view(image, np.random.default_rng(0), jitter_prob=0, grayscale_prob=1,
+                                         blur_prob=0)
+    expected = np.asarray(Image.fromarray(image).convert("L"))
+    for c in range(3):
+        np.testing.assert_array_equal(gray[..., c], expected)
+    rng = np.random.default_rng(4)
+    blurred = transforms.strong_colour_view(image, rng, jitter_prob=0, grayscale_prob=0, blur_prob=1,
+                                            blur_sigma=(1.0, 1.0))
+    reference = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius=1.0)))
+    np.testing.assert_array_equal(blurred, reference)
+    untouched = transforms.strong_colour_view(image, rng, jitter_prob=0, grayscale_prob=0, blur_prob=0)
+    np.testing.assert_array_equal(untouched, image)
+
+
+def test_pad_to_records_true_size():
+    ex = _example(20, 30)
+    out = transforms.pad_to({"image": ex["image"], "label": ex["label"]}, 32)
+    assert (out["height"], out["width"], bool(out["valid"])) == (20, 30, True)
+    assert out["image"].shape == (32, 32, 3) and np.all(out["label"][20:] == 255)
