@@ -149,7 +149,7 @@ def _negative_index_sampler(samp_num, seg_num_list, rng: np.random.RandomState):
 
 def compute_reco_loss(rep, label, mask, prob, strong_threshold=1.0, temp=0.5, num_queries=256,
                       num_negatives=256, negative_weight=1.0, generator=None, rng=None):
-    """ReCo's `compute_reco_loss` (rep `[B,D,H,W]`, one-hot label `[B,K,H,W]`, mask `[B,H,W]`,
+    """ReCo's `compute_reco_loss` (rep `[B,D,H,W]`, one-hot label `[B,K,H,W]`, mask `[B,1,H,W]`,
     prob `[B,K,H,W]`), with MOFGSeg's weight on the negative logits."""
     import torch
 
@@ -223,7 +223,7 @@ def reco_loss_ref(rep: np.ndarray, labels: np.ndarray, probs: np.ndarray, *, num
     onehot = np.zeros(lab.shape + (num_classes,), np.float32)
     onehot[mask, lab[mask]] = 1.0
     label_t = torch.tensor(onehot).permute(0, 3, 1, 2)
-    mask_t = torch.tensor(mask.astype(np.float32))
+    mask_t = torch.tensor(mask.astype(np.float32)).unsqueeze(1)  # [B,1,H,W] as in ReCo
     prob_t = torch.tensor(np.asarray(probs, np.float32)).permute(0, 3, 1, 2)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.RandomState(seed)
@@ -236,4 +236,4 @@ def reco_loss_ref(rep: np.ndarray, labels: np.ndarray, probs: np.ndarray, *, num
             grad = g.permute(0, 2, 3, 1).numpy()
         else:
             grad = np.zeros(np.shape(rep), np.float32)
-    return float(loss), grad
+    return float(loss.detach()), grad

@@ -129,6 +129,7 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array, labels: jax.Array,
       valid = present and with at least one hard anchor).
     """
     k_cls, q, m = num_classes, num_queries, num_negatives
+    rep, labels, probs = jnp.asarray(rep), jnp.asarray(labels), jnp.asarray(probs)
     d = rep.shape[-1]
     rep = rep.reshape(-1, d)
     num_pixels = rep.shape[0]

@@ -1,0 +1,168 @@
+"""Weighted contrastive loss against ReCo's published loop code (PyTorch, `loss_references.py`)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mofgseg_jax.losses.contrastive import weighted_contrastive_loss
+from tests.loss_references import reco_loss_ref
+
+KW = dict(num_queries=32, num_negatives=16, strong_threshold=0.97, temperature=0.5,
+          negative_weight=2.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _torch_single_thread():
+    # The references are tiny: torch's thread pool only adds contention on a shared machine.
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@functools.partial(jax.jit, static_argnames=tuple(KW) + ("num_classes",))
+def _loss_aux_grad(key, rep, labels, probs, **kw):
+    """((loss, aux), d loss / d rep), jitted once per shape and settings (inputs are arguments, not
+    constants, so XLA does not constant-fold the sort at compile time)."""
+    fn = lambda r: weighted_contrastive_loss(key, r, labels, probs, **kw)  # noqa: E731
+    return jax.value_and_grad(fn, has_aux=True)(rep)
+
+
+def _loss_and_grad(key, rep, labels, probs, **kw):
+    (loss, _), grad = _loss_aux_grad(key, rep, labels, probs, **kw)
+    return loss, grad
+
+
+def _random_inputs(seed, n=2, h=6, w=6, d=8, k=4, ignore_frac=0.2):
+    rng = np.random.RandomState(seed)
+    labels = rng.randint(0, k, size=(n, h, w))
+    labels[rng.rand(n, h, w) < ignore_frac] = 255
+    centers = rng.randn(k, d)
+    rep = (0.7 * centers[np.where(labels == 255, 0, labels)] + rng.randn(n, h, w, d))
+    probs = rng.dirichlet(np.full(k, 0.3), size=(n, h, w))
+    return rep.astype(np.float32), labels.astype(np.int32), probs.astype(np.float32)
+
+
+def _one_pixel_per_class():
+    """Two present classes (of 5), one valid and hard pixel each: every sample is the same."""
+    rng = np.random.RandomState(0)
+    rep = rng.randn(2, 4, 5, 6).astype(np.float32)
+    probs = rng.dirichlet(np.ones(5), size=(2, 4, 5)).astype(np.float32)
+    labels = np.full((2, 4, 5), 255, np.int32)
+    labels[0, 1, 2], labels[1, 3, 4] = 1, 3
+    probs[0, 1, 2, 1] = probs[1, 3, 4, 3] = 0.1  # below strong_threshold: hard anchors
+    return rep, labels, probs
+
+
+def test_equals_reference_exactly_when_sampling_is_deterministic():
+    rep, labels, probs = _one_pixel_per_class()
+    loss, grad = _loss_and_grad(jax.random.PRNGKey(3), rep, labels, probs, num_classes=5, **KW)
+    ref_loss, ref_grad = reco_loss_ref(rep, labels, probs, num_classes=5, with_grad=True, **KW)
+    assert abs(float(loss) - ref_loss) <= 1e-5
+    np.testing.assert_allclose(np.asarray(grad), ref_grad, atol=1e-5, rtol=0)
+
+
+def test_class_without_hard_anchor_is_skipped_but_counted():
+    # Classes 0 (hard), 2 and 4 (confident: no hard anchor). 2 and 4 share one representation, so
+    # class 0's negatives are the same vector whichever class is drawn: deterministic again.
+    rep, _, probs = _one_pixel_per_class()
+    labels = np.full((2, 4, 5), 255, np.int32)
+    labels[0, 0, 0], labels[0, 2, 2], labels[1, 1, 1] = 0, 2, 4
+    rep[1, 1, 1] = rep[0, 2, 2]
+    probs[0, 0, 0] = [0.5, 0.2, 0.1, 0.1, 0.1]
+    probs[0, 2, 2] = [0.0, 0.0, 1.0, 0.0, 0.0]
+    probs[1, 1, 1] = [0.0, 0.0, 0.01, 0.0, 0.99]
+    (loss, aux), grad = _loss_aux_grad(jax.random.PRNGKey(0), rep, labels, probs, num_classes=5, **KW)
+    ref_loss, ref_grad = reco_loss_ref(rep, labels, probs, num_classes=5, with_grad=True, **KW)
+    assert int(aux["num_present_classes"]) == 3 and int(aux["num_valid_classes"]) == 1
+    assert abs(float(loss) - ref_loss) <= 1e-5
+    np.testing.assert_allclose(np.asarray(grad), ref_grad, atol=1e-5, rtol=0)
+
+
+def test_mean_over_keys_matches_reference_mean_over_seeds():
+    rep, labels, probs = _random_inputs(0)
+    kw = dict(KW, num_classes=4)
+    samples = 200
+    outs = [_loss_and_grad(key, rep, labels, probs, **kw)
+            for key in jax.random.split(jax.random.PRNGKey(0), samples)]
+    losses, grads = jnp.stack([o[0] for o in outs]), jnp.stack([o[1] for o in outs])
+    refs = [reco_loss_ref(rep, labels, probs, seed=s, with_grad=True, **kw) for s in range(samples)]
+    ref_mean = np.mean([r[0] for r in refs])
+    # Standard error of each mean is ~0.2% here; 2% is a wide margin.
+    assert abs(float(jnp.mean(losses)) - ref_mean) <= 0.02 * ref_mean
+    # Mean gradients agree too (noisier: ~5% relative L2 at 200 samples).
+    g, ref_g = np.asarray(jnp.mean(grads, 0)), np.mean([r[1] for r in refs], 0)
+    assert np.linalg.norm(g - ref_g) <= 0.15 * np.linalg.norm(ref_g)
+    assert float(jnp.std(losses)) > 0  # different keys, different samples
+
+
+def test_gradient_reaches_rep_only_through_hard_anchors():
+    rep, labels, probs = _random_inputs(1)
+    k = 4
+    # Make half of each class's pixels confident: they are prototypes' members and negative keys,
+    # never anchors.
+    rng = np.random.RandomState(1)
+    easy = (labels != 255) & (rng.rand(*labels.shape) < 0.5)
+    onehot = np.eye(k, dtype=np.float32)[np.where(labels == 255, 0, labels)]
+    probs = np.where(easy[..., None], onehot, probs).astype(np.float32)
+    hard = (labels != 255) & ~easy
+    loss, grad = _loss_and_grad(jax.random.PRNGKey(0), rep, labels, probs, num_classes=k,
+                                **KW)
+    grad_norm = np.linalg.norm(np.asarray(grad), axis=-1)
+    assert float(loss) > 0
+    assert np.all(grad_norm[~hard] == 0.0)  # keys, prototypes, ignored pixels: no gradient
+    assert np.count_nonzero(grad_norm[hard]) > hard.sum() // 2  # sampled anchors do get one
+
+
+def test_jit_clean_no_transfers_no_host_callbacks():
+    rep, labels, probs = (jnp.asarray(x) for x in _random_inputs(2))
+    key = jax.random.PRNGKey(0)
+    fn = lambda key, r, l, p: weighted_contrastive_loss(key, r, l, p, num_classes=4, **KW)  # noqa: E731
+    fwd = jax.jit(fn)
+    jax.block_until_ready((fwd(key, rep, labels, probs),  # compile outside the guard
+                           _loss_aux_grad(key, rep, labels, probs, num_classes=4, **KW)))
+    with jax.transfer_guard("disallow"):
+        out = fwd(key, rep, labels, probs)
+        out_grad = _loss_aux_grad(key, rep, labels, probs, num_classes=4, **KW)
+        jax.block_until_ready((out, out_grad))
+    for jaxpr in (jax.make_jaxpr(fn)(key, rep, labels, probs),
+                  jax.make_jaxpr(jax.grad(lambda r: fn(key, r, labels, probs)[0]))(rep)):
+        assert "callback" not in str(jaxpr)
+
+
+@pytest.mark.parametrize("case", ["one_class", "all_ignored"])
+def test_zero_with_fewer_than_two_classes(case):
+    rep, labels, probs = _random_inputs(3)
+    labels = np.where(labels == 255, 255, 2) if case == "one_class" else np.full_like(labels, 255)
+    (loss, aux), grad = _loss_aux_grad(jax.random.PRNGKey(0), rep, labels.astype(np.int32), probs,
+                                       num_classes=4, **KW)
+    assert float(loss) == 0.0
+    assert int(aux["num_present_classes"]) == (1 if case == "one_class" else 0)
+    assert np.all(np.asarray(grad) == 0.0)
+
+
+def test_no_nan_for_degenerate_representations_and_confident_classes():
+    rep, labels, probs = _random_inputs(4)
+    rep[0] = 0.0  # zero vectors: cosine must stay finite
+    probs[1] = np.eye(4, dtype=np.float32)[np.where(labels[1] == 255, 0, labels[1])]
+    loss, grad = _loss_and_grad(jax.random.PRNGKey(0), rep, labels, probs, num_classes=4, **KW)
+    assert np.isfinite(float(loss)) and np.isfinite(np.asarray(grad)).all()
+    # Every pixel confident: no class has anchors, loss 0.
+    confident = np.eye(4, dtype=np.float32)[np.where(labels == 255, 0, labels)]
+    loss2, grad2 = _loss_and_grad(jax.random.PRNGKey(0), rep, labels, confident, num_classes=4, **KW)
+    assert float(loss2) == 0.0 and np.isfinite(np.asarray(grad2)).all()
+
+
+def test_bfloat16_rep_is_computed_in_float32():
+    rep, labels, probs = _random_inputs(5)
+    rep16 = jnp.asarray(rep, jnp.bfloat16)
+    key = jax.random.PRNGKey(0)
+    (got, _), grad = _loss_aux_grad(key, rep16, labels, probs, num_classes=4, **KW)
+    ref, _ = _loss_and_grad(key, rep16.astype(jnp.float32), labels, probs, num_classes=4, **KW)
+    assert grad.dtype == jnp.bfloat16
+    assert got.dtype == jnp.float32
+    assert abs(float(got) - float(ref)) <= 1e-5
