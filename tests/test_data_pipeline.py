@@ -92,3 +92,43 @@ def test_validation_sharding_gives_every_process_the_same_batch_count(demo_root)
     per = [list(pipeline.make_val_batches(_cfg(demo_root), process_index=p, process_count=2)) for p in range(2)]
     assert len(per[0]) == len(per[1]) == 2
     assert sum(int(b["valid"].sum()) for batches in per for b in batches) == 5
+
+
+def test_worker_processes_give_the_same_batches_and_resume(demo_root):
+    expected = _take(pipeline.make_train_iterator(_cfg(demo_root), seed=2), 4)
+    it = pipeline.make_train_iterator(_cfg(demo_root, num_workers=2), seed=2)
+    first = _take(it, 2)
+    state = it.get_state()
+    assert _equal(first, expected[:2])
+    resumed = pipeline.make_train_iterator(_cfg(demo_root, num_workers=2), seed=2)
+    resumed.set_state(state)
+    assert _equal(_take(resumed, 2), expected[2:])
+
+
+def test_edge_maps_are_read_when_configured(demo_root, tmp_path):
+    from PIL import Image
+
+    from mofgseg_jax.data.splits import read_list
+
+    for entry in read_list(f"{demo_root}/splits/1_4/labeled.txt"):
+        stem = entry.image.rsplit("/", 1)[1].rsplit(".", 1)[0]
+        Image.fromarray(np.full((40, 40), 255, np.uint8)).save(tmp_path / f"{stem}.png")
+    batch = next(pipeline.make_train_iterator(_cfg(demo_root, use_edge_maps=True, edge_dir=str(tmp_path)), seed=0))
+    edge, label = batch["labeled"]["edge"], batch["labeled"]["label"]
+    assert edge.shape == label.shape and edge.dtype == np.uint8
+    np.testing.assert_array_equal(edge, (label != 255).astype(np.uint8))  # 1 inside the image, 0 in padding
+
+
+def test_steps_per_epoch_is_one_pass_over_the_unlabelled_split(demo_root):
+    assert pipeline.dataset_sizes(_cfg(demo_root)) == {"labeled": 8, "unlabeled": 24, "val": 5}
+    assert pipeline.steps_per_epoch(_cfg(demo_root)) == 24 // 4
+
+
+def test_data_benchmark_reports_each_stream():
+    from mofgseg_jax.bench.data import run
+
+    result = run(["--num-train", "16", "--num-val", "4", "--size", "32", "--crop-size", "24", "--batch-size", "2",
+                  "--batches", "2", "--warmup", "1", "--source", "both"])
+    for source in ("folder", "tfds"):
+        assert set(result[source]) == {"labeled", "unlabeled", "train", "val"}
+        assert all(v["images_per_s"] > 0 for v in result[source].values())

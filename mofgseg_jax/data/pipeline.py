@@ -140,9 +140,9 @@ class _ToTrainBatch:
         return {"labeled": labeled, "unlabeled": {"image": unlabeled["image"]}}
 
 
-def train_dataset(data_cfg: Any, *, seed: int, process_index: int = 0,
-                  process_count: int = 1) -> grain.MapDataset:
-    """The train batches as an (infinite) `grain.MapDataset`; `make_train_iterator` iterates it."""
+def train_streams(data_cfg: Any, *, seed: int, process_index: int = 0,
+                  process_count: int = 1) -> dict[str, grain.MapDataset]:
+    """{'labeled', 'unlabeled'}: each stream's infinite per-process batches as a `grain.MapDataset`."""
     spec = spec_from_config(data_cfg)
     sources = open_sources(data_cfg, ("labeled", "unlabeled"))
     skip = bool(_get(data_cfg, "skip_invalid", False))
@@ -163,6 +163,14 @@ def train_dataset(data_cfg: Any, *, seed: int, process_index: int = 0,
         _Load(sources["unlabeled"], spec, k, with_mask=False, with_edge=False, skip_invalid=skip),
         _Augment(strong=False, **view), len(sources["unlabeled"]),
         shuffle_seed=int(seeds[2]), augment_seed=int(seeds[3]), batch_size=bu, **common)
+    return {"labeled": labeled, "unlabeled": unlabeled}
+
+
+def train_dataset(data_cfg: Any, *, seed: int, process_index: int = 0,
+                  process_count: int = 1) -> grain.MapDataset:
+    """The train batches as an (infinite) `grain.MapDataset`; `make_train_iterator` iterates it."""
+    streams = train_streams(data_cfg, seed=seed, process_index=process_index, process_count=process_count)
+    labeled, unlabeled = streams["labeled"], streams["unlabeled"]
     n = min(len(labeled), len(unlabeled))  # both are effectively infinite; zip needs equal lengths
     return grain.experimental.ZipMapDataset([labeled[:n], unlabeled[:n]]).map(_ToTrainBatch())
 

@@ -185,8 +185,7 @@ def build(dataset: str, raw_dir: str, splits_dir: str, out_dir: str, *, spec: Da
     spec = spec or load_spec(dataset)
     builder = BUILDERS[dataset](data_dir=out_dir, raw_dir=raw_dir, splits_dir=splits_dir, spec=spec,
                                 skip_invalid=skip_invalid, progress=progress)
-    if progress:
-        tfds.disable_progress_bar()  # our own tqdm bar shows totals; TFDS's would not
+    tfds.disable_progress_bar()  # our own tqdm bar (`progress`) shows totals; TFDS's would not
     builder.download_and_prepare(download_dir=os.path.join(out_dir, "downloads"))
     return {"dataset": dataset, "out": builder.data_dir, "class_names": list(spec.class_names),
             **builder.summary}
