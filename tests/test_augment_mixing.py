@@ -35,7 +35,7 @@ def _keys(seed):
 
 
 def test_rectangle_has_half_the_area_and_the_published_size_law():
-    masks = np.asarray(jax.vmap(lambda k: mixing.rectangle_mask(k, H, W))(
+    masks = np.asarray(jax.jit(jax.vmap(lambda k: mixing.rectangle_mask(k, H, W)))(
         jax.random.split(jax.random.key(0), 200)))
     widths = set()
     for m in masks:

@@ -29,7 +29,8 @@ def _perturb(mix_mode):
     return jax.jit(functools.partial(perturb_unlabeled, mix_mode=mix_mode, num_classes=K))
 
 
-@pytest.mark.parametrize("mix_mode", ["cutout", "cutmix", "classmix", "none"])
+# 'none' is the identity in mixing (tested there); one compile per mode is what costs time here.
+@pytest.mark.parametrize("mix_mode", ["cutout", "cutmix", "classmix"])
 def test_shapes_dtypes_and_value_ranges_are_kept(mix_mode):
     images, labels, conf = _inputs()
     out_im, out_lb, out_cf = _perturb(mix_mode)(jax.random.key(1), images, labels, conf)
@@ -40,7 +41,8 @@ def test_shapes_dtypes_and_value_ranges_are_kept(mix_mode):
     assert out_im.min() >= 0.0 and out_im.max() <= 1.0
 
 
-@pytest.mark.parametrize("mix_mode", ["cutout", "cutmix", "classmix", "none"])
+# 'none' is the identity in mixing (tested there); one compile per mode is what costs time here.
+@pytest.mark.parametrize("mix_mode", ["cutout", "cutmix", "classmix"])
 def test_labels_hold_only_original_ids_or_ignore_and_conf_zero_exactly_there(mix_mode):
     images, labels, conf = _inputs()
     fn = _perturb(mix_mode)

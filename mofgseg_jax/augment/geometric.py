@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from mofgseg_jax.augment.sampling import uniform_int
+
 _HIGHEST = jax.lax.Precision.HIGHEST  # resampling weights must not drop to bf16/tf32 on GPUs
 
 
@@ -124,8 +126,8 @@ def random_rescale_crop(key: jax.Array, image: jax.Array, label: jax.Array, conf
     # At least 1 pixel so the resampling weights stay defined.
     scaled_h = jnp.maximum(jnp.floor(height * s).astype(jnp.int32), 1)
     scaled_w = jnp.maximum(jnp.floor(width * s).astype(jnp.int32), 1)
-    off_y = jax.random.randint(k_y, (), 0, jnp.maximum(scaled_h, height) - height + 1)
-    off_x = jax.random.randint(k_x, (), 0, jnp.maximum(scaled_w, width) - width + 1)
+    off_y = uniform_int(k_y, 0, jnp.maximum(scaled_h, height) - height + 1)
+    off_x = uniform_int(k_x, 0, jnp.maximum(scaled_w, width) - width + 1)
     return rescale_crop(image, label, confidence, scaled_size=(scaled_h, scaled_w),
                         offset=(off_y, off_x), ignore_index=ignore_index, min_scale=scale_range[0])
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mofgseg_jax.augment.sampling import uniform_int
+
 MIX_MODES = ("cutout", "cutmix", "classmix", "none")
 
 
@@ -24,10 +26,10 @@ def rectangle_mask(key: jax.Array, height: int, width: int, *, area_ratio: float
     area = height * width * area_ratio
     # numpy randint(W * ratio + 1, W) truncates a float low bound: same as floor(W * ratio) + 1.
     low = int(width * area_ratio) + 1
-    rect_w = jax.random.randint(k_w, (), low, max(width, low + 1))
+    rect_w = uniform_int(k_w, low, max(width, low + 1))
     rect_h = jnp.round(area / rect_w).astype(jnp.int32)
-    x0 = jax.random.randint(k_x, (), 0, width - rect_w + 1)
-    y0 = jax.random.randint(k_y, (), 0, height - rect_h + 1)
+    x0 = uniform_int(k_x, 0, width - rect_w + 1)
+    y0 = uniform_int(k_y, 0, height - rect_h + 1)
     ys = jnp.arange(height)[:, None]
     xs = jnp.arange(width)[None, :]
     return (ys >= y0) & (ys < y0 + rect_h) & (xs >= x0) & (xs < x0 + rect_w)
