@@ -46,3 +46,8 @@ def test_layout_masks_and_splits(tmp_path):
 def test_every_class_appears(tmp_path):
     summary = demo.generate(str(tmp_path), num_train=24, num_val=1, size=48, ratios=("1_2",))
     assert all(f > 0.03 for f in summary["class_pixel_fraction"])
+
+
+def test_ensure_generates_only_when_missing(tmp_path):
+    assert demo.ensure(str(tmp_path / "d"), num_train=4, num_val=1, size=16, ratios=("1_2",))
+    assert not demo.ensure(str(tmp_path / "d"), num_train=4, num_val=1, size=16, ratios=("1_2",))

@@ -145,3 +145,14 @@ def generate(root: str, *, seed: int = 0, num_train: int = 512, num_val: int = 9
             "splits": list(ratios), "classes": list(CLASS_NAMES),
             "class_pixel_fraction": [round(float(c) / float(counts.sum()), 4) for c in counts],
             "seconds": round(time.perf_counter() - start, 2)}
+
+
+def ensure(root: str, **kwargs: Any) -> bool:
+    """Generates the demo data under `root` unless it is already there (its splits/val.txt exists).
+
+    Returns True when it generated. For the demo config's 'generated on first use'.
+    """
+    if os.path.exists(os.path.join(root, "splits", "val.txt")):
+        return False
+    generate(root, **kwargs)
+    return True

@@ -23,7 +23,7 @@ import numpy as np
 from mofgseg_jax.data import transforms
 from mofgseg_jax.data.decode import decode_record
 from mofgseg_jax.data.errors import DataError
-from mofgseg_jax.data.specs import DatasetSpec, _get, spec_from_config
+from mofgseg_jax.data.specs import DatasetSpec, cfg_get, spec_from_config
 from mofgseg_jax.data.splits import read_list, split_files
 
 _REPORTED: set[str] = set()  # files already reported as skipped (warn once, not every epoch)
@@ -39,12 +39,12 @@ def open_sources(data_cfg: Any, parts: Sequence[str] = ("labeled", "unlabeled", 
     `data.source` = 'folder' reads files under `data.root`; 'tfds' reads the array_record build in
     `data.tfds_dir` (launch/prepare_data.py). Both yield the same records for `decode.py`.
     """
-    files = split_files(data_cfg.root, data_cfg.split, _get(data_cfg, "split_dir", ""))
-    skip = bool(_get(data_cfg, "skip_invalid", False))
-    edge_dir = data_cfg.edge_dir if _get(data_cfg, "use_edge_maps", False) else ""
-    if _get(data_cfg, "use_edge_maps", False) and not edge_dir:
+    files = split_files(data_cfg.root, data_cfg.split, cfg_get(data_cfg, "split_dir", ""))
+    skip = bool(cfg_get(data_cfg, "skip_invalid", False))
+    edge_dir = data_cfg.edge_dir if cfg_get(data_cfg, "use_edge_maps", False) else ""
+    if cfg_get(data_cfg, "use_edge_maps", False) and not edge_dir:
         raise ValueError("data.use_edge_maps=True needs data.edge_dir (folder of <image stem>.png edge maps)")
-    source_kind = _get(data_cfg, "source", "folder")
+    source_kind = cfg_get(data_cfg, "source", "folder")
     out = {}
     for part in parts:
         entries = read_list(files[part])
@@ -69,7 +69,7 @@ def open_sources(data_cfg: Any, parts: Sequence[str] = ("labeled", "unlabeled", 
 
 def dataset_sizes(data_cfg: Any) -> dict[str, int]:
     """Number of entries in labeled.txt / unlabeled.txt / val.txt (no file is opened but the lists)."""
-    files = split_files(data_cfg.root, data_cfg.split, _get(data_cfg, "split_dir", ""))
+    files = split_files(data_cfg.root, data_cfg.split, cfg_get(data_cfg, "split_dir", ""))
     return {part: len(read_list(path)) for part, path in files.items()}
 
 
@@ -145,11 +145,11 @@ def train_streams(data_cfg: Any, *, seed: int, process_index: int = 0,
     """{'labeled', 'unlabeled'}: each stream's infinite per-process batches as a `grain.MapDataset`."""
     spec = spec_from_config(data_cfg)
     sources = open_sources(data_cfg, ("labeled", "unlabeled"))
-    skip = bool(_get(data_cfg, "skip_invalid", False))
-    with_edge = bool(_get(data_cfg, "use_edge_maps", False))
+    skip = bool(cfg_get(data_cfg, "skip_invalid", False))
+    with_edge = bool(cfg_get(data_cfg, "use_edge_maps", False))
     view = dict(crop_size=int(data_cfg.crop_size), scale_range=tuple(data_cfg.scale_range),
-                ignore_index=spec.ignore_index, flip_prob=float(_get(data_cfg, "flip_prob", 0.5)))
-    strong = dict(_get(data_cfg, "strong_view", None) or {})
+                ignore_index=spec.ignore_index, flip_prob=float(cfg_get(data_cfg, "flip_prob", 0.5)))
+    strong = dict(cfg_get(data_cfg, "strong_view", None) or {})
     seeds = np.random.SeedSequence(seed).generate_state(4)  # independent shuffle/augment seeds per stream
     k = spec.num_classes
     bl = _per_process(int(data_cfg.batch_size_labeled), process_count, "batch_size_labeled")
@@ -201,7 +201,7 @@ def make_train_iterator(data_cfg: Any, *, seed: int, process_index: int = 0, pro
     """
     ds = train_dataset(data_cfg, seed=seed, process_index=process_index, process_count=process_count)
     it_ds = ds.to_iter_dataset(_read_options(num_threads, prefetch))
-    workers = int(_get(data_cfg, "num_workers", 0) or 0)
+    workers = int(cfg_get(data_cfg, "num_workers", 0) or 0)
     if workers > 0:
         _ensure_absl_flags_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
@@ -266,7 +266,7 @@ def make_val_batches(data_cfg: Any, *, process_index: int = 0, process_count: in
     spec = spec_from_config(data_cfg)
     source = open_sources(data_cfg, ("val",))["val"]
     load = _Load(source, spec, spec.num_classes, with_mask=True, with_edge=False,
-                 skip_invalid=bool(_get(data_cfg, "skip_invalid", False)))
+                 skip_invalid=bool(cfg_get(data_cfg, "skip_invalid", False)))
     b = int(data_cfg.eval_batch_size)
     chunk = b * process_count
     total = -(-len(source) // chunk) * chunk  # round up so every process gets the same batch count

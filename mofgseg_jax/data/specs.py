@@ -103,11 +103,11 @@ def load_spec(name: str, *, num_classes: int = 0, class_names: Sequence[str] = (
 
 def spec_from_config(data_cfg: Any) -> DatasetSpec:
     """The spec named by `data_cfg.name`, with `num_classes` / `class_names` from the config."""
-    return load_spec(data_cfg.name, num_classes=int(_get(data_cfg, "num_classes", 0) or 0),
-                     class_names=tuple(_get(data_cfg, "class_names", ()) or ()))
+    return load_spec(data_cfg.name, num_classes=int(cfg_get(data_cfg, "num_classes", 0) or 0),
+                     class_names=tuple(cfg_get(data_cfg, "class_names", ()) or ()))
 
 
-def _get(cfg: Any, key: str, default: Any) -> Any:
+def cfg_get(cfg: Any, key: str, default: Any) -> Any:
     """`cfg.key` for ConfigDicts, dicts and plain objects alike."""
     if isinstance(cfg, dict):
         return cfg.get(key, default)
