@@ -1,0 +1,123 @@
+"""End to end through the real CLIs: train the demo smoke config, read TensorBoard back, evaluate,
+predict; and the clear one-line errors for bad inputs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_env(tmp_path_factory) -> dict:
+    """2 fake CPU devices, and one persistent compilation cache per test session (the smoke train
+    step is compiled once and reused by every test that runs the same program)."""
+    env = dict(os.environ)
+    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+               JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / "jax_cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return env
+
+
+def run(args, env, timeout=900):
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return cli_env(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, env):
+    """`python launch/train.py --config configs/demo.py:smoke --workdir W` (demo data generated on
+    first use into data.root)."""
+    base = tmp_path_factory.mktemp("cli")
+    workdir, data_root = base / "run", base / "demo_data"
+    proc = run(["launch/train.py", "--config", "configs/demo.py:smoke", "--workdir", str(workdir),
+                "--config.data.root", str(data_root)], env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return workdir, data_root, proc
+
+
+def test_train_cli_writes_config_checkpoints_predictions_and_summary(smoke_run):
+    workdir, _, proc = smoke_run
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["data"]["name"] == "demo" and config["train"]["num_steps"] == 4
+    assert (workdir / "checkpoints" / "4").is_dir()
+    assert list((workdir / "predictions").glob("step_*.png"))
+    assert "student mIoU" in proc.stdout and "tensorboard --logdir" in proc.stdout
+
+
+def test_tensorboard_events_hold_losses_miou_per_class_iou_and_images(smoke_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    workdir, _, _ = smoke_run
+    events = EventAccumulator(str(workdir), size_guidance={"images": 0, "scalars": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in ("train/loss", "train/supervised_loss", "train/unsupervised_loss", "train/contrastive_loss",
+                "train/boundary_loss", "train/lr", "eval/student/mIoU", "eval/teacher/mIoU",
+                "eval/student/IoU/stripes_fine", "eval/teacher/IoU/checker"):
+        assert tag in scalars, (tag, sorted(scalars))
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4]
+    assert "eval/predictions" in events.Tags()["images"]
+
+
+def test_evaluate_cli_prints_and_writes_miou_json(smoke_run, env, tmp_path):
+    workdir, data_root, _ = smoke_run
+    out = tmp_path / "eval.json"
+    proc = run(["launch/evaluate.py", "--workdir", str(workdir), "--data_root", str(data_root),
+                "--output", str(out)], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["step"] == 4 and report["mode"] == "original"
+    assert set(report["student"]["iou"]) == {"smooth", "stripes_fine", "stripes_coarse", "stripes_wavy",
+                                             "grain_fine", "grain_coarse", "dots", "checker"}
+    # The same checkpoint and data as the evaluation inside training: the same numbers.
+    assert json.loads(proc.stdout)["teacher"]["miou"] == report["teacher"]["miou"]
+    assert 0 <= report["student"]["miou"] <= 100
+
+
+def test_predict_cli_writes_palette_and_id_pngs(smoke_run, env, tmp_path):
+    from mofgseg_jax.data.specs import load_spec
+
+    workdir, data_root, _ = smoke_run
+    images = sorted((data_root / "gt_jpg" / "val").glob("*.jpg"))[:2]
+    proc = run(["launch/predict.py", "--workdir", str(workdir), "--input", ",".join(map(str, images)),
+                "--output", str(tmp_path / "pred")], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    palette = {tuple(c) for c in load_spec("demo").palette}
+    for image in images:
+        ids = np.asarray(Image.open(tmp_path / "pred" / "ids" / (image.stem + ".png")))
+        color = np.asarray(Image.open(tmp_path / "pred" / "color" / (image.stem + ".png")).convert("RGB"))
+        assert ids.shape == color.shape[:2] == np.asarray(Image.open(image)).shape[:2]
+        assert ids.max() < 8
+        assert {tuple(c) for c in color.reshape(-1, 3)} <= palette
+
+
+def test_unknown_config_key_is_a_one_line_error(env, tmp_path):
+    proc = run(["launch/train.py", "--config", "configs/demo.py:smoke", "--workdir", str(tmp_path),
+                "--config.optim.lrr", "0.1"], env, timeout=120)
+    assert proc.returncode != 0
+    assert 'Did you mean "lr"' in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_variant_is_a_clear_error(env, tmp_path):
+    proc = run(["launch/train.py", "--config", "configs/demo.py:smokey", "--workdir", str(tmp_path)], env,
+               timeout=120)
+    assert proc.returncode != 0 and "unknown config variant 'smokey'" in proc.stderr
+
+
+def test_unwritable_workdir_is_a_clear_error(env, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    proc = run(["launch/train.py", "--config", "configs/demo.py:smoke", "--workdir", str(blocker / "run")],
+               env, timeout=300)
+    assert proc.returncode != 0
+    assert "cannot create or write there" in proc.stderr.strip().splitlines()[-1]
