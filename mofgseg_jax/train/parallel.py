@@ -44,7 +44,11 @@ def shard_map_step(body: Body, mesh: Mesh, *, donate: bool = True) -> Callable:
     """
     mapped = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()),
                            check_vma=False)
-    return jax.jit(mapped, donate_argnums=(0,) if donate else ())
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
+    # Explicit shardings both ways: the state comes back with exactly the sharding it went in with
+    # (left to inference, outputs read P(None,) vs the input's P() and step 2 compiled again).
+    return jax.jit(mapped, in_shardings=(replicated, sharded, replicated), out_shardings=(replicated, replicated),
+                   donate_argnums=(0,) if donate else ())
 
 
 def replicate_on_mesh(tree: Any, mesh: Mesh) -> Any:
@@ -79,8 +83,11 @@ def pmap_step(body: Body, *, donate: bool = True, devices: list | None = None) -
 
 def replicate(tree: Any, devices: list | None = None) -> Any:
     """Stacks a copy per local device (pmap layout)."""
-    devices = devices if devices is not None else jax.local_devices()
-    return jax.device_put_replicated(tree, devices)
+    devices = list(devices) if devices is not None else jax.local_devices()
+    sharding = NamedSharding(Mesh(np.array(devices), (AXIS,)), P(AXIS))
+    n = len(devices)
+    return jax.tree.map(lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), sharding),
+                        tree)
 
 
 def unreplicate(tree: Any) -> Any:

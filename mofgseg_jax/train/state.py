@@ -38,20 +38,8 @@ def total_steps_from_config(config: Any) -> int:
     return steps
 
 
-def create_train_state(config: Any, model: nn.Module, rng: jax.Array, sample_shape: Sequence[int], *,
-                       total_steps: int | None = None,
-                       load_pretrained: Callable | None = None) -> TrainState:
-    """Initialises the student, copies it into the teacher, builds the optimiser.
-
-    config: the full config (`model`, `optim`, `train`).
-    sample_shape: image shape used to initialise, e.g. (1, crop, crop, 3) (NHWC, float32).
-    total_steps: train-step calls over the whole run (default `config.train.num_steps`); the poly
-      schedule runs over total_steps // optim.accumulate_steps optimiser updates.
-    load_pretrained: override of `mofgseg_jax.weights.load_pretrained` (tests).
-    When `config.model.pretrained` is set, its weights replace the initial ones (student and teacher).
-    """
-    if total_steps is None:
-        total_steps = total_steps_from_config(config)
+def init_variables(model: nn.Module, rng: jax.Array, sample_shape: Sequence[int]) -> dict[str, Any]:
+    """{'params', 'batch_stats'} of `model` initialised on zeros of `sample_shape` (NHWC float32)."""
     param_key, dropout_key = jax.random.split(rng)
     images = jnp.zeros(tuple(sample_shape), jnp.float32)
     # jit: eager init of a transformer dispatches thousands of tiny ops.
@@ -59,6 +47,26 @@ def create_train_state(config: Any, model: nn.Module, rng: jax.Array, sample_sha
         param_key, dropout_key)
     variables = dict(variables)
     variables.setdefault("batch_stats", {})
+    return variables
+
+
+def create_train_state(config: Any, model: nn.Module, rng: jax.Array, sample_shape: Sequence[int], *,
+                       total_steps: int | None = None, variables: dict[str, Any] | None = None,
+                       load_pretrained: Callable | None = None) -> TrainState:
+    """Initialises the student, copies it into the teacher, builds the optimiser.
+
+    config: the full config (`model`, `optim`, `train`).
+    sample_shape: image shape used to initialise, e.g. (1, crop, crop, 3) (NHWC, float32).
+    total_steps: train-step calls over the whole run (default `config.train.num_steps`); the poly
+      schedule runs over total_steps // optim.accumulate_steps optimiser updates.
+    variables: ready {'params', 'batch_stats'} to start from instead of initialising (rng unused then).
+    load_pretrained: override of `mofgseg_jax.weights.load_pretrained` (tests).
+    When `config.model.pretrained` is set, its weights replace the initial ones (student and teacher).
+    """
+    if total_steps is None:
+        total_steps = total_steps_from_config(config)
+    if variables is None:
+        variables = init_variables(model, rng, sample_shape)
     pretrained = str(config.model.get("pretrained", "") or "")
     if pretrained:
         if load_pretrained is None:
@@ -69,5 +77,7 @@ def create_train_state(config: Any, model: nn.Module, rng: jax.Array, sample_sha
     params, batch_stats = variables["params"], variables["batch_stats"]
     # Separate buffers: the teacher must not alias the student (the step donates the whole state).
     teacher = jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats})
-    return TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
-                             teacher=teacher, lr_fn=lr_fn)
+    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
+                              teacher=teacher, lr_fn=lr_fn)
+    # A strongly typed step counter: a weak-typed 0 would compile the step again after a restore.
+    return state.replace(step=jnp.zeros((), jnp.int32))

@@ -195,7 +195,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
 
         metrics = {"loss": total, **terms, **aux,
                    "lr": state.lr_fn(updates_before) if state.lr_fn is not None else jnp.zeros(()),
-                   "grad_norm": optax.global_norm(grads)}
+                   "grad_norm": optax.tree.norm(grads)}
         metrics.setdefault("confident_ratio", jnp.zeros(()))
         metrics.setdefault("contrastive_classes", jnp.zeros(()))
         metrics = jax.lax.pmean(jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics), AXIS)

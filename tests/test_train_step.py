@@ -1,0 +1,247 @@
+"""The mapped train step: device-count independence, pmap = shard_map, EMA, accumulation, compiles, NaN.
+
+A tiny MOFGSeg (one block per stage, 32x32 crops, 3 classes) keeps every compile to seconds; each
+mapped step is compiled once per module and shared by the tests that read its results.
+"""
+
+import jax
+import numpy as np
+import pytest
+
+from configs.common import apply_variant, base_config
+from mofgseg_jax.models import build_model
+from mofgseg_jax.train import parallel
+from mofgseg_jax.train.state import create_train_state
+from mofgseg_jax.train.step import check_finite, make_train_step
+
+CROP, CLASSES = 32, 3
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compiles():
+    """These tests compare programs with each other, not speed: skip most XLA optimisation passes
+    (compiles ~40% faster on 2 CPU cores). Part of the jit cache key, so nothing leaks out."""
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
+def tiny_config(**overrides):
+    c = apply_variant(base_config(), "smoke")
+    c.model.num_classes = CLASSES
+    c.model.dims = (8, 16, 40, 64)  # divisible by the MiT heads (1, 2, 5, 8)
+    c.model.embed_dim = 16
+    c.model.rep_dim = 8
+    # Deterministic student: the step must not depend on how many devices share the batch.
+    c.model.dropout_rate = 0.0
+    c.model.drop_path_rate = 0.0
+    c.data.crop_size = CROP
+    c.train.num_steps = 8
+    c.loss.contrastive_weight = 0.0
+    c.loss.strong_threshold = 0.3  # a random teacher is never 0.97-confident: keep the unsup loss active
+    # Rescale 1 and no mixing: every device shard has the same number of valid pixels, so the
+    # mean of per-device losses (DDP) equals the global-batch loss. Jitter/blur/flip stay random.
+    c.augment.scale_range = (1.0, 1.0)
+    c.augment.mix_mode = "none"
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        c[section][name] = value
+    return c
+
+
+def fake_batch(seed=0, bl=2, bu=2):
+    rs = np.random.RandomState(seed)
+    label = np.zeros((bl, CROP, CROP), np.uint8)  # blocky masks: real class boundaries, no ignore
+    for i in range(bl):
+        label[i, :, CROP // 2:] = 1 + i % 2
+        label[i, CROP // 3:CROP // 2, : CROP // 3] = 2
+    return {"labeled": {"image": rs.randint(0, 256, (bl, CROP, CROP, 3)).astype(np.uint8), "label": label},
+            "unlabeled": {"image": rs.randint(0, 256, (bu, CROP, CROP, 3)).astype(np.uint8)}}
+
+
+def numpy_variables(model, seed=0):
+    """Variables with the model's shapes, filled by NumPy: skips compiling the RNG-heavy `model.init`
+    (tens of seconds on 2 CPU cores); these tests do not depend on the initial distribution."""
+    shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
+                                               np.zeros((1, CROP, CROP, 3), np.float32), train=False))
+    rs = np.random.RandomState(seed)
+
+    def fill(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if "var" in name or "scale" in name:
+            return np.ones(leaf.shape, np.float32)
+        if "bias" in name or "mean" in name:
+            return np.zeros(leaf.shape, np.float32)
+        fan_in = int(np.prod(leaf.shape[:-1])) or 1
+        return (rs.randn(*leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(fill, dict(shapes))
+
+
+def host_state(config):
+    model = build_model(config.model, bn_axis_name="data")
+    state = create_train_state(config, model, None, (1, CROP, CROP, 3), variables=numpy_variables(model))
+    return model, jax.device_get(state)  # numpy leaves: each placement makes fresh device buffers
+
+
+def run_steps(par, state, batches, rng):
+    """Runs the mapped step; returns host copies of the state after each step and the metrics."""
+    states, metrics = [], []
+    s = par.put_state(state)
+    for b in batches:
+        s, m = par.step(s, par.put_batch(b), rng)
+        states.append(jax.device_get(par.get_state(s)))
+        metrics.append(par.get_metrics(m))
+    return states, metrics
+
+
+def max_abs_diff(a, b):
+    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.fixture(scope="module")
+def semi_two_devices():
+    """3 semi steps (contrastive off) on the 2-device shard_map mesh, with a trace counter."""
+    config = tiny_config()
+    model, state = host_state(config)
+    traces = []
+    body = make_train_step(config, model)
+
+    def counted(*args):
+        traces.append(1)  # runs only while tracing
+        return body(*args)
+
+    par = parallel.make_parallel(config, counted, mesh=parallel.make_mesh(jax.devices()[:2]))
+    batches = [fake_batch(i) for i in range(3)]
+    states, metrics = run_steps(par, state, batches, jax.random.key(7))
+    return dict(config=config, model=model, init=state, states=states, metrics=metrics, par=par,
+                traces=traces, batches=batches)
+
+
+def test_one_step_on_two_devices_equals_one_device_over_the_global_batch(semi_two_devices):
+    r = semi_two_devices
+    one = parallel.make_parallel(r["config"], make_train_step(r["config"], r["model"]),
+                                 mesh=parallel.make_mesh(jax.devices()[:1]))
+    states, metrics = run_steps(one, r["init"], r["batches"][:1], jax.random.key(7))
+    assert max_abs_diff(states[0].params, r["states"][0].params) <= 1e-5
+    assert max_abs_diff(states[0].batch_stats, r["states"][0].batch_stats) <= 1e-5
+    assert metrics[0]["unsupervised_loss"] > 0  # the perturbed-unlabelled path really took part
+    assert metrics[0]["loss"] == pytest.approx(r["metrics"][0]["loss"], abs=1e-5)
+
+
+def test_pmap_mode_equals_shard_map_mode(semi_two_devices):
+    r = semi_two_devices
+    config = tiny_config(parallel__mode="pmap")
+    par = parallel.make_parallel(config, make_train_step(config, r["model"]),
+                                 mesh=parallel.make_mesh(jax.devices()[:2]))
+    states, metrics = run_steps(par, r["init"], r["batches"][:2], jax.random.key(7))
+    for i in range(2):
+        assert max_abs_diff(states[i].params, r["states"][i].params) <= 1e-6
+        assert max_abs_diff(states[i].teacher, r["states"][i].teacher) <= 1e-6
+        assert metrics[i]["loss"] == pytest.approx(r["metrics"][i]["loss"], abs=1e-6)
+
+
+def test_teacher_is_the_hand_computed_ema_of_the_student(semi_two_devices):
+    r = semi_two_devices
+    cap = r["config"].ema.decay
+    ref = jax.tree.map(lambda x: np.asarray(x, np.float64), r["init"].teacher)
+    for t, s in enumerate(r["states"]):
+        d = min(1 - 1 / (t + 1), cap)
+        student = {"params": s.params, "batch_stats": s.batch_stats}
+        ref = jax.tree.map(lambda old, new: d * old + (1 - d) * np.asarray(new, np.float64), ref, student)
+        assert max_abs_diff(s.teacher, ref) <= 1e-6
+
+
+def test_teacher_batch_stats_move(semi_two_devices):
+    r = semi_two_devices
+    assert max_abs_diff(r["states"][-1].teacher["batch_stats"], r["init"].teacher["batch_stats"]) > 1e-4
+
+
+def test_step_compiles_once_for_a_fixed_shape(semi_two_devices):
+    r = semi_two_devices
+    assert len(r["traces"]) == 1
+    assert r["par"].step._cache_size() == 1
+
+
+def test_metrics_report_every_loss_lr_and_confidence(semi_two_devices):
+    r = semi_two_devices
+    m = r["metrics"][0]
+    for key in ("loss", "supervised_loss", "boundary_loss", "unsupervised_loss", "contrastive_loss", "lr",
+                "grad_norm", "confident_ratio", "contrastive_classes"):
+        assert np.isfinite(m[key]), key
+    assert m["lr"] == pytest.approx(r["config"].optim.lr)
+    assert r["metrics"][1]["lr"] < m["lr"]  # poly schedule, one update per step
+    assert m["confident_ratio"] == pytest.approx(1.0)  # every prob ≥ 1/3 ≥ strong_threshold 0.3
+
+
+def test_a_nan_loss_is_visible_in_the_metrics(semi_two_devices):
+    r = semi_two_devices
+    state = r["init"]
+    leaf_path = ("decode_head",)
+    params = jax.tree.map(lambda x: x, state.params)
+    bad = jax.tree.map(lambda x: np.full_like(x, np.nan), params[leaf_path[0]])
+    params = {**params, leaf_path[0]: bad}
+    _, metrics = run_steps(r["par"], state.replace(params=params), r["batches"][:1], jax.random.key(7))
+    assert not np.isfinite(metrics[0]["loss"])
+    with pytest.raises(FloatingPointError, match="step 3"):
+        check_finite(metrics[0], step=3)
+    assert len(r["traces"]) == 1  # same shapes: no recompile
+
+
+@pytest.fixture(scope="module")
+def sup_accumulated():
+    """'sup' mode, accumulate_steps=2, published teacher BN: 4 micro-steps on 2 devices."""
+    config = tiny_config(train__mode="sup", optim__accumulate_steps=2, ema__batch_stats=False)
+    model, state = host_state(config)
+    par = parallel.make_parallel(config, make_train_step(config, model), mesh=parallel.make_mesh(jax.devices()[:2]))
+    batches = [{"labeled": fake_batch(i)["labeled"]} for i in range(4)]  # no unlabelled data at all
+    states, metrics = run_steps(par, state, batches, jax.random.key(3))
+    return dict(config=config, init=state, states=states, metrics=metrics)
+
+
+def test_accumulation_updates_params_and_teacher_every_second_micro_step(sup_accumulated):
+    r = sup_accumulated
+    s1, s2, s3, s4 = r["states"]
+    assert max_abs_diff(s1.params, r["init"].params) == 0.0
+    assert max_abs_diff(s1.teacher["params"], r["init"].teacher["params"]) == 0.0
+    assert max_abs_diff(s2.params, r["init"].params) > 0.0
+    # First EMA update (t = 0, decay 0) copies the student; the next one waits for micro-step 4.
+    assert max_abs_diff(s2.teacher["params"], s2.params) == 0.0
+    assert max_abs_diff(s3.teacher["params"], s2.teacher["params"]) == 0.0
+    assert max_abs_diff(s4.teacher["params"], s3.teacher["params"]) > 0.0
+
+
+def test_accumulation_schedule_counts_optimiser_updates(sup_accumulated):
+    r = sup_accumulated
+    lrs = [m["lr"] for m in r["metrics"]]
+    c = r["config"]
+    total_updates = c.train.num_steps // c.optim.accumulate_steps
+    expected = [c.optim.lr * (1 - (i // 2) / total_updates) ** c.optim.power for i in range(4)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+
+
+def test_published_flag_keeps_teacher_batch_stats_at_init(sup_accumulated):
+    r = sup_accumulated
+    assert max_abs_diff(r["states"][-1].batch_stats, r["init"].batch_stats) > 1e-4  # the student's moved
+    assert max_abs_diff(r["states"][-1].teacher["batch_stats"], r["init"].teacher["batch_stats"]) == 0.0
+
+
+def test_sup_mode_reports_no_unlabelled_losses(sup_accumulated):
+    m = sup_accumulated["metrics"][0]
+    assert m["unsupervised_loss"] == 0.0 and m["contrastive_loss"] == 0.0
+    assert m["supervised_loss"] > 0 and m["boundary_loss"] > 0
+
+
+@pytest.mark.slow
+def test_full_semi_step_with_contrastive_and_stride4_rep_is_finite():
+    config = tiny_config(loss__contrastive_weight=1.0, model__rep_at_stride4=True, augment__mix_mode="cutmix",
+                         augment__scale_range=(0.5, 2.0), loss__strong_threshold=0.97,
+                         loss__weak_threshold=0.0)
+    model, state = host_state(config)
+    par = parallel.make_parallel(config, make_train_step(config, model), mesh=parallel.make_mesh(jax.devices()[:2]))
+    _, metrics = run_steps(par, state, [fake_batch(5)], jax.random.key(1))
+    m = metrics[0]
+    assert all(np.isfinite(v) for v in m.values()), m
+    assert m["contrastive_loss"] > 0 and m["contrastive_classes"] >= 2
