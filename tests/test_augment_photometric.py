@@ -52,6 +52,14 @@ def test_grayscale_matches_pil_convert_L():
     np.testing.assert_allclose(ours, ref, atol=0.5 + 1e-3)  # PIL rounds to the nearest integer
 
 
+def test_random_grayscale_gives_the_luma_in_all_three_channels():
+    image = _as01(_uint8_image(1))
+    gray = np.asarray(photometric.random_grayscale(jax.random.key(0), image, prob=1.0))
+    np.testing.assert_array_equal(gray, np.repeat(np.asarray(photometric.grayscale(image)), 3, axis=-1))
+    kept = photometric.random_grayscale(jax.random.key(0), image, prob=0.0)
+    np.testing.assert_array_equal(np.asarray(kept), np.asarray(image))
+
+
 def _colorsys_hue(image01, shift):
     out = np.empty_like(image01)
     for idx in np.ndindex(image01.shape[:2]):

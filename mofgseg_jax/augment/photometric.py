@@ -46,6 +46,12 @@ def grayscale(image: jax.Array, weights: Sequence[float] = GRAY_WEIGHTS) -> jax.
     return weights[0] * r + weights[1] * g + weights[2] * b
 
 
+def random_grayscale(key: jax.Array, image: jax.Array, *, prob: float = 0.2) -> jax.Array:
+    """torchvision `RandomGrayscale`: with probability `prob` the luma in all 3 channels. `[H, W, 3]`."""
+    apply = jax.random.bernoulli(key, prob)
+    return jnp.where(apply, jnp.broadcast_to(grayscale(image), image.shape), image)
+
+
 def _blend(image: jax.Array, other: jax.Array, factor: jax.Array) -> jax.Array:
     # torchvision `_blend` == PIL `Image.blend(other, image, factor)`, clipped to the valid range.
     return jnp.clip(factor * image + (1.0 - factor) * other, 0.0, 1.0)
