@@ -1,0 +1,166 @@
+"""`python launch/benchmark.py losses`: the losses, jitted, against the published loop code.
+
+Contrastive loss: forward and forward+backward (gradient w.r.t. the representation) jitted time per
+call after compile, compile time, XLA's memory analysis of each executable, and the same-input time
+of the published ReCo/MOFGSeg loop code (PyTorch, `tests/loss_references.py`), forward and
+forward+backward. Also the jitted time of the supervised (CE, OHEM), unsupervised and boundary
+losses. Defaults: 4 images of 256x256, 14 classes (all present), 512-d rep, 256 queries, 512
+negatives — the published settings scaled to CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mofgseg_jax.bench.common import time_calls, time_host
+from mofgseg_jax.losses import (cross_entropy, dice_loss, edge_targets, ohem_cross_entropy,
+                                pseudo_label_loss, weighted_contrastive_loss)
+
+_REFERENCE = Path(__file__).resolve().parents[2] / "tests" / "loss_references.py"
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="benchmark.py losses", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=4, help="images (labelled + unlabelled)")
+    p.add_argument("--size", type=int, default=256, help="H = W of rep, labels and probs")
+    p.add_argument("--classes", type=int, default=14)
+    p.add_argument("--rep-dim", type=int, default=512)
+    p.add_argument("--queries", type=int, default=256)
+    p.add_argument("--negatives", type=int, default=512)
+    p.add_argument("--strong-threshold", type=float, default=0.97)
+    p.add_argument("--ignore-frac", type=float, default=0.1, help="fraction of ignored pixels")
+    p.add_argument("--iters", type=int, default=5, help="timed calls per jitted function")
+    p.add_argument("--ref-iters", type=int, default=1, help="timed calls of the loop reference")
+    p.add_argument("--ref-threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--skip-reference", action="store_true", help="do not run the loop reference")
+    p.add_argument("--skip-other-losses", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def _inputs(args: argparse.Namespace):
+    """Blocky label maps with every class present, class-clustered reps, half-confident probs."""
+    n, s, k, d = args.batch, args.size, args.classes, args.rep_dim
+    keys = jax.random.split(jax.random.PRNGKey(args.seed), 6)
+    block = max(s // 16, 1)
+    coarse = jax.random.randint(keys[0], (n, -(-s // block), -(-s // block)), 0, k)
+    labels = jnp.repeat(jnp.repeat(coarse, block, 1), block, 2)[:, :s, :s]
+    labels = labels.at[:, 0, :k].set(jnp.arange(k))  # every class present
+    labels = jnp.where(jax.random.uniform(keys[1], (n, s, s)) < args.ignore_frac, 255, labels)
+    centers = jax.random.normal(keys[2], (k, d))
+    rep = 0.5 * centers[jnp.clip(labels, 0, k - 1)] + jax.random.normal(keys[3], (n, s, s, d))
+    # Logits favour the true class with a random margin: about half of the pixels are confident.
+    margin = jax.random.uniform(keys[4], (n, s, s), minval=0.0, maxval=9.0)
+    logits = jax.random.normal(keys[5], (n, s, s, k)) + margin[..., None] * jax.nn.one_hot(
+        jnp.clip(labels, 0, k - 1), k)
+    return rep.astype(jnp.float32), labels.astype(jnp.int32), logits.astype(jnp.float32)
+
+
+def _compiled(fn, *args):
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    mem = compiled.memory_analysis()
+    info = {"compile_s": compile_s}
+    if mem is not None:
+        info.update(temp_mb=mem.temp_size_in_bytes / 2**20,
+                    argument_mb=mem.argument_size_in_bytes / 2**20,
+                    output_mb=mem.output_size_in_bytes / 2**20)
+    return compiled, info
+
+
+def _timed(fn, args, iters: int) -> dict[str, Any]:
+    compiled, info = _compiled(fn, *args)
+    timing = time_calls(lambda: compiled(*args), warmup=1, iters=iters)
+    timing.pop("compile_s")  # first call of an already compiled executable; reported above
+    return {**info, **timing}
+
+
+def _load_reference():
+    if not _REFERENCE.is_file():
+        raise FileNotFoundError(f"{_REFERENCE}: loop reference not found (run from a checkout)")
+    spec = importlib.util.spec_from_file_location("loss_references", _REFERENCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    args = _parse(argv)
+    rep, labels, logits = _inputs(args)
+    probs = jax.nn.softmax(logits, axis=-1)
+    key = jax.random.PRNGKey(args.seed + 1)
+    kw = dict(num_classes=args.classes, strong_threshold=args.strong_threshold,
+              num_queries=args.queries, num_negatives=args.negatives)
+
+    def contrastive(key, rep, labels, probs):
+        return weighted_contrastive_loss(key, rep, labels, probs, **kw)
+
+    def contrastive_grad(rep, key, labels, probs):
+        return jax.value_and_grad(lambda r: contrastive(key, r, labels, probs)[0])(rep)
+
+    loss, aux = jax.jit(contrastive)(key, rep, labels, probs)
+    result: dict[str, Any] = {
+        "sizes": {"batch": args.batch, "size": args.size, "classes": args.classes,
+                  "rep_dim": args.rep_dim, "queries": args.queries, "negatives": args.negatives},
+        "load_average_1m": os.getloadavg()[0],
+        "contrastive": {
+            "loss": float(loss), "num_present_classes": int(aux["num_present_classes"]),
+            "num_valid_classes": int(aux["num_valid_classes"]),
+            "forward": _timed(contrastive, (key, rep, labels, probs), args.iters),
+            "forward_backward": _timed(contrastive_grad, (rep, key, labels, probs), args.iters),
+        },
+    }
+    c = result["contrastive"]
+    c["peak_host_rss_mb_before_reference"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    if not args.skip_other_losses:
+        edges = edge_targets(labels)
+        conf = jnp.max(probs, axis=-1)
+        pseudo = jnp.where(conf >= 0.7, jnp.argmax(probs, -1), 255).astype(jnp.int32)
+        edge_prob = jax.nn.sigmoid(logits[..., :1])
+        others = {
+            "cross_entropy": (lambda lg, lb: cross_entropy(lg, lb), (logits, labels)),
+            "ohem_cross_entropy": (lambda lg, lb: ohem_cross_entropy(lg, lb), (logits, labels)),
+            "pseudo_label_loss": (lambda lg, pl, cf: pseudo_label_loss(lg, pl, cf),
+                                  (logits, pseudo, conf)),
+            "dice_loss": (lambda p, t: dice_loss(p, t), (edge_prob, edges)),
+        }
+        out = {"edge_targets": _timed(lambda lb: edge_targets(lb), (labels,), args.iters)}
+        for name, (fn, fargs) in others.items():
+            out[name] = {
+                "forward": _timed(fn, fargs, args.iters),
+                "forward_backward": _timed(jax.value_and_grad(fn), fargs, args.iters),
+            }
+        result["other_losses"] = out
+
+    if not args.skip_reference:
+        ref = _load_reference()
+        import torch
+
+        if args.ref_threads:
+            torch.set_num_threads(args.ref_threads)
+        np_rep, np_labels, np_probs = np.asarray(rep), np.asarray(labels), np.asarray(probs)
+        ref_kw = dict(kw, seed=args.seed)
+        value = {}
+        fwd = time_host(lambda: value.setdefault(
+            "loss", ref.reco_loss_ref(np_rep, np_labels, np_probs, **ref_kw)[0]), iters=args.ref_iters)
+        fwd_bwd = time_host(lambda: ref.reco_loss_ref(np_rep, np_labels, np_probs, with_grad=True,
+                                                      **ref_kw), iters=args.ref_iters)
+        c["reference"] = {"implementation": "ReCo compute_reco_loss loop (PyTorch CPU)",
+                          "torch_threads": torch.get_num_threads(), "loss": value["loss"],
+                          "forward": fwd, "forward_backward": fwd_bwd}
+        c["speedup_forward"] = fwd["median_s"] / c["forward"]["median_s"]
+        c["speedup_forward_backward"] = fwd_bwd["median_s"] / c["forward_backward"]["median_s"]
+    return result
