@@ -14,6 +14,12 @@ import jax.numpy as jnp
 
 Dtype = Any
 
+# Initialisation as the PyTorch MiT (`_init_weights`): Linear trunc-normal(0.02), zero bias;
+# Conv2d normal(0, sqrt(2 / fan_out)) with torch's fan_out = kh * kw * out / groups.
+dense_init = nn.initializers.truncated_normal(stddev=0.02)
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+Dense = functools.partial(nn.Dense, kernel_init=dense_init)
+
 
 class OverlapPatchEmbed(nn.Module):
     """Strided conv with symmetric padding k//2 (PyTorch output sizes for any H, W) + LayerNorm.
@@ -32,7 +38,7 @@ class OverlapPatchEmbed(nn.Module):
         p = self.patch_size // 2
         # Explicit symmetric padding: 'SAME' pads asymmetrically for stride > 1 (breaks parity).
         x = nn.Conv(self.dim, (self.patch_size, self.patch_size), strides=(self.stride, self.stride),
-                    padding=((p, p), (p, p)), dtype=self.dtype, name="proj")(x)
+                    padding=((p, p), (p, p)), kernel_init=conv_init, dtype=self.dtype, name="proj")(x)
         return nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm")(x)
 
 
@@ -53,15 +59,17 @@ class EfficientAttention(nn.Module):
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         b, h, w, c = x.shape
         head_dim = c // self.num_heads
-        q = nn.Dense(c, dtype=self.dtype, name="q")(x).reshape(b, h * w, self.num_heads, head_dim)
+        q = Dense(c, dtype=self.dtype, name="q")(x)
+        q = q.reshape(b, h * w, self.num_heads, head_dim)
         kv_in = x
         if self.sr_ratio > 1:
             r = self.sr_ratio
-            kv_in = nn.Conv(c, (r, r), strides=(r, r), padding="VALID", dtype=self.dtype, name="sr")(kv_in)
+            kv_in = nn.Conv(c, (r, r), strides=(r, r), padding="VALID", kernel_init=conv_init,
+                             dtype=self.dtype, name="sr")(kv_in)
             kv_in = nn.LayerNorm(epsilon=self.sr_ln_eps, dtype=self.dtype, name="norm")(kv_in)
         kv_in = kv_in.reshape(b, -1, c)
         # One Dense producing [keys | values], as the original `kv` Linear(dim, 2*dim).
-        kv = nn.Dense(2 * c, dtype=self.dtype, name="kv")(kv_in)
+        kv = Dense(2 * c, dtype=self.dtype, name="kv")(kv_in)
         k, v = jnp.split(kv, 2, axis=-1)
         k = k.reshape(b, -1, self.num_heads, head_dim)
         v = v.reshape(b, -1, self.num_heads, head_dim)
@@ -69,7 +77,7 @@ class EfficientAttention(nn.Module):
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
         probs = jax.nn.softmax(logits * (head_dim ** -0.5), axis=-1).astype(v.dtype)
         out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, h, w, c)
-        return nn.Dense(c, dtype=self.dtype, name="proj")(out)
+        return Dense(c, dtype=self.dtype, name="proj")(out)
 
 
 class DWConv(nn.Module):
@@ -80,8 +88,10 @@ class DWConv(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         c = x.shape[-1]
-        return nn.Conv(c, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=c, dtype=self.dtype,
-                       name="dwconv")(x)
+        # torch's fan_out for a depthwise conv is 3 * 3 * 1 (flax would count 3 * 3 * c).
+        init = nn.initializers.normal(stddev=(2.0 / 9.0) ** 0.5)
+        return nn.Conv(c, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=c, kernel_init=init,
+                       dtype=self.dtype, name="dwconv")(x)
 
 
 class MixFFN(nn.Module):
@@ -93,10 +103,10 @@ class MixFFN(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         c = x.shape[-1]
-        x = nn.Dense(self.hidden_dim, dtype=self.dtype, name="fc1")(x)
+        x = Dense(self.hidden_dim, dtype=self.dtype, name="fc1")(x)
         x = DWConv(dtype=self.dtype, name="dwconv")(x)
         x = nn.gelu(x, approximate=False)  # erf GELU as torch.nn.GELU(); flax defaults to tanh
-        return nn.Dense(c, dtype=self.dtype, name="fc2")(x)
+        return Dense(c, dtype=self.dtype, name="fc2")(x)
 
 
 class Block(nn.Module):

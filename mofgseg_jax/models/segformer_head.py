@@ -9,6 +9,11 @@ from mofgseg_jax.models.resize import resize_bilinear
 
 Dtype = Any
 
+# Initialisation as mmcv/PyTorch: ConvModule convs kaiming-normal (fan_out, ReLU gain); plain
+# Linear / Conv2d layers torch's default uniform(+-1/sqrt(fan_in)) = variance_scaling(1/3, fan_in).
+kaiming_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
 
 class ConvBNReLU(nn.Module):
     """Conv (no bias, symmetric padding k//2) -> BatchNorm -> ReLU, as mmcv's ConvModule.
@@ -26,8 +31,8 @@ class ConvBNReLU(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         k, p = self.kernel_size, self.kernel_size // 2
-        x = nn.Conv(self.features, (k, k), padding=((p, p), (p, p)), use_bias=False, dtype=self.dtype,
-                    name="conv")(x)
+        x = nn.Conv(self.features, (k, k), padding=((p, p), (p, p)), use_bias=False,
+                    kernel_init=kaiming_init, dtype=self.dtype, name="conv")(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_eps,
                          axis_name=self.bn_axis_name, dtype=self.dtype, name="bn")(x)
         return nn.relu(x)
@@ -41,7 +46,7 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return nn.Dense(self.features, dtype=self.dtype, name="proj")(x)
+        return nn.Dense(self.features, kernel_init=torch_default_init, dtype=self.dtype, name="proj")(x)
 
 
 class SegFormerHead(nn.Module):
@@ -73,6 +78,8 @@ class SegFormerHead(nn.Module):
                        bn_axis_name=self.bn_axis_name, dtype=self.dtype, name="linear_fuse")(x, train)
         # Dropout2d: one decision per (sample, channel), shared over H and W.
         x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
-        logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="linear_pred")(x)
-        rep = nn.Conv(self.rep_dim, (1, 1), dtype=self.dtype, name="representation")(x)
+        logits = nn.Conv(self.num_classes, (1, 1), kernel_init=torch_default_init, dtype=self.dtype,
+                         name="linear_pred")(x)
+        rep = nn.Conv(self.rep_dim, (1, 1), kernel_init=torch_default_init, dtype=self.dtype,
+                      name="representation")(x)
         return logits, rep
