@@ -69,8 +69,13 @@ def adjust_contrast(image: jax.Array, factor: jax.Array) -> jax.Array:
     `ImageEnhance.Contrast` uses the mean of the uint8 'L' image rounded to an integer, a difference
     of at most 0.5/255 x |1 - factor| per pixel.
     """
-    mean = jnp.mean(grayscale(image), axis=(-3, -2, -1), keepdims=True)
-    return _blend(image, mean, factor)
+    height, width = image.shape[-3], image.shape[-2]
+    # mean(grayscale(image)) as one flat weighted sum: XLA:CPU reduces [H, W, 1] sliced out of
+    # interleaved RGB about 10x slower, which made contrast the costliest jitter op.
+    flat = image.reshape(image.shape[:-3] + (height * width * 3,))
+    weights = jnp.tile(jnp.asarray(GRAY_WEIGHTS, image.dtype), height * width)
+    mean = jnp.sum(flat * weights, axis=-1) / (height * width)
+    return _blend(image, mean[..., None, None, None], factor)
 
 
 def adjust_saturation(image: jax.Array, factor: jax.Array) -> jax.Array:
@@ -79,7 +84,7 @@ def adjust_saturation(image: jax.Array, factor: jax.Array) -> jax.Array:
 
 
 def adjust_hue(image: jax.Array, shift: jax.Array) -> jax.Array:
-    """Rotate hue by `shift` (fraction of a turn, in [-0.5, 0.5]). image `[..., 3]` in [0, 1].
+    """Rotate hue by `shift` (fraction of a turn, |shift| <= 0.5). image `[..., 3]` in [0, 1].
 
     Same result as RGB -> HSV (colorsys / torchvision `_rgb2hsv`), h = (h + shift) mod 1, and back,
     computed without materialising HSV: with v = max, chroma c = max - min (= v s) and the hue in
@@ -90,10 +95,13 @@ def adjust_hue(image: jax.Array, shift: jax.Array) -> jax.Array:
     r, g, b = image[..., 0], image[..., 1], image[..., 2]
     maxc = jnp.maximum(jnp.maximum(r, g), b)
     chroma = maxc - jnp.minimum(jnp.minimum(r, g), b)
-    safe = jnp.where(chroma > 0, chroma, 1.0)  # grey pixels: hue 0 as colorsys; c = 0 keeps them grey
-    # colorsys' tie order: red wins over green wins over blue.
-    h6 = jnp.where(maxc == r, (g - b) / safe, jnp.where(maxc == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
-    h6 = jnp.mod(h6 + 6.0 * shift, 6.0)  # also maps colorsys' negative red-sector hues into [0, 6)
+    # Grey pixels: hue 0 as colorsys; chroma 0 keeps them grey whatever the shift.
+    inv = 1.0 / jnp.where(chroma > 0, chroma, 1.0)
+    # colorsys' tie order: red wins over green wins over blue. h6 in [-1, 5).
+    h6 = jnp.where(maxc == r, (g - b) * inv, jnp.where(maxc == g, 2.0 + (b - r) * inv, 4.0 + (r - g) * inv))
+    # (h6 + 6 shift) mod 6 for |shift| <= 0.5, with selects: fmod costs more than the rest together.
+    h6 = h6 + 6.0 * shift
+    h6 = jnp.where(h6 < 0.0, h6 + 6.0, jnp.where(h6 >= 6.0, h6 - 6.0, h6))
 
     def channel(n: float) -> jax.Array:
         k = n + h6
@@ -123,8 +131,10 @@ def color_jitter(key: jax.Array, image: jax.Array, *, brightness: Sequence[float
     # Ranks of i.i.d. uniforms = a uniform random permutation (cheaper to compile than
     # jax.random.permutation's shuffle rounds).
     order = jnp.argsort(jax.random.uniform(k_order, (len(ops),)))
-    # A loop, not 4 unrolled switches: each op is compiled once instead of once per position.
-    return lax.fori_loop(0, len(ops), lambda i, x: lax.switch(order[i], ops, x), image)
+    # Unrolled: ~15% faster per call than a fori_loop over positions, for ~0.3 s more compile.
+    for position in range(len(ops)):
+        image = lax.switch(order[position], ops, image)
+    return image
 
 
 def random_color_jitter(key: jax.Array, image: jax.Array, *, prob: float = 0.8,
