@@ -3,10 +3,10 @@
 The reference is Hugging Face `SegformerForSemanticSegmentation` built from a config with random
 weights (no download), in eval mode, with every tensor perturbed and BatchNorm running statistics
 set to non-trivial values so that any mis-mapped tensor shows. LayerNorm eps is aligned to HF's
-1e-5 everywhere. The test writes the checkpoints itself in each naming: current HF names
-(safetensors), legacy HF names (`pytorch_model.bin`), original MiT names (`mit_b*.pth`, backbone
-only, with an ImageNet head to drop) and mmseg names (`backbone.` / `decode_head.`, inside
-{'state_dict', 'meta'}).
+1e-5 everywhere. The test writes the checkpoints itself in each naming: HF `save_pretrained` (model.safetensors
+with the legacy on-disk names, as on the Hub), current HF module names (`torch.save` of the
+state dict as `pytorch_model.bin`), original MiT names (`mit_b*.pth`, backbone only, with an
+ImageNet head to drop) and mmseg names (`backbone.` / `decode_head.`, in {'state_dict', 'meta'}).
 """
 
 import functools
@@ -69,25 +69,6 @@ def _hf_state(name: str) -> dict:
     return {k: v.detach().clone() for k, v in _reference(name)[0].state_dict().items()}
 
 
-def _to_legacy_hf(state: dict) -> dict:
-    """Current HF names -> the legacy on-disk names (transformers < 5 checkpoints on the Hub)."""
-    rules = [(r"stages\.(\d+)\.patch_embeddings\.", r"encoder.patch_embeddings.\1."),
-             (r"stages\.(\d+)\.blocks\.", r"encoder.block.\1."), (r"stages\.(\d+)\.layer_norm\.", r"encoder.layer_norm.\1."),
-             (r"attention\.q_proj", "attention.self.query"), (r"attention\.k_proj", "attention.self.key"),
-             (r"attention\.v_proj", "attention.self.value"),
-             (r"attention\.sequence_reduction\.sequence_reduction", "attention.self.sr"),
-             (r"attention\.sequence_reduction\.layer_norm", "attention.self.layer_norm"),
-             (r"attention\.o_proj", "attention.output.dense"), (r"mlp\.fc1", "mlp.dense1"), (r"mlp\.fc2", "mlp.dense2"),
-             (r"layernorm_before", "layer_norm_1"), (r"layernorm_after", "layer_norm_2"),
-             (r"decode_head\.linear_projections", "decode_head.linear_c")]
-    out = {}
-    for k, v in state.items():
-        for pattern, repl in rules:
-            k = re.sub(pattern, repl, k)
-        out[k] = v
-    return out
-
-
 def _to_original(state: dict) -> dict:
     """Current HF names -> original SegFormer/mmseg names, with kv = concat(key, value)."""
     out = {}
@@ -122,14 +103,12 @@ def _to_original(state: dict) -> dict:
 def _write(fmt: str, name: str, folder: Path) -> tuple[Path, bool]:
     """Writes the reference weights in naming `fmt`; returns (file, whether it includes the head)."""
     state = _hf_state(name)
-    if fmt == "hf_safetensors":
-        from safetensors.torch import save_file
-        path = folder / "model.safetensors"
-        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-        return path, True
-    if fmt == "hf_legacy_bin":
+    if fmt == "hf_save_pretrained":  # the folder transformers writes (model.safetensors + config.json)
+        _reference(name)[0].save_pretrained(folder / "hf")
+        return folder / "hf", True
+    if fmt == "hf_current_names_bin":  # torch.save(model.state_dict()) under transformers >= 5
         path = folder / "pytorch_model.bin"
-        torch.save(_to_legacy_hf(state), path)
+        torch.save(state, path)
         return path, True
     original = _to_original(state)
     if fmt == "mit_pth":  # released ImageNet backbone: no prefix, plus an ImageNet head to drop
@@ -168,7 +147,7 @@ def _model_and_forward(name: str):
     return model, forward
 
 
-@pytest.mark.parametrize("fmt", ["hf_safetensors", "hf_legacy_bin", "mit_pth", "mmseg_pth"])
+@pytest.mark.parametrize("fmt", ["hf_save_pretrained", "hf_current_names_bin", "mit_pth", "mmseg_pth"])
 @pytest.mark.parametrize("name", list(MODELS))
 def test_converted_weights_reproduce_hf_segformer(name, fmt, tmp_path):
     path, has_head = _write(fmt, name, tmp_path)
@@ -286,3 +265,15 @@ def test_convert_weights_cli_writes_a_folder_that_loads_like_the_file(tmp_path, 
     from_dir = load_pretrained(out, variables)
     from_file = load_pretrained(src, variables)
     jax.tree.map(np.testing.assert_array_equal, from_dir, from_file)
+
+
+def test_convert_weights_cli_reports_a_bad_file_in_one_line(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launch"))
+    import convert_weights
+
+    bad = tmp_path / "notes.json"
+    bad.write_text("{}")
+    assert convert_weights.main(["--src", str(bad), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert str(bad) in err and "\n" not in err
+    assert not (tmp_path / "out").exists()

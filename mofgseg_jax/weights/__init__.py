@@ -15,7 +15,7 @@ import numpy as np
 from flax import traverse_util
 
 from mofgseg_jax.weights.convert import canonicalize, describe, to_variables
-from mofgseg_jax.weights.readers import CheckpointError, read_state_dict
+from mofgseg_jax.weights.readers import HF_FILES, CheckpointError, read_state_dict
 
 WEIGHTS_FILE = "weights.safetensors"
 INFO_FILE = "info.json"
@@ -49,9 +49,10 @@ def save_converted(out_dir: str | Path, variables: dict[str, Any], info: dict[st
 
 
 def read_converted(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(nested variables, info) from a converted folder, or converted on the fly from a file."""
+    """(nested variables, info) from a converted folder, or converted on the fly from a checkpoint
+    file or a Hugging Face `save_pretrained` folder."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not any((path / n).is_file() for n in HF_FILES):
         weights = path / WEIGHTS_FILE
         if not weights.is_file():
             raise CheckpointError(f"{path}: no {WEIGHTS_FILE}; write it with launch/convert_weights.py")
@@ -78,7 +79,7 @@ def load_pretrained(path: str | Path, variables: dict[str, Any], *, reinit_class
     """
     pretrained, _ = read_converted(path)
     src = traverse_util.flatten_dict(pretrained)
-    dst = traverse_util.flatten_dict(jax.tree.map(lambda x: x, dict(variables)))
+    dst = traverse_util.flatten_dict(dict(variables))
     for key, value in src.items():
         name = "/".join(key)
         if key not in dst:

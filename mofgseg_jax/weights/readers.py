@@ -8,7 +8,6 @@
 """
 
 import collections
-import json
 import pickle
 import struct
 import zipfile
@@ -17,6 +16,9 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
+
+
+HF_FILES = ("model.safetensors", "pytorch_model.bin")  # looked up when a folder is given
 
 
 class CheckpointError(ValueError):
@@ -131,6 +133,11 @@ def _looks_like_safetensors(head: bytes, file_size: int) -> bool:
 def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """Flat {name: array} from a safetensors or PyTorch zip checkpoint; CheckpointError otherwise."""
     path = Path(path)
+    if path.is_dir():  # a Hugging Face `save_pretrained` folder
+        found = [path / n for n in HF_FILES if (path / n).is_file()]
+        if not found:
+            raise CheckpointError(f"{path}: folder without {' or '.join(HF_FILES)}")
+        path = found[0]
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     size = path.stat().st_size
@@ -149,8 +156,7 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             raise CheckpointError(f"{path}: not a safetensors file or a PyTorch zip checkpoint")
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, KeyError, ValueError, OSError,
-            json.JSONDecodeError, Exception) as e:  # safetensors raises its own error type
+    except Exception as e:  # zipfile, pickle, safetensors and OS errors alike: one line naming the file
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(e).__name__}: {first})") from None
     if not tensors:
