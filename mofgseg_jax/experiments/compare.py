@@ -1,0 +1,249 @@
+"""Supervised-only vs the full method (and ablations) on one labelled split, over several seeds.
+
+Each (variant, seed) is one ordinary training run, `launch/train.py --config <file>:<variant>`, in
+its own subprocess (a crash, a leak or an XLA cache of one run cannot touch the next; an
+interrupted comparison resumes: finished runs are reused, unfinished ones resume from their
+checkpoints). All variants of a seed share the config's labelled split, the number of steps, the
+learning rate and the seed (network initialisation and data order); they differ only in the variant.
+
+Results are read back from each run's TensorBoard events (the last evaluation, which must be at the
+final step) and written to `--out`:
+  results.json   every run (student/teacher mIoU, per-class IoU, wall seconds) + mean/std per variant
+  results.md     the same as Markdown tables
+  comparison.png mIoU bars (mean +- std over seeds) and image | ground truth | supervised | semi rows
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+VARIANTS = ("sup", "semi", "no_contrast", "no_boundary")
+LABELS = {"sup": "supervised only", "semi": "full method (semi)", "no_contrast": "semi, no contrastive loss",
+          "no_boundary": "semi, no boundary module"}
+NETWORKS = ("student", "teacher")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training run of the comparison."""
+
+    variant: str
+    seed: int
+    workdir: str
+
+
+def plan_runs(variants: Sequence[str], seeds: Sequence[int], runs_dir: str) -> list[Run]:
+    """Seed-major order: every variant of seed 0 first, so a partial comparison is already paired."""
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"--variants: unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+    return [Run(v, int(s), os.path.join(runs_dir, f"{v}_seed{s}")) for s in seeds for v in variants]
+
+
+def train_command(config_file: str, run: Run, *, steps: int, overrides: Mapping[str, str] = (),
+                  base_variant: str = "", python: str = sys.executable) -> list[str]:
+    """The `launch/train.py` command line of `run` (overrides: dotted config key -> value string;
+    base_variant: added to the run's variant, e.g. 'smoke')."""
+    variant = ",".join(filter(None, [run.variant, base_variant]))
+    cmd = [python, os.path.join(REPO_ROOT, "launch", "train.py"), f"--config={config_file}:{variant}",
+           f"--workdir={run.workdir}", f"--config.seed={run.seed}"]
+    if steps > 0:
+        cmd.append(f"--config.train.num_steps={steps}")
+    cmd += [f"--config.{k}={v}" for k, v in dict(overrides).items()]
+    return cmd
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading results back from TensorBoard event files (tensorboardX protos; no TensorFlow).
+
+
+def _records(path: str) -> Iterable[bytes]:
+    """Payloads of a TFRecord file (length u64, crc u32, data, crc u32); stops at a torn tail."""
+    with open(path, "rb") as f:
+        while True:
+            header = f.read(12)
+            if len(header) < 12:
+                return
+            (length,) = struct.unpack("<Q", header[:8])
+            data = f.read(length)
+            if len(data) < length or len(f.read(4)) < 4:
+                return
+            yield data
+
+
+def read_scalars(workdir: str) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value), ...]} from every `events.out.tfevents.*` file in `workdir` (in step order;
+    a step logged again after a resume keeps its latest value)."""
+    from tensorboardX.proto import event_pb2  # noqa: PLC0415
+
+    out: dict[str, dict[int, float]] = {}
+    for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*")), key=os.path.getmtime):
+        for record in _records(path):
+            event = event_pb2.Event.FromString(record)
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    out.setdefault(value.tag, {})[int(event.step)] = float(value.simple_value)
+    return {tag: sorted(d.items()) for tag, d in out.items()}
+
+
+def run_result(workdir: str, steps: int | None = None) -> dict[str, Any] | None:
+    """The last evaluation of a run: {'step', 'student_miou', 'teacher_miou', 'student_iou' {class: IoU},
+    'teacher_iou', 'confident_ratio' (last logged), ...}; None when it has no evaluation at `steps`."""
+    if not os.path.isdir(workdir):
+        return None
+    scalars = read_scalars(workdir)
+    curve = scalars.get("eval/student/mIoU")
+    if not curve or (steps is not None and curve[-1][0] != steps):
+        return None
+    step = curve[-1][0]
+    result: dict[str, Any] = {"step": step}
+    for net in NETWORKS:
+        result[f"{net}_miou"] = dict(scalars[f"eval/{net}/mIoU"])[step]
+        prefix = f"eval/{net}/IoU/"
+        result[f"{net}_iou"] = {t[len(prefix):]: dict(v)[step] for t, v in scalars.items()
+                                if t.startswith(prefix) and step in dict(v)}
+    for tag in ("confident_ratio", "unsupervised_loss", "contrastive_loss", "boundary_loss", "supervised_loss"):
+        curve = scalars.get(f"train/{tag}")
+        if curve:
+            result[f"last_{tag}"] = curve[-1][1]
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Running
+
+
+def execute(cmd: Sequence[str], log_path: str, *, env: Mapping[str, str] | None = None) -> float:
+    """Runs `cmd` with stdout+stderr to `log_path`; returns wall seconds; raises with the log's tail."""
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        code = subprocess.call(list(cmd), stdout=log, stderr=subprocess.STDOUT, env=dict(env or os.environ))
+    seconds = time.perf_counter() - start
+    if code != 0:
+        with open(log_path, errors="replace") as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError(f"training run failed (exit {code}): {' '.join(cmd)}\n--- {log_path} (tail) ---\n{tail}")
+    return seconds
+
+
+def run_all(config_file: str, runs: Sequence[Run], *, steps: int, overrides: Mapping[str, str] = (),
+            rerun: bool = False, base_variant: str = "", echo=print) -> list[dict[str, Any]]:
+    """Trains every run not already finished (a finished run: evaluated at `steps`); returns their results
+    [{'variant', 'seed', 'workdir', 'wall_s' (None when reused), **run_result}]."""
+    results = []
+    for i, run in enumerate(runs):
+        if rerun and os.path.isdir(run.workdir):
+            shutil.rmtree(run.workdir)
+        found = run_result(run.workdir, steps)
+        wall = None
+        if found is None:
+            cmd = train_command(config_file, run, steps=steps, overrides=overrides, base_variant=base_variant)
+            echo(f"[{i + 1}/{len(runs)}] {run.variant} seed {run.seed}: {' '.join(cmd)}")
+            wall = execute(cmd, run.workdir + ".log")
+            found = run_result(run.workdir, steps)
+            if found is None:
+                raise RuntimeError(f"{run.workdir}: the run finished without an evaluation at step {steps}; "
+                                   f"see {run.workdir}.log")
+        else:
+            echo(f"[{i + 1}/{len(runs)}] {run.variant} seed {run.seed}: reusing the finished run in {run.workdir}")
+        results.append({"variant": run.variant, "seed": run.seed, "workdir": run.workdir, "wall_s": wall, **found})
+        if wall is not None:
+            echo(f"    student mIoU {found['student_miou']:.2f}, teacher mIoU {found['teacher_miou']:.2f} "
+                 f"({wall:.0f} s)")
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Summaries
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation with ddof=1; 0 for a single value)."""
+    a = np.asarray(values, np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def summarize(results: Sequence[Mapping[str, Any]], variants: Sequence[str]) -> dict[str, Any]:
+    """{variant: {'seeds', 'student': {'mean','std','values'}, 'teacher': ...}} plus, when both `sup`
+    and `semi` ran, 'gap_semi_minus_sup': per network the mean and std of the per-seed differences."""
+    summary: dict[str, Any] = {}
+    for v in variants:
+        rows = sorted((r for r in results if r["variant"] == v), key=lambda r: r["seed"])
+        if not rows:
+            continue
+        entry: dict[str, Any] = {"seeds": [r["seed"] for r in rows]}
+        for net in NETWORKS:
+            values = [float(r[f"{net}_miou"]) for r in rows]
+            m, s = mean_std(values)
+            entry[net] = {"mean": m, "std": s, "values": values}
+        summary[v] = entry
+    if "sup" in summary and "semi" in summary:
+        paired = sorted(set(summary["sup"]["seeds"]) & set(summary["semi"]["seeds"]))
+        by = {(r["variant"], r["seed"]): r for r in results}
+        gap = {"seeds": paired}
+        for net in NETWORKS:
+            diffs = [by[("semi", s)][f"{net}_miou"] - by[("sup", s)][f"{net}_miou"] for s in paired]
+            m, s = mean_std(diffs)
+            gap[net] = {"mean": m, "std": s, "values": diffs}
+        summary["gap_semi_minus_sup"] = gap
+    return summary
+
+
+def markdown(summary: Mapping[str, Any], results: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
+    """Markdown: a mean +- std table per variant, a per-seed table, and how it was produced."""
+    variants = [v for v in VARIANTS if v in summary]
+    lines = [f"# {meta.get('title', 'Comparison')}", ""]
+    lines += ["| variant | student mIoU | teacher mIoU | seeds |", "|---|---|---|---|"]
+    for v in variants:
+        e = summary[v]
+        lines.append(f"| {LABELS[v]} (`:{v}`) | {e['student']['mean']:.2f} ± {e['student']['std']:.2f} | "
+                     f"{e['teacher']['mean']:.2f} ± {e['teacher']['std']:.2f} | {len(e['seeds'])} |")
+    gap = summary.get("gap_semi_minus_sup")
+    if gap:
+        lines.append(f"| **semi − sup** (paired by seed) | **{gap['student']['mean']:+.2f}** ± {gap['student']['std']:.2f} | "
+                     f"**{gap['teacher']['mean']:+.2f}** ± {gap['teacher']['std']:.2f} | {len(gap['seeds'])} |")
+    lines += ["", "Per seed (student / teacher mIoU, wall time of the run):", ""]
+    seeds = sorted({r["seed"] for r in results})
+    lines += ["| variant | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---|" * len(seeds)]
+    by = {(r["variant"], r["seed"]): r for r in results}
+    for v in variants:
+        cells = []
+        for s in seeds:
+            r = by.get((v, s))
+            if r is None:
+                cells.append("—")
+            else:
+                wall = f", {r['wall_s'] / 60:.1f} min" if r.get("wall_s") else ""
+                cells.append(f"{r['student_miou']:.2f} / {r['teacher_miou']:.2f}{wall}")
+        lines.append(f"| `{v}` | " + " | ".join(cells) + " |")
+    lines += ["", "mean ± sample standard deviation (ddof = 1) over seeds; mIoU in percent on the "
+              "validation split at the final step (not the best checkpoint)."]
+    for key in ("command", "steps", "config", "machine", "total_wall_min", "git_commit"):
+        if key in meta:
+            lines.append(f"- {key}: `{meta[key]}`")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: str, summary: Mapping[str, Any], results: Sequence[Mapping[str, Any]],
+                  meta: Mapping[str, Any]) -> tuple[str, str]:
+    """Writes `out/results.json` and `out/results.md`; returns their paths."""
+    os.makedirs(out, exist_ok=True)
+    json_path, md_path = os.path.join(out, "results.json"), os.path.join(out, "results.md")
+    with open(json_path, "w") as f:
+        json.dump({"meta": dict(meta), "summary": dict(summary), "runs": list(results)}, f, indent=2)
+    with open(md_path, "w") as f:
+        f.write(markdown(summary, results, meta))
+    return json_path, md_path

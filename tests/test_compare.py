@@ -1,0 +1,132 @@
+"""launch/compare.py: results read back from TensorBoard events, mean/std tables, the figure, and
+(slow) a tiny end-to-end comparison through the real CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mofgseg_jax.experiments import compare, figure
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = ("a", "b")
+
+
+def _write_run(workdir, step, student, teacher, *, extra_step=None):
+    """A run's event file as the training loop writes it (tensorboardX, the independent writer)."""
+    from tensorboardX import SummaryWriter
+
+    w = SummaryWriter(str(workdir))
+    w.add_scalar("train/confident_ratio", 0.25, step)
+    if extra_step is not None:
+        w.add_scalar("eval/student/mIoU", 1.0, extra_step)
+        w.add_scalar("eval/teacher/mIoU", 1.0, extra_step)
+    for net, miou in (("student", student), ("teacher", teacher)):
+        w.add_scalar(f"eval/{net}/mIoU", miou, step)
+        for c, v in zip(CLASSES, (miou - 1, miou + 1)):
+            w.add_scalar(f"eval/{net}/IoU/{c}", v, step)
+    w.close()
+
+
+def test_run_result_reads_the_last_evaluation_from_tensorboard_events(tmp_path):
+    _write_run(tmp_path / "r", 40, 33.5, 35.25, extra_step=20)
+    r = compare.run_result(str(tmp_path / "r"), 40)
+    assert r["step"] == 40
+    assert r["student_miou"] == pytest.approx(33.5) and r["teacher_miou"] == pytest.approx(35.25)
+    assert r["teacher_iou"] == pytest.approx({"a": 34.25, "b": 36.25})
+    assert r["last_confident_ratio"] == pytest.approx(0.25)
+
+
+def test_run_without_an_evaluation_at_the_final_step_counts_as_unfinished(tmp_path):
+    _write_run(tmp_path / "r", 20, 10.0, 10.0)
+    assert compare.run_result(str(tmp_path / "r"), 40) is None
+    assert compare.run_result(str(tmp_path / "missing"), 40) is None
+
+
+def test_finished_runs_are_reused_without_training(tmp_path):
+    runs = compare.plan_runs(["sup", "semi"], [0], str(tmp_path))
+    for run, miou in zip(runs, (30.0, 36.0)):
+        _write_run(run.workdir, 8, miou, miou + 1)
+    results = compare.run_all("no/such/config.py", runs, steps=8, echo=lambda *_: None)  # would fail if it trained
+    assert [(r["variant"], r["student_miou"], r["wall_s"]) for r in results] == [("sup", 30.0, None), ("semi", 36.0, None)]
+
+
+def test_train_command_pins_seed_steps_and_variant():
+    run = compare.Run("no_contrast", 2, "/w/no_contrast_seed2")
+    cmd = compare.train_command("configs/demo.py", run, steps=300, overrides={"optim.lr": "0.02"},
+                                base_variant="smoke", python="py")
+    assert cmd[0] == "py" and cmd[1].endswith(os.path.join("launch", "train.py"))
+    assert cmd[2:] == ["--config=configs/demo.py:no_contrast,smoke", "--workdir=/w/no_contrast_seed2",
+                       "--config.seed=2", "--config.train.num_steps=300", "--config.optim.lr=0.02"]
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ValueError, match="unknown variant 'semii'"):
+        compare.plan_runs(["semii"], [0], "/tmp")
+
+
+def _fake_results():
+    rows = []
+    for variant, base in (("sup", 30.0), ("semi", 35.0), ("no_boundary", 33.0)):
+        for seed, delta in zip((0, 1, 2), (0.0, 1.0, 5.0)):
+            rows.append({"variant": variant, "seed": seed, "student_miou": base + delta,
+                         "teacher_miou": base + 2 * delta, "wall_s": 120.0})
+    return rows
+
+
+def test_summary_is_mean_and_sample_std_over_seeds_and_paired_gap():
+    summary = compare.summarize(_fake_results(), compare.VARIANTS)
+    assert set(summary) == {"sup", "semi", "no_boundary", "gap_semi_minus_sup"}
+    assert summary["sup"]["student"]["mean"] == pytest.approx(32.0)
+    assert summary["sup"]["student"]["std"] == pytest.approx(np.std([0, 1, 5], ddof=1))
+    assert summary["semi"]["teacher"]["values"] == [35.0, 37.0, 45.0]
+    gap = summary["gap_semi_minus_sup"]
+    assert gap["student"]["values"] == [5.0, 5.0, 5.0] and gap["student"]["std"] == 0.0
+
+
+def test_results_files_hold_every_seed_and_the_means(tmp_path):
+    results = _fake_results()
+    summary = compare.summarize(results, compare.VARIANTS)
+    json_path, md_path = compare.write_results(str(tmp_path), summary, results, {"command": "python launch/compare.py"})
+    data = json.loads(open(json_path).read())
+    assert len(data["runs"]) == 9 and data["summary"]["semi"]["student"]["mean"] == pytest.approx(37.0)
+    md = open(md_path).read()
+    assert "| supervised only (`:sup`) | 32.00 ± 2.65 |" in md
+    assert "**+5.00**" in md and "| `semi` | 35.00 / 35.00, 2.0 min |" in md
+    assert "python launch/compare.py" in md
+
+
+def test_figure_is_a_png_with_bars_and_prediction_grid(tmp_path):
+    summary = compare.summarize(_fake_results(), compare.VARIANTS)
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 2, (2, 12, 12)).astype(np.uint8)
+    grid = {"image": rng.integers(0, 255, (2, 12, 12, 3)).astype(np.uint8), "label": label,
+            "columns": [("supervised", label.astype(np.int32)), ("semi", 1 - label.astype(np.int32))]}
+    path = figure.draw(str(tmp_path / "f.png"), summary, grid=grid, palette=((255, 0, 0), (0, 0, 255)),
+                       class_names=CLASSES, title="t")
+    from PIL import Image
+
+    image = Image.open(path)
+    assert image.format == "PNG" and image.size[0] > 400 and image.size[1] > 200
+
+
+@pytest.mark.slow
+def test_cli_compares_two_variants_end_to_end(tmp_path):
+    from mofgseg_jax.data import demo
+
+    root = tmp_path / "data"
+    demo.generate(str(root), num_train=32, num_val=4)
+    out = tmp_path / "out"
+    cmd = [sys.executable, os.path.join(REPO, "launch", "compare.py"), "--variants=sup,semi", "--seeds=0",
+           "--base_variant=smoke", "--steps=2", f"--set=data.root={root}", "--set=data.eval_pad_size=96",
+           "--grid_images=2", f"--out={out}"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    data = json.loads((out / "results.json").read_text())
+    assert {r["variant"] for r in data["runs"]} == {"sup", "semi"}
+    assert all(r["step"] == 2 for r in data["runs"])
+    assert (out / "comparison.png").stat().st_size > 10_000
+    assert "semi − sup" in (out / "results.md").read_text()
