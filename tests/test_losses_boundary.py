@@ -56,3 +56,14 @@ def test_dice_loss_matches_reference(seed):
 def test_dice_loss_of_empty_target_and_zero_prob_is_zero():
     z = jnp.zeros((2, 4, 4))
     assert float(dice_loss(z, z)) == 0.0
+
+
+def test_jit_clean_no_transfers_no_host_callbacks():
+    labels = jnp.asarray(_labels(7))
+    prob = jnp.full(labels.shape + (1,), 0.3)
+    fn = jax.jit(jax.value_and_grad(lambda p, lb: dice_loss(p, edge_targets(lb, width=2))))
+    fn(prob, labels)  # compile outside the guard
+    with jax.transfer_guard("disallow"):
+        jax.block_until_ready(fn(prob, labels))
+    assert "callback" not in str(jax.make_jaxpr(
+        jax.grad(lambda p, lb: dice_loss(p, edge_targets(lb))))(prob, labels))

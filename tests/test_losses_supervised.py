@@ -63,3 +63,15 @@ def test_ohem_keeps_at_least_min_kept_pixels():
     assert kept.sum() >= 30
     manual = cross_entropy(logits, np.where(kept, labels, 255))
     assert abs(float(ohem_cross_entropy(logits, labels, min_kept=30)) - float(manual)) <= 1e-5
+
+
+def test_jit_clean_no_transfers_no_host_callbacks():
+    logits, labels = (jnp.asarray(x) for x in _inputs(6))
+    fns = [jax.jit(jax.value_and_grad(cross_entropy)),
+           jax.jit(jax.value_and_grad(lambda lg, lb: ohem_cross_entropy(lg, lb, min_kept=20)))]
+    outs = [fn(logits, labels) for fn in fns]  # compile outside the guard
+    with jax.transfer_guard("disallow"):
+        outs = [fn(logits, labels) for fn in fns]
+        jax.block_until_ready(outs)
+    for fn in (cross_entropy, ohem_cross_entropy):
+        assert "callback" not in str(jax.make_jaxpr(jax.grad(fn))(logits, labels))

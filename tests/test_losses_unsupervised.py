@@ -1,6 +1,7 @@
 """Pseudo-label loss equals ReCo's `compute_unsupervised_loss` (with 0 instead of NaN)."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -45,3 +46,12 @@ def test_pseudo_label_loss_is_zero_not_nan_when_no_pixel_has_positive_ce():
     got = pseudo_label_loss(sharp, np.zeros_like(target), conf)
     grad = jax.grad(lambda x: pseudo_label_loss(x, np.zeros_like(target), conf))(sharp)
     assert float(got) == 0.0 and np.isfinite(np.asarray(grad)).all()
+
+
+def test_jit_clean_no_transfers_no_host_callbacks():
+    logits, target, conf = (jnp.asarray(x) for x in _inputs(5))
+    fn = jax.jit(jax.value_and_grad(pseudo_label_loss))
+    fn(logits, target, conf)  # compile outside the guard
+    with jax.transfer_guard("disallow"):
+        jax.block_until_ready(fn(logits, target, conf))
+    assert "callback" not in str(jax.make_jaxpr(jax.grad(pseudo_label_loss))(logits, target, conf))

@@ -7,10 +7,11 @@ DESIGN.md §3 step 6. Same sampling distribution as the published loop code
   valid (or hard) pixel of class c" is `order[start[c] + randint(count[c])]` — no boolean indexing;
 * negative classes come from inverse-CDF sampling of softmax(cos(proto_c, proto_k) / temp) over the
   other present classes;
-* the per-class logits are computed class by class under `lax.map` (with `jax.checkpoint`, so the
-  backward pass regathers the negatives instead of storing them), as a gather-multiply-reduce that
-  XLA fuses: the `[num_queries, num_negatives, D]` block of negatives is never stored for all
-  classes at once.
+* the anchors of all classes are processed `anchor_chunk` at a time under `lax.map`: each chunk
+  gathers its `[chunk, M, D]` negatives (a few MB, cache-resident) and uses them twice — for the
+  logits and, in the same pass, for the gradient w.r.t. the anchors (a `custom_vjp`: the keys are
+  constants, so that gradient only needs the softmax the forward pass has just computed). The
+  negatives are read from memory once per forward+backward and never stored.
 """
 
 from __future__ import annotations
@@ -107,12 +108,13 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array, labels: jax.Array,
     than two classes are present. Keys (prototype included) carry no gradient: the gradient reaches
     `rep` through the anchors only.
 
-    Memory (P = N*H*W pixels, K classes, Q queries, M negatives): besides `rep` itself and its
-    gradient (P*D), O(P*K) for the class masks/one-hot prototype matmul, O(K*Q*M) int32 sampled
-    indices, O(K*Q*D) anchors, and one class's `Q*M*D` negative block at most (the `lax.map` keeps a
-    single class live; XLA usually fuses the gather into the reduction so even that is not stored).
-    Never P*K*M or K*Q*M*D at once. To use fewer pixels, pass the stride-4 representation (with
-    labels/probs at the same resolution).
+    Memory (P = N*H*W pixels, K classes, Q queries, M negatives, C = anchor_chunk): besides `rep`
+    and its gradient (P*D each), O(P*K) for the class one-hot of the prototype matmul, O(K*Q*M)
+    sampled indices/uniforms (int32/f32), O(K*Q*D) anchors and their gradient, and one `C*M*D`
+    block of gathered negatives (4 MB at C=4, M=D=512). Never P*K*M, K*Q*M*D or even Q*M*D at once
+    (about 70 MB of temporaries at K=14, Q=256, M=512). Time is dominated by reading the K*Q*M
+    negative rows (once per forward or forward+backward). To use fewer pixels, pass the stride-4
+    representation (with labels/probs at the same resolution).
 
     Args:
       key: PRNG key.
@@ -124,6 +126,7 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array, labels: jax.Array,
       num_queries: anchors per class (Q). num_negatives: negatives per anchor (M).
       temperature: T. negative_weight: multiplies the negatives' cosine similarities.
       eps: cosine-similarity norm floor (torch's 1e-8).
+      anchor_chunk: anchors processed together (C; rounded down to a divisor of num_queries).
     Returns:
       `(loss, aux)`: float32 scalar and `{'num_present_classes', 'num_valid_classes'}` (int32;
       valid = present and with at least one hard anchor).
