@@ -88,3 +88,29 @@ def test_unknown_mix_mode_is_a_clear_error():
     images, labels, conf = _inputs()
     with pytest.raises(ValueError, match="mix_mode"):
         perturb_unlabeled(jax.random.key(0), images, labels, conf, mix_mode="mixup", num_classes=K)
+
+
+def test_image_label_and_confidence_stay_geometrically_aligned():
+    # Paint each image with a colour per class; with the photometric ops off, wherever a pixel's
+    # 5x5 label neighbourhood is one class the perturbed image must show that class's colour and
+    # the confidence must be that class's confidence (rescale, crop and flip move all three
+    # together; mixing copies pixels, which test_augment_mixing checks pixel by pixel).
+    rng = np.random.default_rng(5)
+    palette = rng.random((K, 3)).astype(np.float32)
+    class_conf = rng.uniform(0.1, 1.0, K).astype(np.float32)
+    labels = jnp.asarray(np.kron(rng.integers(0, K, (B, 3, 4)), np.ones((1, 16, 16), int)), jnp.int32)
+    images, conf = jnp.asarray(palette[np.asarray(labels)]), jnp.asarray(class_conf[np.asarray(labels)])
+    fn = jax.jit(functools.partial(perturb_unlabeled, mix_mode="none", num_classes=K,
+                                   jitter_prob=0.0, blur_prob=0.0))
+    checked = []
+    for seed in range(4):
+        out_im, out_lb, out_cf = map(np.asarray, fn(jax.random.key(seed), images, labels, conf))
+        for im, lb, cf in zip(out_im, out_lb, out_cf):
+            padded = np.pad(lb, 2, constant_values=-1)  # taps may reach beyond the crop: skip borders
+            windows = np.lib.stride_tricks.sliding_window_view(padded, (5, 5))
+            uniform = np.all(windows == lb[..., None, None], axis=(-1, -2)) & (lb != IGNORE)
+            checked.append(uniform.mean())
+            np.testing.assert_allclose(im[uniform], palette[lb[uniform]], atol=1e-5)
+            valid = lb != IGNORE
+            np.testing.assert_array_equal(cf[valid], class_conf[lb[valid]])
+    assert np.mean(checked) > 0.2  # the check covers a fair share of pixels

@@ -33,7 +33,8 @@ def perturb_unlabeled(key: jax.Array, images01: jax.Array, labels: jax.Array, co
       mix_mode: 'cutout' | 'cutmix' | 'classmix' | 'none' (static).
       num_classes: number of classes (static; classmix's class table).
       blur_kernel_size: odd, static; 9 covers +-3.5 sigma at the largest sigma 1.15.
-      Other arguments: probabilities and ranges of DESIGN.md §3 step 4 (config `augment.*`).
+      Other arguments: probabilities and ranges of DESIGN.md §3 step 4 (config `augment.*`), as
+      Python floats; `scale_range[0]` must be static (it sets the resampling footprint).
 
     Returns:
       (images01 `[B, H, W, 3]` in [0, 1], labels `[B, H, W]` with ids or `ignore_index`,
