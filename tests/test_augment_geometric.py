@@ -66,11 +66,13 @@ def test_rescale_crop_matches_pil_on_random_sizes_and_offsets():
     rng = np.random.default_rng(0)
     for _ in range(25):
         scaled = (int(rng.integers(7, 31)), int(rng.integers(10, 43)))  # floor(size * U(0.5, 2))
-        offset = (int(rng.integers(0, max(scaled[0], H) - H + 1)), int(rng.integers(0, max(scaled[1], W) - W + 1)))
+        offset = (int(rng.integers(0, max(scaled[0], H) - H + 1)),
+                  int(rng.integers(0, max(scaled[1], W) - W + 1)))
         ours = _rescale_crop()(jnp.asarray(image), jnp.asarray(label), jnp.asarray(conf),
                                scaled_size=scaled, offset=offset)
         ref = _pil_rescale_crop(image, label, conf, scaled, offset)
-        np.testing.assert_allclose(np.asarray(ours[0]), ref[0], atol=2e-6, rtol=0, err_msg=str((scaled, offset)))
+        np.testing.assert_allclose(np.asarray(ours[0]), ref[0], atol=2e-6, rtol=0,
+                                   err_msg=str((scaled, offset)))
         np.testing.assert_array_equal(np.asarray(ours[1]), ref[1])
         np.testing.assert_array_equal(np.asarray(ours[2]), ref[2])
 

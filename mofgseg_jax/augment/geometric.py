@@ -63,7 +63,8 @@ def _bilinear_taps(v: jax.Array, scaled_size: jax.Array, in_size: int, num_taps:
                       jnp.floor_divide((2 * v + 1) * in_size - scaled_size, 2 * scaled_size),
                       jnp.floor_divide((2 * v - 1) * in_size + scaled_size, 2 * scaled_size))
     src = first[:, None] + jnp.arange(num_taps)[None, :]
-    weights = jnp.maximum(0.0, 1.0 - jnp.abs(src.astype(jnp.float32) + 0.5 - center[:, None]) / support[..., None])
+    distance = jnp.abs(src.astype(jnp.float32) + 0.5 - center[:, None])
+    weights = jnp.maximum(0.0, 1.0 - distance / support)
     weights = jnp.where((src >= 0) & (src < in_size), weights, 0.0)
     return jnp.clip(src, 0, in_size - 1), weights / jnp.sum(weights, axis=1, keepdims=True)
 
