@@ -1,40 +1,34 @@
 """Bilinear resize of NHWC maps with PyTorch `F.interpolate(mode='bilinear')` semantics.
 
 `jax.image.resize` uses half-pixel centres (= align_corners=False) but antialiases when it shrinks,
-and has no align_corners=True mode; the network needs both exactly as PyTorch computes them, so
-this is a small separable gather: two gathers and a lerp per axis, any sizes, differentiable.
+and has no align_corners=True mode; the network needs both exactly as PyTorch computes them.
+Each axis is resized by a small constant interpolation matrix ([out, in], two non-zeros per row,
+the weights PyTorch uses): a matmul is exact at HIGHEST precision, its gradient is a matmul too
+(deterministic, unlike the scatter-add behind a gather's gradient), and it maps onto tensor cores.
 """
 
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 
-def _source_coords(in_size: int, out_size: int, align_corners: bool):
-    """Per output index: (low index, high index, weight of high) as NumPy constants."""
+def interpolation_matrix(in_size: int, out_size: int, align_corners: bool) -> np.ndarray:
+    """[out_size, in_size] float32 matrix M with resized = M @ x along one axis (torch's weights)."""
     dst = np.arange(out_size, dtype=np.float64)
     if align_corners:
         scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
         src = dst * scale
     else:
-        # PyTorch (size given, no scale_factor): scale = in/out, half-pixel centres, clamp at 0.
+        # PyTorch with an output size (no scale_factor): scale = in/out, half-pixel centres, clamp at 0.
         src = np.maximum((dst + 0.5) * (in_size / out_size) - 0.5, 0.0)
     lo = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
     hi = np.minimum(lo + 1, in_size - 1)
-    w = (src - lo).astype(np.float32)
-    return lo, hi, w
-
-
-def _resize_axis(x: jnp.ndarray, axis: int, out_size: int, align_corners: bool) -> jnp.ndarray:
-    in_size = x.shape[axis]
-    if in_size == out_size:
-        return x
-    lo, hi, w = _source_coords(in_size, out_size, align_corners)
-    shape = [1] * x.ndim
-    shape[axis] = out_size
-    w = jnp.asarray(w.reshape(shape), dtype=x.dtype)
-    x_lo = jnp.take(x, jnp.asarray(lo), axis=axis)
-    x_hi = jnp.take(x, jnp.asarray(hi), axis=axis)
-    return x_lo + (x_hi - x_lo) * w
+    w_hi = src - lo
+    m = np.zeros((out_size, in_size), np.float64)
+    rows = np.arange(out_size)
+    np.add.at(m, (rows, lo), 1.0 - w_hi)
+    np.add.at(m, (rows, hi), w_hi)
+    return m.astype(np.float32)
 
 
 def resize_bilinear(x: jnp.ndarray, size: tuple[int, int], *, align_corners: bool) -> jnp.ndarray:
@@ -44,5 +38,12 @@ def resize_bilinear(x: jnp.ndarray, size: tuple[int, int], *, align_corners: boo
     align_corners=True: corner pixels of input and output coincide.
     """
     out_h, out_w = int(size[0]), int(size[1])
-    x = _resize_axis(x, 1, out_h, align_corners)
-    return _resize_axis(x, 2, out_w, align_corners)
+    _, h, w, _ = x.shape
+    hp = lax.Precision.HIGHEST  # no TF32 / bf16 passes: the weights must stay exact
+    if h != out_h:
+        m = jnp.asarray(interpolation_matrix(h, out_h, align_corners), x.dtype)
+        x = jnp.einsum("oh,bhwc->bowc", m, x, precision=hp)
+    if w != out_w:
+        m = jnp.asarray(interpolation_matrix(w, out_w, align_corners), x.dtype)
+        x = jnp.einsum("ow,bhwc->bhoc", m, x, precision=hp)
+    return x
