@@ -16,6 +16,7 @@ import argparse
 import functools
 import random
 import statistics
+import time
 from typing import Any
 
 import jax
@@ -113,14 +114,23 @@ def run(argv: list[str]) -> dict[str, Any]:
         # machine hits them alike; report the median over all timed calls of each side.
         compile_s = time_calls(call, warmup=2, iters=1)["compile_s"]
         jax_rounds, ref_rounds = [], []
+        jax_iters, ref_iters = max(args.iters // args.rounds, 1), max(args.ref_iters // args.rounds, 1)
+        jax_cpu = ref_cpu = 0.0  # process CPU time (all threads): less sensitive to other load
         for _ in range(args.rounds):
-            ref_rounds.append(time_host(reference, iters=max(args.ref_iters // args.rounds, 1)))
-            jax_rounds.append(time_calls(call, warmup=1, iters=max(args.iters // args.rounds, 1)))
+            start = time.process_time()
+            ref_rounds.append(time_host(reference, iters=ref_iters))
+            ref_cpu += time.process_time() - start
+            start = time.process_time()
+            jax_rounds.append(time_calls(call, warmup=1, iters=jax_iters))
+            jax_cpu += time.process_time() - start
         jax_median = statistics.median(r["median_s"] for r in jax_rounds)
         ref_median = statistics.median(r["median_s"] for r in ref_rounds)
         results[f"batch{batch}"] = {
             "jax_compile_s": compile_s, "jax_median_s": jax_median,
             "jax_timed_calls": sum(r["timed_iters"] for r in jax_rounds),
             "pil_median_s": ref_median, "pil_timed_calls": sum(r["timed_iters"] for r in ref_rounds),
-            "speedup_vs_pil": ref_median / jax_median}
+            "speedup_vs_pil": ref_median / jax_median,
+            # time_calls makes one untimed call per round besides the timed ones.
+            "jax_cpu_s_per_call": jax_cpu / (args.rounds * (jax_iters + 1)),
+            "pil_cpu_s_per_call": ref_cpu / (args.rounds * ref_iters)}
     return results
