@@ -245,3 +245,28 @@ def test_full_semi_step_with_contrastive_and_stride4_rep_is_finite():
     m = metrics[0]
     assert all(np.isfinite(v) for v in m.values()), m
     assert m["contrastive_loss"] > 0 and m["contrastive_classes"] >= 2
+
+
+def test_create_train_state_loads_pretrained_into_student_and_teacher():
+    config = tiny_config(model__pretrained="/weights/mit_b0", model__reinit_classifier=True)
+    model = build_model(config.model, bn_axis_name="data")
+    calls = []
+
+    def fake_loader(path, variables, *, reinit_classifier=False):
+        calls.append((path, reinit_classifier))
+        return {**variables, "params": jax.tree.map(lambda x: x + 1.0, variables["params"])}
+
+    base = numpy_variables(model)
+    state = create_train_state(config, model, None, (1, CROP, CROP, 3), variables=base, load_pretrained=fake_loader)
+    assert calls == [("/weights/mit_b0", True)]
+    expected = jax.tree.map(lambda x: x + 1.0, base["params"])
+    assert max_abs_diff(state.params, expected) == 0.0
+    assert max_abs_diff(state.teacher["params"], expected) == 0.0
+    assert int(state.step) == 0 and state.step.dtype == np.int32
+
+
+def test_create_train_state_without_run_length_says_what_to_set():
+    config = tiny_config(train__num_steps=0)
+    model = build_model(config.model, bn_axis_name="data")
+    with pytest.raises(ValueError, match="num_steps"):
+        create_train_state(config, model, None, (1, CROP, CROP, 3), variables=numpy_variables(model))

@@ -1,0 +1,195 @@
+"""Step benchmark (issue 8): the full semi step and the supervised step vs Hugging Face SegFormer.
+
+    python launch/benchmark.py step                      # MiT-B0, crop 256, 2+2 images, 14 classes
+    python launch/benchmark.py step --backbone b5 --crop 513 --dtype bfloat16 --no-reference
+
+Times `parallel.step` (shard_map under jit over every device, state donated) on synthetic uint8
+batches, blocking on the results: compile time, median/p90 over `--iters` steps after warm-up,
+images/s, XLA's FLOPs per step, host peak RSS after our steps. The reference, measured in the same
+run, is Hugging Face `SegformerForSemanticSegmentation` forward + backward + SGD step on the
+labelled batch at the same size (PyTorch is a test-only dependency: skipped when absent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from mofgseg_jax.bench.common import peak_memory_bytes, time_calls, time_host
+
+# Dense peak FLOP/s per device, for MFU where the device is known (vendor datasheet numbers).
+PEAK_FLOPS = {("H100", "bfloat16"): 989e12, ("H100", "float32"): 67e12,
+              ("H200", "bfloat16"): 989e12, ("H200", "float32"): 67e12,
+              ("A100", "bfloat16"): 312e12, ("A100", "float32"): 19.5e12}
+HF_PRESETS = {"b0": ([32, 64, 160, 256], [2, 2, 2, 2], 256), "b1": ([64, 128, 320, 512], [2, 2, 2, 2], 256),
+              "b2": ([64, 128, 320, 512], [3, 4, 6, 3], 768), "b3": ([64, 128, 320, 512], [3, 4, 18, 3], 768),
+              "b4": ([64, 128, 320, 512], [3, 8, 27, 3], 768), "b5": ([64, 128, 320, 512], [3, 6, 40, 3], 768)}
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="benchmark.py step", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backbone", default="b0")
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--batch-labeled", type=int, default=2, help="global labelled batch")
+    p.add_argument("--batch-unlabeled", type=int, default=2, help="global unlabelled batch")
+    p.add_argument("--classes", type=int, default=14)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--rep-at-stride4", action="store_true", help="contrastive loss on stride-4 features")
+    p.add_argument("--remat", action="store_true")
+    p.add_argument("--modes", default="semi,sup", help="comma-separated: semi, sup")
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--no-reference", action="store_true", help="skip the Hugging Face reference")
+    return p.parse_args(argv)
+
+
+def _config(args: argparse.Namespace, mode: str):
+    from configs.common import base_config
+
+    c = base_config()
+    c.dtype = args.dtype
+    c.model.backbone = args.backbone
+    c.model.num_classes = args.classes
+    c.model.rep_at_stride4 = bool(args.rep_at_stride4)
+    c.model.remat = bool(args.remat)
+    c.data.crop_size = args.crop
+    c.data.batch_size_labeled = args.batch_labeled
+    c.data.batch_size_unlabeled = args.batch_unlabeled
+    c.train.mode = mode
+    c.train.num_steps = 1000
+    return c
+
+
+def _random_variables(model: Any, crop: int, seed: int = 0) -> dict[str, Any]:
+    """Model-shaped variables from NumPy (skips compiling model.init, which does not affect step time)."""
+    shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
+                                               np.zeros((1, crop, crop, 3), np.float32), train=False))
+    rs = np.random.RandomState(seed)
+
+    def fill(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if "var" in name or "scale" in name:
+            return np.ones(leaf.shape, np.float32)
+        if "bias" in name or "mean" in name:
+            return np.zeros(leaf.shape, np.float32)
+        return (rs.randn(*leaf.shape) * 0.02).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(fill, dict(shapes))
+
+
+def _batch(args: argparse.Namespace, seed: int = 0) -> dict[str, Any]:
+    rs = np.random.RandomState(seed)
+    bl, bu, s = args.batch_labeled, args.batch_unlabeled, args.crop
+    label = rs.randint(0, args.classes, (bl, s // 16, s // 16)).astype(np.uint8).repeat(16, 1).repeat(16, 2)
+    label = np.pad(label, ((0, 0), (0, s - label.shape[1]), (0, s - label.shape[2])), constant_values=255)
+    return {"labeled": {"image": rs.randint(0, 256, (bl, s, s, 3)).astype(np.uint8), "label": label},
+            "unlabeled": {"image": rs.randint(0, 256, (bu, s, s, 3)).astype(np.uint8)}}
+
+
+def bench_ours(args: argparse.Namespace, mode: str) -> dict[str, Any]:
+    from mofgseg_jax.models import build_model
+    from mofgseg_jax.train import parallel
+    from mofgseg_jax.train.state import create_train_state
+    from mofgseg_jax.train.step import AXIS, make_train_step
+
+    config = _config(args, mode)
+    model = build_model(config.model, bn_axis_name=AXIS)
+    state = create_train_state(config, model, None, (1, args.crop, args.crop, 3),
+                               variables=_random_variables(model, args.crop))
+    par = parallel.make_parallel(config, make_train_step(config, model))
+    host_batch = _batch(args)
+    if mode == "sup":
+        host_batch = {"labeled": host_batch["labeled"]}
+    batch = par.put_batch(host_batch)
+    rng = jax.random.key(0)
+    holder = {"state": par.put_state(state)}
+    start = time.perf_counter()
+    compiled = par.step.lower(holder["state"], batch, rng).compile()  # trace + lower + XLA compile
+    compile_s = time.perf_counter() - start
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops = float(cost.get("flops", 0.0)) or None
+    except Exception:  # noqa: BLE001 (cost analysis is optional per backend)
+        flops = None
+
+    def one():
+        holder["state"], metrics = par.step(holder["state"], batch, rng)
+        return metrics
+
+    timing = time_calls(one, warmup=args.warmup, iters=args.iters)
+    # time_calls' first call reuses the executable compiled above (jit shares the compile cache).
+    timing["first_call_s"] = timing.pop("compile_s")
+    timing["compile_s"] = compile_s
+    images = args.batch_labeled + (args.batch_unlabeled if mode == "semi" else 0)
+    out: dict[str, Any] = {**timing, "images_per_step": images, "images_per_s": images / timing["median_s"]}
+    if flops:
+        # `flops` is the per-device program; the step runs it on every device.
+        total = flops * jax.device_count()
+        out["flops_per_step"] = total
+        out["flops_per_image"] = total / images
+        kind = jax.devices()[0].device_kind
+        peak = next((v for (name, dt), v in PEAK_FLOPS.items() if name in kind and dt == args.dtype), None)
+        if peak:
+            out["mfu"] = total / timing["median_s"] / (peak * jax.device_count())
+    out["final_loss"] = float(jax.device_get(one()["loss"]))
+    return out
+
+
+def bench_hf(args: argparse.Namespace) -> dict[str, Any] | None:
+    try:
+        import torch
+        from transformers import SegformerConfig, SegformerForSemanticSegmentation
+    except ImportError:
+        return None
+    dims, depths, dec = HF_PRESETS[args.backbone]
+    cfg = SegformerConfig(hidden_sizes=dims, depths=depths, decoder_hidden_size=dec, num_labels=args.classes,
+                          num_attention_heads=[1, 2, 5, 8], sr_ratios=[8, 4, 2, 1], semantic_loss_ignore_index=255)
+    torch.manual_seed(0)
+    net = SegformerForSemanticSegmentation(cfg).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.005, momentum=0.9, weight_decay=1e-4)
+    b = _batch(args)["labeled"]
+    x = torch.from_numpy(b["image"]).permute(0, 3, 1, 2).float().div(255.0)
+    y = torch.from_numpy(b["label"].astype(np.int64))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = net(pixel_values=x, labels=y).loss
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up (allocator, lazy init)
+    out = time_host(step, iters=max(3, min(args.iters, 10)))
+    out["images_per_step"] = args.batch_labeled
+    out["images_per_s"] = args.batch_labeled / out["median_s"]
+    out["torch_threads"] = torch.get_num_threads()
+    return out
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    args = _parse(argv)
+    result: dict[str, Any] = {"config": {"backbone": args.backbone, "crop": args.crop,
+                                         "batch_labeled": args.batch_labeled,
+                                         "batch_unlabeled": args.batch_unlabeled, "classes": args.classes,
+                                         "dtype": args.dtype, "rep_at_stride4": bool(args.rep_at_stride4),
+                                         "remat": bool(args.remat)}}
+    for mode in [m for m in args.modes.split(",") if m]:
+        if mode not in ("semi", "sup"):
+            raise ValueError(f"--modes: unknown mode {mode!r} (semi, sup)")
+        result[f"{mode}_step"] = bench_ours(args, mode)
+    result["ours_peak"] = peak_memory_bytes()
+    if not args.no_reference:
+        hf = bench_hf(args)
+        if hf is None:
+            result["hf_reference"] = "skipped: torch/transformers not installed"
+        else:
+            result["hf_reference"] = hf
+            for mode in ("semi", "sup"):
+                if f"{mode}_step" in result:
+                    result[f"{mode}_vs_hf"] = result[f"{mode}_step"]["median_s"] / hf["median_s"]
+    return result
