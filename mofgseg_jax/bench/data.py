@@ -33,15 +33,11 @@ def _rate(it: Iterator, count_fn, *, warmup: int, batches: int) -> dict[str, flo
 
 
 def _measure(data_cfg, args) -> dict[str, Any]:
-    read = pipeline._read_options(args.num_threads, args.prefetch)
     out = {}
     streams = pipeline.train_streams(data_cfg, seed=0)
     for name, ds in streams.items():
-        it_ds = ds.to_iter_dataset(read)
-        if args.num_workers:
-            pipeline._ensure_absl_flags_parsed()
-            it_ds = it_ds.mp_prefetch(pipeline.grain.MultiprocessingOptions(num_workers=args.num_workers))
-        out[name] = _rate(iter(it_ds), lambda b: len(b["image"]), warmup=args.warmup, batches=args.batches)
+        it = pipeline.iterate(ds, num_workers=args.num_workers, num_threads=args.num_threads, prefetch=args.prefetch)
+        out[name] = _rate(it, lambda b: len(b["image"]), warmup=args.warmup, batches=args.batches)
     train = pipeline.make_train_iterator(data_cfg, seed=0, num_threads=args.num_threads, prefetch=args.prefetch)
     out["train"] = _rate(train, lambda b: len(b["labeled"]["image"]) + len(b["unlabeled"]["image"]),
                          warmup=args.warmup, batches=args.batches)

@@ -85,13 +85,13 @@ class _Load:
     good one (deterministically), so batch shapes and the index stream stay fixed.
     """
 
-    def __init__(self, source: Sequence, spec: DatasetSpec, num_classes: int, *, with_mask: bool,
-                 with_edge: bool, skip_invalid: bool):
-        self.source, self.spec, self.num_classes = source, spec, num_classes
+    def __init__(self, source: Sequence, spec: DatasetSpec, *, with_mask: bool, with_edge: bool,
+                 skip_invalid: bool):
+        self.source, self.spec = source, spec
         self.with_mask, self.with_edge, self.skip_invalid = with_mask, with_edge, skip_invalid
 
     def decode(self, index: int) -> dict[str, np.ndarray]:
-        return decode_record(self.source[index], num_classes=self.num_classes,
+        return decode_record(self.source[index], num_classes=self.spec.num_classes,
                              ignore_index=self.spec.ignore_index, with_mask=self.with_mask,
                              with_edge=self.with_edge)
 
@@ -151,16 +151,15 @@ def train_streams(data_cfg: Any, *, seed: int, process_index: int = 0,
                 ignore_index=spec.ignore_index, flip_prob=float(cfg_get(data_cfg, "flip_prob", 0.5)))
     strong = dict(cfg_get(data_cfg, "strong_view", None) or {})
     seeds = np.random.SeedSequence(seed).generate_state(4)  # independent shuffle/augment seeds per stream
-    k = spec.num_classes
     bl = _per_process(int(data_cfg.batch_size_labeled), process_count, "batch_size_labeled")
     bu = _per_process(int(data_cfg.batch_size_unlabeled), process_count, "batch_size_unlabeled")
     common = dict(process_index=process_index, process_count=process_count)
     labeled = _stream(
-        _Load(sources["labeled"], spec, k, with_mask=True, with_edge=with_edge, skip_invalid=skip),
+        _Load(sources["labeled"], spec, with_mask=True, with_edge=with_edge, skip_invalid=skip),
         _Augment(strong=True, **view, **strong), len(sources["labeled"]),
         shuffle_seed=int(seeds[0]), augment_seed=int(seeds[1]), batch_size=bl, **common)
     unlabeled = _stream(
-        _Load(sources["unlabeled"], spec, k, with_mask=False, with_edge=False, skip_invalid=skip),
+        _Load(sources["unlabeled"], spec, with_mask=False, with_edge=False, skip_invalid=skip),
         _Augment(strong=False, **view), len(sources["unlabeled"]),
         shuffle_seed=int(seeds[2]), augment_seed=int(seeds[3]), batch_size=bu, **common)
     return {"labeled": labeled, "unlabeled": unlabeled}
@@ -188,6 +187,17 @@ def _read_options(num_threads: int, prefetch: int) -> grain.ReadOptions:
     return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
 
 
+def iterate(ds: grain.MapDataset, *, num_workers: int = 0, num_threads: int = 4,
+            prefetch: int = 4) -> grain.DatasetIterator:
+    """A checkpointable iterator over `ds`: `num_threads` prefetch threads in this process, and with
+    `num_workers` > 0 that many worker processes (same elements, in the same order)."""
+    it_ds = ds.to_iter_dataset(_read_options(num_threads, prefetch))
+    if num_workers > 0:
+        _ensure_absl_flags_parsed()
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+    return iter(it_ds)
+
+
 def make_train_iterator(data_cfg: Any, *, seed: int, process_index: int = 0, process_count: int = 1,
                         num_threads: int = 4, prefetch: int = 4) -> grain.DatasetIterator:
     """Iterator of this process's train batches (per-process batch = global / process_count):
@@ -196,16 +206,13 @@ def make_train_iterator(data_cfg: Any, *, seed: int, process_index: int = 0, pro
                  [, 'edge': uint8[bl,C,C] in {0,1} when data.use_edge_maps]},
      'unlabeled': {'image': uint8[bu,C,C,3]}}   with C = data.crop_size.
 
-    `data.num_workers` > 0 decodes/augments in that many worker processes (same batches, same state).
-    `it.get_state()` / `it.set_state(state)` save and restore the position exactly.
+    `data.num_workers` > 0 decodes/augments in that many worker processes (the same batches).
+    `it.get_state()` / `it.set_state(state)` save and restore the position exactly; a state restores
+    into an iterator made with the same config, seed, process index/count and num_workers.
     """
     ds = train_dataset(data_cfg, seed=seed, process_index=process_index, process_count=process_count)
-    it_ds = ds.to_iter_dataset(_read_options(num_threads, prefetch))
-    workers = int(cfg_get(data_cfg, "num_workers", 0) or 0)
-    if workers > 0:
-        _ensure_absl_flags_parsed()
-        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
-    return iter(it_ds)
+    return iterate(ds, num_workers=int(cfg_get(data_cfg, "num_workers", 0) or 0), num_threads=num_threads,
+                   prefetch=prefetch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +272,7 @@ def make_val_batches(data_cfg: Any, *, process_index: int = 0, process_count: in
     """
     spec = spec_from_config(data_cfg)
     source = open_sources(data_cfg, ("val",))["val"]
-    load = _Load(source, spec, spec.num_classes, with_mask=True, with_edge=False,
+    load = _Load(source, spec, with_mask=True, with_edge=False,
                  skip_invalid=bool(cfg_get(data_cfg, "skip_invalid", False)))
     b = int(data_cfg.eval_batch_size)
     chunk = b * process_count
