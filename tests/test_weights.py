@@ -167,6 +167,120 @@ def test_converted_weights_reproduce_hf_segformer(name, fmt, tmp_path):
         print(f"PARITY {name} {fmt} {size}: stages {stage_err:.2e} logits {logit_err:.2e}")
 
 
+def _published_mofgseg_reference(c1: int, c4: int, embed_dim: int, rep_dim: int, num_classes: int):
+    """The published MOFGSeg decoder (SegFormerHead with classifier + representation, EAM), in torch,
+    written from the paper's code; module names as in its checkpoints (`decoder.decoder`, `decoder.eam`)."""
+    nn, F = torch.nn, torch.nn.functional
+
+    def conv_bn_relu(cin, cout, k, bias):
+        seq = nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=bias), nn.BatchNorm2d(cout), nn.ReLU())
+        return seq
+
+    class Conv1x1(nn.Module):  # conv (with bias) + bn + relu, attributes conv / bn
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(cin, cout, 1), nn.BatchNorm2d(cout)
+
+        def forward(self, x):
+            return F.relu(self.bn(self.conv(x)))
+
+    class ConvBNR(nn.Module):  # attribute block = Sequential(conv no bias, bn, relu)
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.block = conv_bn_relu(cin, cout, 3, False)
+
+        def forward(self, x):
+            return self.block(x)
+
+    class EAM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.reduce1, self.reduce4 = Conv1x1(c1, 64), Conv1x1(c4, 256)
+            self.block = nn.Sequential(ConvBNR(256 + 64, 256), ConvBNR(256, 256), nn.Conv2d(256, 1, 1))
+
+        def forward(self, x4, x1):
+            x1, x4 = self.reduce1(x1), self.reduce4(x4)
+            x4 = F.interpolate(x4, x1.shape[2:], mode="bilinear", align_corners=False)
+            return self.block(torch.cat((x4, x1), dim=1))
+
+    class ConvModule(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout)
+
+        def forward(self, x):
+            return F.relu(self.bn(self.conv(x)))
+
+    class MLP(nn.Module):
+        def __init__(self, cin):
+            super().__init__()
+            self.proj = nn.Linear(cin, embed_dim)
+
+        def forward(self, x):
+            n, _, h, w = x.shape
+            return self.proj(x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(n, -1, h, w)
+
+    class Head(nn.Module):
+        def __init__(self, dims):
+            super().__init__()
+            for i, d in enumerate(dims):
+                setattr(self, f"linear_c{i + 1}", MLP(d))
+            self.linear_fuse = ConvModule(4 * embed_dim, embed_dim)
+            self.classifier = nn.Conv2d(embed_dim, num_classes, 1)
+            self.representation = nn.Conv2d(embed_dim, rep_dim, 1)
+
+        def forward(self, feats):
+            size = feats[0].shape[2:]
+            ups = [F.interpolate(getattr(self, f"linear_c{i + 1}")(f), size, mode="bilinear", align_corners=False)
+                   for i, f in enumerate(feats)]
+            x = self.linear_fuse(torch.cat(ups[::-1], dim=1))
+            return self.classifier(x), self.representation(x)
+
+    class Decoder(nn.Module):
+        def __init__(self, dims):
+            super().__init__()
+            self.eam, self.decoder = EAM(), Head(dims)
+
+        def forward(self, feats, h, w):
+            edge = torch.sigmoid(self.eam(feats[3], feats[0]))
+            pred, rep = self.decoder(feats)
+            up = lambda t, ac: F.interpolate(t, (h, w), mode="bilinear", align_corners=ac)  # noqa: E731
+            return up(pred, True), up(rep, True), up(edge, False)
+
+    return Decoder
+
+
+def test_published_mofgseg_checkpoint_reproduces_logits_rep_and_edge(tmp_path):
+    hf, reference = _reference("b0")
+    dims = hf.config.hidden_sizes
+    torch.manual_seed(1)
+    decoder = _published_mofgseg_reference(dims[0], dims[-1], 256, 48, 7)(dims).eval()
+    with torch.no_grad():
+        for p in decoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        for m in decoder.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    backbone = {k: v for k, v in _to_original(_hf_state("b0")).items() if k.startswith("backbone.")}
+    state = dict(backbone, **{f"decoder.{k}": v for k, v in decoder.state_dict().items()})
+    path = tmp_path / "mofgseg_published.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in state.items()}}, path)  # DDP-wrapped, as trained
+
+    model = build_model(dict(backbone="b0", num_classes=7, rep_dim=48, **ALIGNED_EPS))
+    variables = load_pretrained(path, _skeleton(model, (1, 64, 64, 3)))
+    forward = jax.jit(lambda v, x: model.apply(v, x))
+    for (b, h, w), (x, _, _) in reference.items():
+        with torch.no_grad():
+            feats = hf.segformer(torch.from_numpy(x).permute(0, 3, 1, 2), output_hidden_states=True).hidden_states
+            ref = [t.permute(0, 2, 3, 1).numpy() for t in decoder(feats, h, w)]
+        out = forward(variables, jnp.asarray(x))
+        for key, r in zip(("logits", "rep", "edge"), ref):
+            err = float(np.max(np.abs(np.asarray(out[key]) - r)))
+            print(f"PARITY published-mofgseg b0 {(b, h, w)} {key}: {err:.2e}")
+            assert err <= TOL, f"{key} at {(b, h, w)}: max abs {err:.2e}"
+
+
 def test_encoder_parameter_counts_equal_hf_for_every_preset():
     from transformers import SegformerConfig, SegformerModel
     from mofgseg_jax.models.mit import PRESETS

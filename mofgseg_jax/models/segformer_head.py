@@ -16,13 +16,14 @@ torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "unif
 
 
 class ConvBNReLU(nn.Module):
-    """Conv (no bias, symmetric padding k//2) -> BatchNorm -> ReLU, as mmcv's ConvModule.
+    """Conv (symmetric padding k//2, no bias by default) -> BatchNorm -> ReLU, as mmcv's ConvModule.
 
     [B,H,W,Cin] -> [B,H,W,features]. BatchNorm statistics sync over `bn_axis_name` when mapped.
     """
 
     features: int
     kernel_size: int = 1
+    use_bias: bool = False  # the published EAM's 1x1 reductions keep a (redundant) conv bias
     bn_momentum: float = 0.9
     bn_eps: float = 1e-5
     bn_axis_name: str | None = None
@@ -31,7 +32,7 @@ class ConvBNReLU(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         k, p = self.kernel_size, self.kernel_size // 2
-        x = nn.Conv(self.features, (k, k), padding=((p, p), (p, p)), use_bias=False,
+        x = nn.Conv(self.features, (k, k), padding=((p, p), (p, p)), use_bias=self.use_bias,
                     kernel_init=kaiming_init, dtype=self.dtype, name="conv")(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_eps,
                          axis_name=self.bn_axis_name, dtype=self.dtype, name="bn")(x)

@@ -4,9 +4,12 @@ Step 1 (`canonicalize`): every supported naming is rewritten to one canonical na
 mmseg SegFormer one — `backbone.<mit name>` (`backbone.patch_embed1.proj.weight`,
 `backbone.block1.0.attn.kv.weight`, `backbone.norm1.weight`) and `decode_head.<name>`
 (`decode_head.linear_c1.proj.weight`, `decode_head.linear_fuse.conv.weight`,
-`decode_head.linear_fuse.bn.running_mean`, `decode_head.linear_pred.weight`). Sources:
+`decode_head.linear_fuse.bn.running_mean`, `decode_head.linear_pred.weight`), plus MOFGSeg's
+`decode_head.representation.*` and `boundary.*` (EAM). Sources:
   - released ImageNet `mit_b*.pth` (no prefix; the ImageNet `head.*` is dropped),
   - mmseg-style segmentation checkpoints (`backbone.` / `decode_head.` prefixes),
+  - published MOFGSeg checkpoints (`backbone.`, `decoder.decoder.` head with `classifier` and
+    `representation`, `decoder.eam.` boundary module),
   - Hugging Face `SegformerModel` / `SegformerForSemanticSegmentation`, current names
     (`segformer.stages.0.blocks.0.attention.q_proj`) and legacy on-disk names
     (`segformer.encoder.block.0.0.attention.self.query`); separate key/value -> `kv` = [key; value].
@@ -47,6 +50,12 @@ _HF_BLOCK = {
     "attention.self.sr.": "attn.sr.", "attention.self.layer_norm.": "attn.norm.",
     "attention.output.dense.": "attn.proj.", "mlp.dense1.": "mlp.fc1.", "mlp.dense2.": "mlp.fc2.",
 }
+# Published MOFGSeg (`ModelBuilder`: backbone + `decoder.decoder` SegFormer head + `decoder.eam`).
+_MOFGSEG_BOUNDARY = [
+    (r"^block\.0\.block\.0\.", lambda m: "block1.conv."), (r"^block\.0\.block\.1\.", lambda m: "block1.bn."),
+    (r"^block\.1\.block\.0\.", lambda m: "block2.conv."), (r"^block\.1\.block\.1\.", lambda m: "block2.bn."),
+    (r"^block\.2\.", lambda m: "edge."),
+]
 _HF_HEAD = [
     (r"^linear_c\.(\d+)\.proj\.", lambda m: f"linear_c{int(m[1]) + 1}.proj."),
     (r"^linear_projections\.(\d+)\.proj\.", lambda m: f"linear_c{int(m[1]) + 1}.proj."),
@@ -60,6 +69,8 @@ _DROP = re.compile(r"(^head\.|^classifier\.|^decode_head\.conv_seg\.|^auxiliary_
 _MIT_NAME = re.compile(
     r"^(patch_embed[1-4]\.(proj|norm)|block[1-4]\.\d+\.(norm1|norm2|attn\.(q|k|v|kv|proj|sr|norm)|"
     r"mlp\.(fc1|fc2|dwconv\.dwconv))|norm[1-4])\.(weight|bias)$")
+_BOUNDARY_NAME = re.compile(
+    r"^((reduce1|reduce4|block1|block2)\.(conv|bn)|edge)\.(weight|bias|running_mean|running_var)$")
 _HEAD_NAME = re.compile(
     r"^(linear_c[1-4]\.proj|linear_fuse\.conv|linear_fuse\.bn|linear_pred|representation)\."
     r"(weight|bias|running_mean|running_var)$")
@@ -80,6 +91,11 @@ def canonical_name(name: str) -> str | None:
             name = name[len(prefix):]
     if _DROP.search(name):
         return None
+    if name.startswith("decoder.eam."):
+        rest = _rename(name[len("decoder.eam."):], _MOFGSEG_BOUNDARY)
+        return f"boundary.{rest}" if _BOUNDARY_NAME.match(rest) else ""
+    if name.startswith("decoder.decoder."):
+        name = "decode_head." + name[len("decoder.decoder."):]
     if name.startswith("decode_head."):
         rest = _rename(name[len("decode_head."):], _HF_HEAD)
         return f"decode_head.{rest}" if _HEAD_NAME.match(rest) else ""
