@@ -352,6 +352,21 @@ def test_non_segformer_tensors_are_rejected(tmp_path):
         load_pretrained(path, {})
 
 
+def test_pth_reader_rebuilds_views_dtypes_and_shared_storages_without_torch(tmp_path):
+    from mofgseg_jax.weights.readers import read_state_dict
+    base = torch.randn(4, 6)
+    tensors = {"transposed": base.t(), "slice": base[1:3, 2:5], "bf16": torch.randn(5).to(torch.bfloat16),
+               "half": torch.randn(2, 3).half(), "int": torch.arange(7), "scalar": torch.tensor(3.5),
+               "param": torch.nn.Parameter(torch.randn(3, 2)), "empty": torch.zeros(0, 4)}
+    path = tmp_path / "views.pth"
+    torch.save({"state_dict": tensors, "epoch": 3}, path)
+    got = read_state_dict(path)
+    assert set(got) == set(tensors)
+    for name, t in tensors.items():
+        ref = t.detach().float().numpy() if t.dtype == torch.bfloat16 else t.detach().numpy()
+        np.testing.assert_array_equal(np.asarray(got[name], dtype=ref.dtype), ref, err_msg=name)
+
+
 def test_loading_never_executes_pickled_code(tmp_path):
     marker = tmp_path / "pwned"
 

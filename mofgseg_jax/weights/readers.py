@@ -51,8 +51,15 @@ class _Opaque:
 
 
 def _rebuild_tensor(storage, offset, size, stride, *unused):
+    if not isinstance(storage, np.ndarray):
+        raise pickle.UnpicklingError("tensor without a storage")
+    size, stride, offset = tuple(int(n) for n in size), tuple(int(n) for n in stride), int(offset)
     if not size:
-        return storage[offset].copy() if storage.size else np.zeros((), storage.dtype)
+        return np.array(storage[offset]) if storage.size else np.zeros((), storage.dtype)
+    # as_strided trusts its arguments: check the view stays inside the storage.
+    if min(size) > 0 and (offset < 0 or min(stride) < 0 or
+                          offset + sum((n - 1) * s for n, s in zip(size, stride)) >= storage.size):
+        raise pickle.UnpicklingError(f"tensor of size {size} runs past its storage")
     itemsize = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
                                            strides=tuple(s * itemsize for s in stride))
