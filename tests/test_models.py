@@ -123,6 +123,22 @@ def test_init_gives_torch_like_initial_weights():
     assert float(jnp.abs(block["attn"]["q"]["bias"]).max()) == 0.0
 
 
+def test_builds_from_the_project_config_with_preset_defaults():
+    from configs.common import apply_variant, base_config
+
+    config = base_config()
+    config.model.num_classes = 4
+    config.model.backbone = "b2"
+    model = build_model(config.model)
+    assert model.embed_dim == 768 and model.rep_dim == 512  # b2+ decoder width
+    assert tuple(model.backbone.depths) == (3, 4, 6, 3) and model.backbone.block_ln_eps == 1e-6
+    smoke = apply_variant(base_config(), "smoke")
+    smoke.model.num_classes = 4
+    model = build_model(smoke.model)
+    shapes = jax.eval_shape(lambda x: model.apply(_noise_variables(model, x.shape), x), jnp.zeros((1, 64, 64, 3)))
+    assert shapes["logits"].shape == (1, 64, 64, 4)
+
+
 def test_bad_config_is_one_clear_error():
     with pytest.raises(ValueError, match="model.backbone"):
         build_model(dict(backbone="b9", num_classes=3))
