@@ -129,6 +129,9 @@ def make_train_step(config: Any, model: Any) -> StepFn:
                                                     width=lc.edge_width)
 
         aux: dict[str, jax.Array] = {}
+        if semi and "unlabeled" not in batch:  # trace time: a plain message instead of a KeyError
+            raise ValueError("train.mode='semi' needs batch['unlabeled']['image']; use train.mode='sup' "
+                             "(config variant ':sup') to train on labelled data only")
         if semi:
             x_u = _to_unit(batch["unlabeled"]["image"])
             teacher_vars = {"params": state.teacher["params"], "batch_stats": state.teacher["batch_stats"]}
@@ -206,7 +209,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
 
 def check_finite(metrics: Mapping[str, Any], step: int) -> None:
     """Raises FloatingPointError naming the step and the non-finite metrics (host-side, fetched values)."""
-    bad = {k: float(v) for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v)))}
+    bad = {k: np.asarray(v).tolist() for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v)))}
     if bad:
         raise FloatingPointError(f"non-finite training metrics at step {step}: {bad}; stopping "
                                  "(the last good checkpoint is kept)")
