@@ -61,15 +61,17 @@ def test_rescale_crop_matches_pil_resize_pad_crop(scaled, offset):
     np.testing.assert_array_equal(np.asarray(ours[2]), ref[2])
 
 
-def test_rescale_crop_matches_pil_on_random_sizes_and_offsets():
+@pytest.mark.parametrize("min_scale", [0.5, 1.0])  # the number of taps follows min_scale
+def test_rescale_crop_matches_pil_on_random_sizes_and_offsets(min_scale):
     image, label, conf = _inputs(1)
     rng = np.random.default_rng(0)
     for _ in range(25):
-        scaled = (int(rng.integers(7, 31)), int(rng.integers(10, 43)))  # floor(size * U(0.5, 2))
+        # floor(size * U(min_scale, 2))
+        scaled = (int(rng.integers(int(H * min_scale), 31)), int(rng.integers(int(W * min_scale), 43)))
         offset = (int(rng.integers(0, max(scaled[0], H) - H + 1)),
                   int(rng.integers(0, max(scaled[1], W) - W + 1)))
         ours = _rescale_crop()(jnp.asarray(image), jnp.asarray(label), jnp.asarray(conf),
-                               scaled_size=scaled, offset=offset)
+                               scaled_size=scaled, offset=offset, min_scale=min_scale)
         ref = _pil_rescale_crop(image, label, conf, scaled, offset)
         np.testing.assert_allclose(np.asarray(ours[0]), ref[0], atol=2e-6, rtol=0,
                                    err_msg=str((scaled, offset)))
