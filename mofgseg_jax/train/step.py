@@ -21,6 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mofgseg_jax.augment.perturb import perturb_unlabeled
+from mofgseg_jax.augment.photometric import normalize
+from mofgseg_jax.losses import boundary as boundary_loss
+from mofgseg_jax.losses import supervised
+from mofgseg_jax.losses.contrastive import weighted_contrastive_loss
+from mofgseg_jax.losses.unsupervised import pseudo_label_loss
 from mofgseg_jax.train.ema import update_teacher
 from mofgseg_jax.train.state import TrainState
 
@@ -54,8 +60,6 @@ def sample_keys(key: jax.Array, first_index: jax.Array, count: int) -> jax.Array
 def _perturb(config: Any, key: jax.Array, device_key: jax.Array, images01: jax.Array,
              labels: jax.Array, confidence: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """On-device perturbation of the unlabelled batch (DESIGN.md §3 step 4)."""
-    from mofgseg_jax.augment.perturb import perturb_unlabeled
-
     aug = config.augment
     kwargs = dict(
         mix_mode=aug.mix_mode, num_classes=config.model.num_classes, ignore_index=config.data.ignore_index,
@@ -86,10 +90,6 @@ def make_train_step(config: Any, model: Any) -> StepFn:
     metrics: scalars, identical on every device: loss, supervised_loss, boundary_loss,
       unsupervised_loss, contrastive_loss, lr, grad_norm, confident_ratio, contrastive_classes.
     """
-    from mofgseg_jax.augment.photometric import normalize
-    from mofgseg_jax.losses import boundary as boundary_loss
-    from mofgseg_jax.losses import supervised
-
     mode = str(config.train.mode)
     if mode not in ("semi", "sup"):
         raise ValueError(f"config.train.mode must be 'semi' or 'sup', got {mode!r}")
@@ -112,9 +112,12 @@ def make_train_step(config: Any, model: Any) -> StepFn:
 
     def body(state: TrainState, batch: Mapping[str, Any], rng: jax.Array):
         step_key = jax.random.fold_in(rng, state.step)
-        device_key = jax.random.fold_in(step_key, jax.lax.axis_index(AXIS))
+        # Two streams: one shared by all devices (per-sample perturbation keys fold in the global
+        # sample index), one folded with the device index (dropout, contrastive sampling, cross-sample
+        # mixing), as each DDP worker draws its own.
+        perturb_key, device_stream = jax.random.split(step_key)
+        device_key = jax.random.fold_in(device_stream, jax.lax.axis_index(AXIS))
         dropout_key, contrast_key, mix_key = jax.random.split(device_key, 3)
-        perturb_key = jax.random.fold_in(step_key, 0x5EED)  # per-sample keys fold global indices into it
 
         labeled = batch["labeled"]
         x_l = _to_unit(labeled["image"])
@@ -160,12 +163,10 @@ def make_train_step(config: Any, model: Any) -> StepFn:
             if w_bnd:
                 terms["boundary_loss"] = boundary_loss.dice_loss(out["edge"][:bl], edge_t)
             if semi and w_uns:
-                from mofgseg_jax.losses.unsupervised import pseudo_label_loss
                 terms["unsupervised_loss"] = pseudo_label_loss(logits[bl:], y_s, c_s,
                                                                strong_threshold=lc.strong_threshold,
                                                                ignore_index=ignore)
             if semi and w_con:
-                from mofgseg_jax.losses.contrastive import weighted_contrastive_loss
                 rep = out["rep"]
                 size = rep.shape[1:3]
                 # Unlabelled pixels join only where the teacher is at least weakly confident.
