@@ -2,7 +2,10 @@
 
 Order as the published training loop: random rescale + crop back -> mixing across the batch ->
 colour jitter -> Gaussian blur -> h-flip (image, pseudo-label and confidence together). One PRNG
-key per sample (`jax.random.split(key, B)`), so sample i's perturbation does not depend on B.
+key per sample (`jax.random.split(key, B)`): samples are perturbed independently (up to mixing,
+which by design reads sample i + 1).
+Per-sample stages run under `jax.lax.map` where that is faster than `jax.vmap` (comments below);
+everything has fixed shapes, no host callbacks, and works inside `shard_map` / `pmap` bodies.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def perturb_unlabeled(key: jax.Array, images01: jax.Array, labels: jax.Array, co
     sample_keys = jax.vmap(lambda k: jax.random.split(k, 5))(keys)  # [B, 5]
     k_geo, k_mix, k_jitter, k_blur, k_flip = (sample_keys[:, i] for i in range(5))
 
-    # lax.map, not vmap, here too: it materialises each stage's output. Vmapped, XLA:CPU fused the
+    # lax.map over samples, not vmap: it materialises the stage's output. Vmapped, XLA:CPU fused the
     # resampling into the mixing's roll (sample i + 1 into sample i) and redid it per use, making
     # cutmix 3x slower than cutout.
     images, labels_out, conf = jax.lax.map(
@@ -65,8 +68,8 @@ def perturb_unlabeled(key: jax.Array, images01: jax.Array, labels: jax.Array, co
         return photometric.random_gaussian_blur(k_b, im, prob=blur_prob, sigma_range=blur_sigma,
                                                 kernel_size=blur_kernel_size)
 
-    # lax.map, not vmap: the jitter's random op order and the apply probabilities are real
-    # branches per image only when the image is not batched (see photometric's module doc).
+    # lax.map again: the jitter's random op order and the apply probabilities are real branches
+    # per image only when the image is not batched (see photometric's module doc).
     images = jax.lax.map(photometric_one, (k_jitter, k_blur, images))
     images, labels_out, conf = jax.vmap(
         lambda k, im, lb, cf: geometric.random_hflip(k, im, lb, cf, prob=flip_prob)
