@@ -5,10 +5,12 @@ which in turn mirrors PIL's `ImageEnhance`, so a model trained with the publishe
 sees the same distribution of images. Per-image functions take `[H, W, 3]`; the `random_*`
 wrappers take one PRNG key per image and are meant to be mapped over the batch (see below).
 
-Why our own jnp and not dm-pix: dm-pix's `random_contrast` blends towards the per-channel mean
-(torchvision/PIL blend towards the mean of the *grayscale* image), its jitter applies the ops in a
-fixed order (torchvision draws a random order per image), and its blur pads with zeros (torchvision
-reflects). The formulas are a few lines each, so we write them here exactly.
+Why our own jnp and not dm-pix: dm-pix follows `tf.image`, not torchvision -- brightness is
+additive (torchvision multiplies), contrast blends towards per-channel means (torchvision: the
+mean of the grayscale image), saturation scales S in HSV (torchvision blends with the grayscale
+image), nothing is clipped, there is no ColorJitter with a random op order, and its blur is a
+zero-padded 'SAME' convolution (torchvision reflects). The formulas are a few lines each, so we
+write them here exactly.
 
 Per-image branching (`lax.switch` for the op order, `lax.cond` for the apply probabilities) pays
 off only when the image is not batched: under `jax.vmap` a batched branch index turns every switch
