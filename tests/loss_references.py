@@ -150,7 +150,9 @@ def _negative_index_sampler(samp_num, seg_num_list, rng: np.random.RandomState):
 def compute_reco_loss(rep, label, mask, prob, strong_threshold=1.0, temp=0.5, num_queries=256,
                       num_negatives=256, negative_weight=1.0, generator=None, rng=None):
     """ReCo's `compute_reco_loss` (rep `[B,D,H,W]`, one-hot label `[B,K,H,W]`, mask `[B,1,H,W]`,
-    prob `[B,K,H,W]`), with MOFGSeg's weight on the negative logits."""
+    prob `[B,K,H,W]`), with MOFGSeg's weight on the negative logits. Only change besides: explicit
+    generators, so `Categorical(proto_prob).sample(...)` becomes `torch.multinomial(proto_prob,
+    ..., replacement=True, generator=...)` (the same distribution)."""
     import torch
 
     batch_size, num_feat, im_w_, im_h = rep.shape
