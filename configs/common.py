@@ -94,6 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.augment.hue = (-0.25, 0.25)
     config.augment.blur_prob = 0.5
     config.augment.blur_sigma = (0.15, 1.15)
+    config.augment.blur_kernel_size = 9  # odd; covers +-3.5 sigma at the largest sigma 1.15
     config.augment.flip_prob = 0.5
 
     config.optim = ml_collections.ConfigDict()
