@@ -107,15 +107,14 @@ def _run_length(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
 
 def _prepare_demo_data(config: ml_collections.ConfigDict) -> None:
     """Generates the built-in demo dataset on first use (process 0; the others wait)."""
-    if config.data.name != "demo" or os.path.isdir(os.path.join(config.data.root, "splits")):
+    if config.data.name != "demo":
         return
     if jax.process_index() == 0:
         from mofgseg_jax.data import demo  # noqa: PLC0415
 
-        log.info("generating the demo dataset in %s", config.data.root)
-        summary = demo.generate(config.data.root, seed=0)
-        log.info("demo dataset: %d train / %d val images in %.1fs", summary["num_train"], summary["num_val"],
-                 summary["seconds"])
+        start = time.perf_counter()
+        if demo.ensure(config.data.root):
+            log.info("generated the demo dataset in %s (%.1fs)", config.data.root, time.perf_counter() - start)
     _barrier("mofgseg_demo_data")
 
 
@@ -192,10 +191,11 @@ def _window_means(parallel, acc, count: int) -> dict[str, float]:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       batch_hook: BatchHook | None = None) -> dict[str, Any]:
+                       batch_hook: BatchHook | None = None, state_hook: BatchHook | None = None) -> dict[str, Any]:
     """Trains `config` in `workdir` (resuming from its checkpoints), evaluating and checkpointing.
 
-    batch_hook: optional `(step, host_batch)` callback before each step (tests trace the data order).
+    batch_hook: optional `(step, host_batch)` callback before each step (tests trace the data order);
+    state_hook: optional `(step, state)` callback after each step (tests compare processes).
     Returns {'step', 'student': {'miou', 'iou'}, 'teacher': {...}, 'best_step', 'workdir'} of the
     last evaluation.
     """
@@ -287,6 +287,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 batch_hook(step + 1, batch)
             state, metrics = parallel.step(state, parallel.put_batch(batch), train_rng)
             step += 1
+            if state_hook is not None:
+                state_hook(step, state)
             acc = metrics if acc is None else _accumulate_jit(acc, metrics)
             count += 1
             progress.update(1)

@@ -1,0 +1,166 @@
+"""The training loop: exact resume after SIGKILL, the NaN guard, config checks on resume, pretrained
+class-count mismatch."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import demo as demo_config
+from mofgseg_jax.train import checkpoint as ckpt
+from mofgseg_jax.train import loop
+
+REPO = Path(__file__).resolve().parents[1]
+
+RUNNER = r'''
+"""Trains demo:smoke for 4 steps (checkpoints at 2 and 4), tracing a digest of every batch;
+with STALL > 0 it blocks before step STALL + 1 (the test kills it there)."""
+import hashlib, os, sys, time
+sys.path.insert(0, os.environ["REPO"])
+from configs import demo
+from mofgseg_jax.train.loop import train_and_evaluate
+
+workdir, data_root, trace, stall = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+config = demo.get_config("smoke")
+config.data.root = data_root
+config.train.checkpoint_every = 2
+config.train.log_every = 1
+
+
+def hook(step, batch):
+    if stall and step > stall:
+        open(trace + ".stalled", "w").close()
+        time.sleep(3600)
+    digest = hashlib.sha1(b"".join(batch[part][key].tobytes() for part in ("labeled", "unlabeled")
+                                   for key in sorted(batch[part]))).hexdigest()
+    with open(trace, "a") as f:
+        f.write(f"{step} {digest}\n")
+
+
+train_and_evaluate(config, workdir, batch_hook=hook)
+'''
+
+
+def _env(tmp_path_factory):
+    env = dict(os.environ)
+    env.update(REPO=str(REPO), XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+               JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / "jax_cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return env
+
+
+def _leaves(workdir, step):
+    variables, _, _ = ckpt.restore_variables(str(Path(workdir) / "checkpoints" / str(step)))
+    return [np.asarray(x) for x in jax.tree.leaves(variables)]
+
+
+def test_resume_after_sigkill_is_bitwise_identical_and_sees_the_same_batches(tmp_path, tmp_path_factory):
+    env = _env(tmp_path_factory)
+    runner = tmp_path / "runner.py"
+    runner.write_text(RUNNER)
+    data_root = tmp_path / "demo_data"
+    from mofgseg_jax.data import demo
+
+    demo.ensure(str(data_root))
+
+    def start(name, stall):
+        return subprocess.Popen([sys.executable, str(runner), str(tmp_path / name), str(data_root),
+                                 str(tmp_path / f"{name}.trace"), str(stall)], env=env, cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    straight = start("straight", 0)
+    _, err = straight.communicate(timeout=900)
+    assert straight.returncode == 0, err[-3000:]
+
+    killed = start("resumed", 2)
+    deadline = time.time() + 900
+    while not ((tmp_path / "resumed.trace.stalled").exists() and (tmp_path / "resumed" / "checkpoints" / "2").is_dir()):
+        assert killed.poll() is None, killed.stderr.read()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.5)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL
+
+    resumed = start("resumed", 0)
+    _, err = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, err[-3000:]
+    assert "resumed from" in err
+
+    straight_trace = (tmp_path / "straight.trace").read_text().split("\n")
+    resumed_trace = (tmp_path / "resumed.trace").read_text().split("\n")
+    assert straight_trace == resumed_trace and len(straight_trace) == 5  # steps 1..4 (+ trailing '')
+    for a, b in zip(_leaves(tmp_path / "straight", 4), _leaves(tmp_path / "resumed", 4)):
+        np.testing.assert_array_equal(a, b)  # student and teacher, bitwise
+
+
+def _smoke_config(tmp_path_factory, variant="smoke"):
+    config = demo_config.get_config(variant)
+    root = tmp_path_factory.getbasetemp() / "loop_demo_data"
+    from mofgseg_jax.data import demo
+
+    demo.ensure(str(root), num_train=64, num_val=8)
+    config.data.root = str(root)
+    return config
+
+
+def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, tmp_path_factory,
+                                                                              monkeypatch):
+    """A step whose loss turns NaN at step 3 (a stand-in for a diverging run): training stops there
+    with one clear error, and the checkpoints of steps 1 and 2 are complete and finite."""
+    from mofgseg_jax.train import step as step_module
+
+    def nan_from_step_3(config, model):
+        def body(state, batch, rng):
+            loss = jnp.where(state.step >= 2, jnp.nan, 1.0)
+            return state.replace(step=state.step + 1), {"loss": loss, "lr": jnp.zeros(())}
+        return body
+
+    monkeypatch.setattr(step_module, "make_train_step", nan_from_step_3)
+    config = _smoke_config(tmp_path_factory, "sup,smoke")
+    config.train.checkpoint_every = 1
+    config.train.log_every = 4  # the guard also runs before every checkpoint, not only at log steps
+    with pytest.raises(FloatingPointError, match=r"non-finite training metrics at step 3: \{'loss': nan"):
+        loop.train_and_evaluate(config, str(tmp_path))
+    assert ckpt.Checkpointer(str(tmp_path)).all_steps() == [1, 2]
+    assert all(np.isfinite(x).all() for x in _leaves(tmp_path, 2))
+
+
+def test_resuming_with_a_shape_changing_config_is_refused_by_name(tmp_path, tmp_path_factory):
+    config = _smoke_config(tmp_path_factory)
+    (tmp_path / "config.json").write_text(json.dumps(loop.config_to_dict(config)))
+    c = ckpt.Checkpointer(str(tmp_path))
+    c.save(1, {"x": jnp.zeros(2)})
+    c.close()
+    config.model.num_classes = 5
+    with pytest.raises(ValueError, match=r"changes parameter shapes \(model.num_classes: 8 -> 5\)"):
+        loop.train_and_evaluate(config, str(tmp_path))
+
+
+def test_config_differences_lists_changed_keys():
+    old = {"optim": {"lr": 0.1}, "model": {"dims": [1, 2]}}
+    new = {"optim": {"lr": 0.2}, "model": {"dims": [1, 2]}, "seed": 1}
+    assert loop.config_differences(old, new) == {"optim.lr": (0.1, 0.2), "seed": ("<absent>", 1)}
+
+
+def test_pretrained_weights_with_another_class_count_are_a_clear_error(tmp_path, tmp_path_factory):
+    from mofgseg_jax.models import build_model
+    from mofgseg_jax.weights import save_converted
+
+    config = _smoke_config(tmp_path_factory)
+    other = dict(config.model.to_dict(), num_classes=3)
+    model = build_model(other)
+    shapes = jax.eval_shape(lambda k: model.init({"params": k, "dropout": k}, jnp.zeros((1, 64, 64, 3)),
+                                                 train=False), jax.random.PRNGKey(0))
+    save_converted(tmp_path / "pretrained", jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), dict(shapes)), {})
+    config.model.pretrained = str(tmp_path / "pretrained")
+    with pytest.raises(Exception, match=r"class count differs.*reinit_classifier"):
+        loop.train_and_evaluate(config, str(tmp_path / "run"))
