@@ -8,6 +8,7 @@
   --set key=value                 any further config override for every run (repeatable)
   --out DIR                       results.json, results.md, comparison.png; runs in DIR/runs/<variant>_seed<k>
   --rerun                         retrain runs that already finished (default: reuse them)
+  --compilation_cache DIR         persistent XLA cache shared by the runs (default OUT/jax_cache; 'none')
 
 Every run is `launch/train.py` in its own subprocess, so an interrupted comparison resumes where it
 stopped. Logic in mofgseg_jax/experiments/{compare,figure}.py.
@@ -46,6 +47,8 @@ def parse_args(argv):
     p.add_argument("--out", default="runs/compare")
     p.add_argument("--runs_dir", default="", help="default: OUT/runs")
     p.add_argument("--rerun", action="store_true")
+    p.add_argument("--compilation_cache", default="", help="persistent XLA cache shared by the runs "
+                   "(default: OUT/jax_cache; 'none' to disable)")
     p.add_argument("--grid_images", type=int, default=4, help="validation images in the figure (0 = none)")
     p.add_argument("--grid_network", choices=compare.NETWORKS, default="teacher")
     p.add_argument("--title", default="")
@@ -80,6 +83,7 @@ def main(argv=None) -> dict:
     steps = args.steps or int(config.train.num_steps)
     runs_dir = args.runs_dir or os.path.join(args.out, "runs")
     runs = compare.plan_runs(args.variant_list, args.seed_list, runs_dir)
+    cache_dir = "" if args.compilation_cache == "none" else (args.compilation_cache or os.path.join(args.out, "jax_cache"))
 
     root = args.overrides.get("data.root", config.data.root)
     if config.data.name == "demo":  # generate once, before the runs (not inside the first one's time)
@@ -90,14 +94,14 @@ def main(argv=None) -> dict:
             print(f"generated the demo dataset in {root} ({time.perf_counter() - t0:.0f} s)")
 
     results = compare.run_all(args.config, runs, steps=steps, overrides=args.overrides, rerun=args.rerun,
-                               base_variant=args.base_variant)
+                               base_variant=args.base_variant, cache_dir=cache_dir)
     summary = compare.summarize(results, args.variant_list)
     meta = {"title": args.title or f"{os.path.basename(args.config)}: supervised vs semi-supervised, split {config.data.split}",
             "command": " ".join(["python", "launch/compare.py"] + (sys.argv[1:] if argv is None else list(argv))),
             "config": args.config, "steps": steps, "overrides": args.overrides, "seeds": args.seed_list,
             "data_split": config.data.split, "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s)",
             "git_commit": git_commit()}
-    train_seconds = sum(r["wall_s"] or 0 for r in results)
+    train_seconds = sum(r["wall_s"] or 0 for r in results)  # includes reused runs' recorded times
     meta["train_wall_min"] = round(train_seconds / 60, 1)
 
     grid = None

@@ -51,7 +51,7 @@ def test_finished_runs_are_reused_without_training(tmp_path):
     for run, miou in zip(runs, (30.0, 36.0)):
         _write_run(run.workdir, 8, miou, miou + 1)
     results = compare.run_all("no/such/config.py", runs, steps=8, echo=lambda *_: None)  # would fail if it trained
-    assert [(r["variant"], r["student_miou"], r["wall_s"]) for r in results] == [("sup", 30.0, None), ("semi", 36.0, None)]
+    assert [(r["variant"], r["student_miou"], r["reused"]) for r in results] == [("sup", 30.0, True), ("semi", 36.0, True)]
 
 
 def test_train_command_pins_seed_steps_and_variant():

@@ -32,6 +32,7 @@ VARIANTS = ("sup", "semi", "no_contrast", "no_boundary")
 LABELS = {"sup": "supervised only", "semi": "full method (semi)", "no_contrast": "semi, no contrastive loss",
           "no_boundary": "semi, no boundary module"}
 NETWORKS = ("student", "teacher")
+RUN_RECORD = "compare_run.json"  # in each workdir: the run's wall time and command, kept for reuse
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -139,28 +140,49 @@ def execute(cmd: Sequence[str], log_path: str, *, env: Mapping[str, str] | None 
     return seconds
 
 
+def compile_cache_env(cache_dir: str) -> dict[str, str]:
+    """The environment with a persistent XLA compilation cache in `cache_dir`: the seeds of a variant
+    run the same programs, so only the first seed pays for compilation."""
+    env = dict(os.environ)
+    if cache_dir:
+        env.update(JAX_COMPILATION_CACHE_DIR=os.path.abspath(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return env
+
+
 def run_all(config_file: str, runs: Sequence[Run], *, steps: int, overrides: Mapping[str, str] = (),
-            rerun: bool = False, base_variant: str = "", echo=print) -> list[dict[str, Any]]:
+            rerun: bool = False, base_variant: str = "", cache_dir: str = "", echo=print) -> list[dict[str, Any]]:
     """Trains every run not already finished (a finished run: evaluated at `steps`); returns their results
-    [{'variant', 'seed', 'workdir', 'wall_s' (None when reused), **run_result}]."""
+    [{'variant', 'seed', 'workdir', 'wall_s' (None when reused), **run_result}].
+    cache_dir: persistent compilation cache shared by the runs ('' = none)."""
+    env = compile_cache_env(cache_dir)
     results = []
     for i, run in enumerate(runs):
         if rerun and os.path.isdir(run.workdir):
             shutil.rmtree(run.workdir)
         found = run_result(run.workdir, steps)
-        wall = None
+        record = os.path.join(run.workdir, RUN_RECORD)
         if found is None:
             cmd = train_command(config_file, run, steps=steps, overrides=overrides, base_variant=base_variant)
             echo(f"[{i + 1}/{len(runs)}] {run.variant} seed {run.seed}: {' '.join(cmd)}")
-            wall = execute(cmd, run.workdir + ".log")
+            wall = execute(cmd, run.workdir + ".log", env=env)
             found = run_result(run.workdir, steps)
             if found is None:
                 raise RuntimeError(f"{run.workdir}: the run finished without an evaluation at step {steps}; "
                                    f"see {run.workdir}.log")
+            with open(record, "w") as f:
+                json.dump({"wall_s": wall, "command": cmd}, f)
+            reused = False
         else:
             echo(f"[{i + 1}/{len(runs)}] {run.variant} seed {run.seed}: reusing the finished run in {run.workdir}")
-        results.append({"variant": run.variant, "seed": run.seed, "workdir": run.workdir, "wall_s": wall, **found})
-        if wall is not None:
+            wall = None
+            if os.path.exists(record):
+                with open(record) as f:
+                    wall = json.load(f).get("wall_s")
+            reused = True
+        results.append({"variant": run.variant, "seed": run.seed, "workdir": run.workdir, "wall_s": wall,
+                        "reused": reused, **found})
+        if not reused:
             echo(f"    student mIoU {found['student_miou']:.2f}, teacher mIoU {found['teacher_miou']:.2f} "
                  f"({wall:.0f} s)")
     return results
