@@ -30,8 +30,16 @@ def main(argv):
 
     if flags.FLAGS.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize()
-    logging.set_verbosity(logging.INFO)
-    logging.get_absl_handler().setFormatter(None)
+    # Our progress and results at INFO; libraries (orbax logs every save at INFO) at WARNING.
+    import logging as py_logging  # noqa: PLC0415
+
+    logging.set_verbosity(logging.WARNING)
+    handler = py_logging.StreamHandler(sys.stderr)
+    handler.setFormatter(py_logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    ours = py_logging.getLogger("mofgseg")
+    ours.addHandler(handler)
+    ours.setLevel(py_logging.INFO)
+    ours.propagate = False
     from mofgseg_jax.train.loop import train_and_evaluate  # noqa: PLC0415
 
     train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
