@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import argparse  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
+import time  # noqa: E402
 
 PARTS = ("losses", "augment", "data", "step", "eval")
 
@@ -27,9 +28,14 @@ def main(argv=None) -> None:
     args, rest = parser.parse_known_args(argv)
     # Each part lives in mofgseg_jax/bench/<part>.py with `run(argv) -> dict`.
     module = importlib.import_module(f"mofgseg_jax.bench.{args.part}")
-    from mofgseg_jax.bench.common import device_info, peak_memory_bytes
+    from mofgseg_jax.bench.common import device_info, load_average, peak_memory_bytes
 
-    result = {"benchmark": args.part, **device_info(), **module.run(rest), **peak_memory_bytes()}
+    # Every part's JSON has the same frame: what ran, where, when, under how much other load.
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    load_start = load_average()
+    body = module.run(rest)
+    result = {"benchmark": args.part, "utc": started, **device_info(), **body, **peak_memory_bytes(),
+              "load_avg_start_end": [load_start, load_average()]}
     print(json.dumps(result, indent=2, sort_keys=True))
 
 

@@ -1,0 +1,89 @@
+"""Initial MOFGSeg variables drawn with NumPy on the host, with the modules' own distributions.
+
+Why: `jax.jit(model.init)` compiles one random-number kernel per parameter; on a CPU that takes
+a minute for MiT-B0 and many minutes for MiT-B5 (threefry; rbg keys are ~2x faster, still minutes
+for B5). The values of an initialisation do not matter, only their distributions, so the variables
+here come from `jax.eval_shape(model.init)` (tracing only, no compile) filled leaf by leaf with NumPy
+draws from the distribution the module declares for that leaf (`tests/test_models.py` checks each
+leaf against `model.init`'s statistics):
+
+- backbone (PyTorch MiT `_init_weights`): Dense kernels trunc-normal(0.02) truncated at ±2 std
+  (flax's `truncated_normal`); conv kernels normal(0, sqrt(2 / fan_out)), fan_out = kh*kw*out;
+  depthwise 3x3 kernels normal(0, sqrt(2 / 9)) (torch's fan_out of a depthwise conv);
+- decoder and boundary module: `ConvBNReLU` convs (`.../conv/kernel`) kaiming normal(0,
+  sqrt(2 / fan_out)); other kernels torch's default uniform(±1/sqrt(fan_in)), fan_in = kh*kw*in;
+- every bias 0; LayerNorm/BatchNorm scale 1; BatchNorm running mean 0, variance 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_TRUNC_STD = 0.02  # MiT Linear layers (mit.dense_init)
+_TRUNC_BOUND = 2.0  # flax truncated_normal: (-2, 2) in units of the std
+
+
+def _truncated_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard normal truncated to (-2, 2) by redrawing the values outside (about 5%)."""
+    x = rng.standard_normal(shape, dtype=np.float32)
+    bad = np.abs(x) >= _TRUNC_BOUND
+    while bad.any():
+        x[bad] = rng.standard_normal(int(bad.sum()), dtype=np.float32)
+        bad = np.abs(x) >= _TRUNC_BOUND
+    return x
+
+
+def leaf_rule(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[str, float]:
+    """(distribution, scale) of one variable: ('const', value) | ('normal', std) | ('trunc', std) |
+    ('uniform', bound). `path` = (collection, module names..., leaf name)."""
+    collection, name = path[0], path[-1]
+    if collection == "batch_stats":
+        return ("const", 1.0) if name == "var" else ("const", 0.0)
+    if name == "bias":
+        return ("const", 0.0)
+    if name == "scale":
+        return ("const", 1.0)
+    if name != "kernel":
+        raise ValueError(f"host_init: no initialisation rule for variable {'/'.join(path)}")
+    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+    if "backbone" in path:
+        if "dwconv" in path:
+            return ("normal", (2.0 / 9.0) ** 0.5)
+        if len(shape) == 4:
+            return ("normal", (2.0 / fan_out) ** 0.5)
+        return ("trunc", _TRUNC_STD)
+    if path[-2] == "conv":  # ConvBNReLU (mmcv ConvModule): kaiming normal, fan_out, ReLU gain
+        return ("normal", (2.0 / fan_out) ** 0.5)
+    return ("uniform", fan_in ** -0.5)  # torch default for Linear/Conv2d
+
+
+def host_init(model: Any, sample_shape: Sequence[int], seed: int | Sequence[int] = 0) -> dict[str, Any]:
+    """{'params', 'batch_stats'} of `model` as float32 NumPy arrays (no XLA compilation).
+
+    sample_shape: NHWC image shape to trace the model with (parameters do not depend on H, W).
+    seed: NumPy seed (an int or a sequence of ints, e.g. the words of a JAX key).
+    """
+    images = jax.ShapeDtypeStruct(tuple(sample_shape), jnp.float32)
+    keys = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+    shapes = jax.eval_shape(lambda x: model.init(keys, x, train=False), images)
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        names = tuple(getattr(p, "key", str(p)) for p in path)
+        kind, scale = leaf_rule(names, tuple(leaf.shape))
+        if kind == "const":
+            return np.full(leaf.shape, scale, np.float32)
+        if kind == "normal":
+            return rng.standard_normal(leaf.shape, dtype=np.float32) * np.float32(scale)
+        if kind == "trunc":
+            return _truncated_normal(rng, tuple(leaf.shape)) * np.float32(scale)
+        return rng.uniform(-scale, scale, leaf.shape).astype(np.float32)
+
+    variables = jax.tree_util.tree_map_with_path(fill, dict(shapes))
+    variables.setdefault("batch_stats", {})
+    return variables

@@ -1,0 +1,36 @@
+"""The step and eval benchmarks run end to end at a toy size and report what issue 8 asks for."""
+
+import jax
+import pytest
+
+from mofgseg_jax.bench import eval as eval_bench
+from mofgseg_jax.bench import step as step_bench
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compiles():
+    """Toy programs: skip most XLA optimisation passes (part of the jit cache key, nothing leaks)."""
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
+def test_step_benchmark_reports_timings_flops_and_memory():
+    # The semi step only (the sup step runs the same code path, minus the unlabelled losses).
+    r = step_bench.run(["--smoke", "--crop", "32", "--classes", "3", "--iters", "2", "--warmup", "1",
+                        "--modes", "semi", "--no-reference"])
+    assert r["config"]["crop"] == 32 and r["config"]["dtype"] == "float32"
+    for mode, images in (("semi", 4),):
+        t = r[f"{mode}_step"]
+        assert 0 < t["median_s"] <= t["p90_s"] and t["compile_s"] > 0 and t["cpu_median_s"] > 0
+        assert t["images_per_step"] == images and t["images_per_s"] > 0
+        assert t["flops_per_image"] > 0 and t["peak_after"]["peak_host_rss_mb"] > 0
+        assert t["timed_iters"] == 2
+
+
+def test_eval_benchmark_reports_throughput():
+    r = eval_bench.run(["--smoke", "--crop", "32", "--pad", "48", "--height", "40", "--classes", "3",
+                        "--iters", "2", "--warmup", "1"])
+    assert r["config"]["mode"] == "sliding_window" and r["config"]["models"] == 2
+    assert 0 < r["median_s"] <= r["p90_s"] and r["images_per_s"] > 0 and r["compile_s"] > 0
