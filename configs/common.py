@@ -22,7 +22,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.reinit_classifier = False  # allow a pretrained head with another class count
     config.model.embed_dim = 0  # decoder width; 0 = preset default (256 for b0/b1, 768 otherwise)
     config.model.rep_dim = 512  # representation head width for the contrastive loss
-    config.model.rep_at_stride4 = False  # keep rep at stride 4 (memory saver for the contrastive loss)
+    # Contrastive loss on the stride-4 representation (labels/probs nearest-downsampled to it) instead
+    # of rep resized to the full crop (the published code): 16x fewer pixels to sort, gather and store
+    # (B0 crop 256, 2+2 images: semi step 5.8 -> 3.1 s CPU time, peak RSS 4.0 -> 2.9 GB; issue 8).
+    # False = published behaviour.
+    config.model.rep_at_stride4 = True
     config.model.drop_path_rate = 0.1
     config.model.dropout_rate = 0.1
     config.model.depths = ()  # () = preset; a tuple overrides (tiny models for tests/demo)

@@ -129,6 +129,13 @@ def bench_ours(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     start = time.perf_counter()
     compiled = par.step.lower(holder["state"], batch, rng).compile()  # trace + lower + XLA compile
     compile_s = time.perf_counter() - start
+    rss_after_compile = peak_memory_bytes()["peak_host_rss_mb"]
+    try:
+        mem = compiled.memory_analysis()
+        xla_memory = {"temp_mb": mem.temp_size_in_bytes / 2**20, "argument_mb": mem.argument_size_in_bytes / 2**20,
+                      "output_mb": mem.output_size_in_bytes / 2**20}
+    except Exception:  # noqa: BLE001 (memory analysis is optional per backend)
+        xla_memory = None
     try:
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -146,7 +153,8 @@ def bench_ours(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     timing["compile_s"] = compile_s
     images = args.batch_labeled + (args.batch_unlabeled if mode == "semi" else 0)
     out: dict[str, Any] = {**timing, "init_s": init_s, "init": args.init, "images_per_step": images,
-                           "images_per_s": images / timing["median_s"]}
+                           "images_per_s": images / timing["median_s"], "xla_memory": xla_memory,
+                           "peak_rss_after_compile_mb": rss_after_compile}
     if flops:
         # `flops` is the per-device program; the step runs it on every device.
         total = flops * jax.device_count()

@@ -182,7 +182,9 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array, labels: jax.Array,
     # Negative classes by inverse CDF (zero-probability classes are never chosen), then a uniform
     # valid pixel of each chosen class.
     u = jax.random.uniform(key_cls, (k_cls, q, m))
-    neg_cls = jnp.sum(cdf[:, None, None, :] <= u[..., None], axis=-1, dtype=jnp.int32)
+    # = sum_k(cdf[c, k] <= u) as cdf rows are non-decreasing; a binary search instead of the
+    # [K, Q, M, K] comparison, which XLA materialised (3 x 98 MB at K=14, Q=256, M=512; issue 8).
+    neg_cls = jax.vmap(lambda row, draws: jnp.searchsorted(row, draws, side="right"))(cdf, u).astype(jnp.int32)
     neg_cls = jnp.minimum(neg_cls, last_allowed[:, None, None])
     neg_off = jax.random.randint(key_pix, (k_cls, q, m), 0, jnp.maximum(counts, 1)[neg_cls])
     neg_idx = order[jnp.clip(starts[neg_cls] + neg_off, 0, num_pixels - 1)]  # [K, Q, M]
