@@ -9,7 +9,8 @@ from mofgseg_jax.models.mit import DECODER_DIMS, PRESETS, MiT
 from mofgseg_jax.models.mofgseg import MOFGSeg
 from mofgseg_jax.models.resize import resize_bilinear
 
-# Defaults of every model_cfg key (configs/common.py holds the same values).
+# Defaults of every model_cfg key (configs/common.py holds the same values, except rep_at_stride4:
+# False here is the published network, the training config turns it on for speed and memory).
 MODEL_DEFAULTS: dict[str, Any] = dict(
     backbone="b0", num_classes=0, embed_dim=0, rep_dim=512, rep_at_stride4=False, drop_path_rate=0.1,
     dropout_rate=0.1, depths=(), dims=(), block_ln_eps=1e-6, embed_ln_eps=1e-5, dtype="float32",

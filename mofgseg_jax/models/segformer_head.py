@@ -50,6 +50,49 @@ class MLP(nn.Module):
         return nn.Dense(self.features, kernel_init=torch_default_init, dtype=self.dtype, name="proj")(x)
 
 
+class _Kernel(nn.Module):
+    """Holds a 1x1 conv kernel `[1, 1, in_features, features]` (named like nn.Conv's: `.../kernel`)."""
+
+    in_features: int
+    features: int
+
+    @nn.compact
+    def __call__(self) -> jnp.ndarray:
+        return self.param("kernel", kaiming_init, (1, 1, self.in_features, self.features))
+
+
+class LinearFuse(nn.Module):
+    """`linear_fuse`: 1x1 conv (no bias) + BN + ReLU over concat(resize(p_i)), computed as
+    sum_i resize(p_i @ W_i), W_i the rows of the kernel that multiply p_i.
+
+    parts: `[B,h_i,w_i,E_i]` maps at their own resolution, in concat order -> `[B,H,W,features]`.
+    Same function (bilinear resizing is linear and the conv is 1x1), same parameters as
+    `ConvBNReLU` (`conv/kernel`, `bn/*`). Why: the conv then runs at each stage's own resolution and
+    the `[B,H,W,sum E_i]` concatenation (64 MB at B0, 4x256², and as much for its gradient) is never
+    built; only E-channel maps are resized, as before.
+    """
+
+    features: int
+    bn_momentum: float = 0.9
+    bn_eps: float = 1e-5
+    bn_axis_name: str | None = None
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, parts: Sequence[jnp.ndarray], size: tuple[int, int], train: bool = False) -> jnp.ndarray:
+        kernel = _Kernel(sum(p.shape[-1] for p in parts), self.features, name="conv")()[0, 0]
+        dtype = self.dtype or parts[0].dtype
+        out, start = None, 0
+        for p in parts:
+            w = kernel[start:start + p.shape[-1]].astype(dtype)
+            start += p.shape[-1]
+            y = resize_bilinear(jnp.dot(p.astype(dtype), w), size, align_corners=False)
+            out = y if out is None else out + y
+        out = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_eps,
+                           axis_name=self.bn_axis_name, dtype=self.dtype, name="bn")(out)
+        return nn.relu(out)
+
+
 class SegFormerHead(nn.Module):
     """[c1..c4] -> (logits [B,H1,W1,num_classes], rep [B,H1,W1,rep_dim]) at c1's size (stride 4).
 
@@ -70,13 +113,12 @@ class SegFormerHead(nn.Module):
     @nn.compact
     def __call__(self, features: Sequence[jnp.ndarray], train: bool = False):
         size = features[0].shape[1:3]
-        projected = []
-        for i, c in enumerate(features):
-            y = MLP(self.embed_dim, dtype=self.dtype, name=f"linear_c{i + 1}")(c)
-            projected.append(resize_bilinear(y, size, align_corners=False))
-        x = jnp.concatenate(projected[::-1], axis=-1)
-        x = ConvBNReLU(self.embed_dim, 1, bn_momentum=self.bn_momentum, bn_eps=self.bn_eps,
-                       bn_axis_name=self.bn_axis_name, dtype=self.dtype, name="linear_fuse")(x, train)
+        projected = [MLP(self.embed_dim, dtype=self.dtype, name=f"linear_c{i + 1}")(c)
+                     for i, c in enumerate(features)]
+        # = ConvBNReLU(1x1) over concat of the projections resized to c1's size, in (c4, c3, c2, c1) order.
+        x = LinearFuse(self.embed_dim, bn_momentum=self.bn_momentum, bn_eps=self.bn_eps,
+                       bn_axis_name=self.bn_axis_name, dtype=self.dtype, name="linear_fuse")(
+                           projected[::-1], size, train)
         # Dropout2d: one decision per (sample, channel), shared over H and W.
         x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
         logits = nn.Conv(self.num_classes, (1, 1), kernel_init=torch_default_init, dtype=self.dtype,
