@@ -52,6 +52,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--init", default="model", choices=("model", "random"),
                    help="model: time and use model.init (as training does); random: NumPy-filled variables")
     p.add_argument("--smoke", action="store_true", help="the config's tiny ':smoke' model (tests, seconds)")
+    p.add_argument("--hf-threads", type=int, default=0,
+                   help="torch threads for the reference (0 = torch's default); 1 is steadier on a busy machine")
     p.add_argument("--peak-flops", type=float, default=0.0,
                    help="peak FLOP/s per device for MFU when the device is not in the built-in table")
     return p.parse_args(argv)
@@ -179,6 +181,8 @@ def bench_hf(args: argparse.Namespace) -> dict[str, Any] | None:
     dims, depths, dec = HF_PRESETS[args.backbone]
     cfg = SegformerConfig(hidden_sizes=dims, depths=depths, decoder_hidden_size=dec, num_labels=args.classes,
                           num_attention_heads=[1, 2, 5, 8], sr_ratios=[8, 4, 2, 1], semantic_loss_ignore_index=255)
+    if args.hf_threads:
+        torch.set_num_threads(args.hf_threads)
     torch.manual_seed(0)
     net = SegformerForSemanticSegmentation(cfg).train()
     opt = torch.optim.SGD(net.parameters(), lr=0.005, momentum=0.9, weight_decay=1e-4)
