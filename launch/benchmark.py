@@ -23,8 +23,14 @@ PARTS = ("losses", "augment", "data", "step", "eval")
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # No help option here: `PART --help` must reach the part's own parser.
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     add_help=False)
     parser.add_argument("part", choices=PARTS)
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return
     args, rest = parser.parse_known_args(argv)
     # Each part lives in mofgseg_jax/bench/<part>.py with `run(argv) -> dict`.
     module = importlib.import_module(f"mofgseg_jax.bench.{args.part}")
