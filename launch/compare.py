@@ -104,7 +104,7 @@ def main(argv=None) -> dict:
     train_seconds = sum(r["wall_s"] or 0 for r in results)  # includes reused runs' recorded times
     meta["train_wall_min"] = round(train_seconds / 60, 1)
 
-    grid = None
+    grid, seed = None, None
     if args.grid_images > 0 and "sup" in summary and "semi" in summary:
         from mofgseg_jax.experiments.figure import predict_val_images  # noqa: PLC0415
 
@@ -113,8 +113,7 @@ def main(argv=None) -> dict:
         sup = predict_val_images(by[("sup", seed)], num_images=args.grid_images, network=args.grid_network)
         semi = predict_val_images(by[("semi", seed)], num_images=args.grid_images, network=args.grid_network)
         grid = {"image": sup["image"], "label": sup["label"],
-                "columns": [(f"supervised ({args.grid_network})", sup["pred"]),
-                            (f"semi-sup. ({args.grid_network})", semi["pred"])]}
+                "columns": [("supervised", sup["pred"]), ("semi-sup.", semi["pred"])]}
     from mofgseg_jax.data.specs import load_spec  # noqa: PLC0415
     from mofgseg_jax.experiments.figure import draw  # noqa: PLC0415
 
@@ -122,7 +121,8 @@ def main(argv=None) -> dict:
                      class_names=tuple(config.data.class_names or ()))
     os.makedirs(args.out, exist_ok=True)
     figure = draw(os.path.join(args.out, "comparison.png"), summary, grid=grid, palette=spec.palette,
-                  class_names=spec.class_names, title=f"{config.data.name} {config.data.split}, {steps} steps")
+                  class_names=spec.class_names, title=f"{config.data.name} {config.data.split}, {steps} steps"
+                  + (f" (grid: {args.grid_network}, seed {seed})" if grid else ""))
     meta["total_wall_min"] = round((time.perf_counter() - start) / 60, 1)
     json_path, md_path = compare.write_results(args.out, summary, results, meta)
     print(open(md_path).read())
