@@ -65,7 +65,8 @@ def _perturb(config: Any, key: jax.Array, device_key: jax.Array, images01: jax.A
         mix_mode=aug.mix_mode, num_classes=config.model.num_classes, ignore_index=config.data.ignore_index,
         scale_range=tuple(aug.scale_range), jitter_prob=aug.jitter_prob, brightness=tuple(aug.brightness),
         contrast=tuple(aug.contrast), saturation=tuple(aug.saturation), hue=tuple(aug.hue),
-        blur_prob=aug.blur_prob, blur_sigma=tuple(aug.blur_sigma), flip_prob=aug.flip_prob)
+        blur_prob=aug.blur_prob, blur_sigma=tuple(aug.blur_sigma), blur_kernel_size=int(aug.blur_kernel_size),
+        flip_prob=aug.flip_prob)
     if aug.mix_mode not in PER_SAMPLE_MIX_MODES:
         return perturb_unlabeled(device_key, images01, labels, confidence, **kwargs)
     b = images01.shape[0]
