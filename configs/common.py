@@ -102,10 +102,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.augment.flip_prob = 0.5
 
     config.optim = ml_collections.ConfigDict()
+    config.optim.name = "sgd"  # 'sgd' (published) or 'adamw' (decoupled weight decay; the demo's from-scratch choice)
     config.optim.lr = 0.005  # backbone lr
     config.optim.lr_multi = 1.0  # decoder lr = lr * lr_multi
     config.optim.momentum = 0.9
-    config.optim.weight_decay = 1e-4  # coupled (added to the gradient), as torch.optim.SGD
+    config.optim.weight_decay = 1e-4  # sgd: coupled (added to the gradient), as torch.optim.SGD; adamw: decoupled
     config.optim.power = 0.9  # poly schedule exponent
     config.optim.accumulate_steps = 1  # micro-steps per optimiser update (optax.MultiSteps)
 

@@ -1,4 +1,4 @@
-"""The optimiser against torch.optim.SGD + poly LambdaLR, and gradient accumulation semantics."""
+"""The optimiser against torch.optim.SGD / AdamW + poly LambdaLR, and gradient accumulation semantics."""
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +61,41 @@ def test_sgd_momentum_weight_decay_poly_two_groups_matches_torch():
                           (p["decode_head"]["b"], tp["hb"])]:
             np.testing.assert_allclose(np.asarray(ours), ref.detach().numpy(), atol=1e-6, rtol=0)
 
+
+def test_adamw_decoupled_decay_poly_two_groups_matches_torch():
+    torch = pytest.importorskip("torch")
+    cfg, total = _cfg(name="adamw", lr=0.01, lr_multi=3.0), 6
+    params, x, y = _toy(1)
+    tx, _ = optim.make_optimizer(cfg, total)
+    p = jax.tree.map(jnp.asarray, params)
+    opt_state = tx.init(p)
+
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in
+          [("bw", params["backbone"]["w"]), ("hw", params["decode_head"]["w"]), ("hb", params["decode_head"]["b"])]}
+    topt = torch.optim.AdamW([{"params": [tp["bw"]], "lr": cfg.lr},
+                              {"params": [tp["hw"], tp["hb"]], "lr": cfg.lr * cfg.lr_multi}],
+                             lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(topt, lambda it: (1 - it / total) ** cfg.power)
+    tx_, ty_ = torch.tensor(x), torch.tensor(y)
+
+    for _ in range(total):
+        grads = jax.grad(_loss)(p, x, y)
+        updates, opt_state = tx.update(grads, opt_state, p)
+        p = optax.apply_updates(p, updates)
+
+        topt.zero_grad()
+        h = torch.tanh(tx_ @ tp["bw"])
+        ((h @ tp["hw"] + tp["hb"] - ty_) ** 2).mean().backward()
+        topt.step()
+        sched.step()
+        for ours, ref in [(p["backbone"]["w"], tp["bw"]), (p["decode_head"]["w"], tp["hw"]),
+                          (p["decode_head"]["b"], tp["hb"])]:
+            np.testing.assert_allclose(np.asarray(ours), ref.detach().numpy(), atol=2e-6, rtol=0)
+
+
+def test_unknown_optimizer_name_is_one_clear_error():
+    with pytest.raises(ValueError, match="optim.name"):
+        optim.make_optimizer(_cfg(name="lamb"), 5)
 
 def test_poly_schedule_values():
     sched = optim.poly_schedule(0.01, 10, 0.9)

@@ -1,5 +1,9 @@
 """The optimiser of DESIGN.md §3 step 7: SGD + momentum, coupled weight decay, poly schedule.
 
+`optim.name='adamw'` swaps SGD for AdamW (decoupled weight decay, same groups and poly schedule):
+SegFormer's own recipe, used by the demo config because a tiny MiT trained from scratch with SGD
+learns colour but not texture within a CPU-sized budget (measured; see configs/demo.py).
+
 PyTorch semantics (`torch.optim.SGD(momentum, weight_decay)` + a poly `LambdaLR` stepped once per
 iteration): the decay is added to the gradient *before* the momentum trace, and the learning rate
 multiplies the trace. Two parameter groups: `params['backbone']` at the base lr, everything else
@@ -49,20 +53,29 @@ def _sgd(schedule: optax.Schedule, momentum: float, weight_decay: float) -> opta
     )
 
 
+def _adamw(schedule: optax.Schedule, weight_decay: float) -> optax.GradientTransformation:
+    return optax.adamw(schedule, weight_decay=weight_decay)
+
+
 def make_optimizer(optim_cfg: Any, total_updates: int) -> tuple[optax.GradientTransformation, Callable]:
     """Returns (tx, backbone_schedule).
 
-    optim_cfg: `lr`, `lr_multi`, `momentum`, `weight_decay`, `power`, `accumulate_steps`.
+    optim_cfg: `name` ('sgd' | 'adamw'), `lr`, `lr_multi`, `momentum` (sgd), `weight_decay`, `power`,
+    `accumulate_steps`.
     total_updates: optimiser updates over the whole run (= train micro-steps // accumulate_steps).
     The returned schedule (of the update count) is what the step reports as `lr`.
     """
     base = poly_schedule(optim_cfg.lr, total_updates, optim_cfg.power)
     decoder = poly_schedule(optim_cfg.lr * optim_cfg.lr_multi, total_updates, optim_cfg.power)
-    tx = optax.multi_transform(
-        {BACKBONE: _sgd(base, optim_cfg.momentum, optim_cfg.weight_decay),
-         DECODER: _sgd(decoder, optim_cfg.momentum, optim_cfg.weight_decay)},
-        param_labels,
-    )
+    name = str(getattr(optim_cfg, "name", "sgd"))
+    if name == "sgd":
+        groups = {BACKBONE: _sgd(base, optim_cfg.momentum, optim_cfg.weight_decay),
+                  DECODER: _sgd(decoder, optim_cfg.momentum, optim_cfg.weight_decay)}
+    elif name == "adamw":
+        groups = {BACKBONE: _adamw(base, optim_cfg.weight_decay), DECODER: _adamw(decoder, optim_cfg.weight_decay)}
+    else:
+        raise ValueError(f"optim.name must be 'sgd' or 'adamw', got {name!r}")
+    tx = optax.multi_transform(groups, param_labels)
     k = int(getattr(optim_cfg, "accumulate_steps", 1))
     if k < 1:
         raise ValueError(f"optim.accumulate_steps must be >= 1, got {k}")
