@@ -1,7 +1,7 @@
 """python launch/train.py --config configs/demo.py --workdir runs/demo
 
 The built-in procedural demo (8 fine-grained texture classes, 96 x 96 images; mofgseg_jax/data/demo.py),
-sized to train the full method on 2 CPU cores in about ten minutes, data generation and compilation
+sized to train the full method on 2 CPU cores in under ten minutes, data generation and compilation
 included. The data is generated into `data.root` on first use (or: python launch/make_demo_data.py
 --out demo_data). Variants: `:semi` (default), `:sup` (labelled only), `:no_contrast`, `:no_boundary`,
 `:published_teacher_bn`, `:smoke` (a seconds-long run: python launch/train.py --config
@@ -29,18 +29,36 @@ def get_config(arg=None):
     config.data.batch_size_unlabeled = 8  # global
     config.data.eval_batch_size = 16
     config.data.eval_pad_size = 96  # the demo images are 96 x 96
+    # The classes within a family differ only by texture *scale* (stripe periods 1.6x apart, grain
+    # 2.2x), so the published 0.5-2x rescaling turns one class into another, and blur (sigma up to 2
+    # on 96 px images), grayscale and large hue shifts erase what separates them: demo-sized ranges
+    # for the labelled views (host) and the unlabelled perturbation (device), in every variant.
+    config.data.scale_range = (0.8, 1.25)
+    config.data.strong_view.hue = 0.05
+    config.data.strong_view.grayscale_prob = 0.0
+    config.data.strong_view.blur_prob = 0.0
+    config.augment.scale_range = (0.8, 1.25)
+    config.augment.hue = (-0.05, 0.05)
+    config.augment.blur_sigma = (0.1, 0.5)
 
     config.loss.num_queries = 64  # anchors per class (256 published; the crops here are 64 x 64)
     config.loss.num_negatives = 128
     config.loss.ohem = False
+    # A from-scratch demo teacher is almost never 0.97 sure (train/confident_ratio stays 0, so the
+    # unsupervised loss weight is 0); its pixels at >= 0.9 are ~90 % correct by the end (measured).
+    config.loss.strong_threshold = 0.9
 
-    config.optim.lr = 0.01
+    # AdamW (SegFormer's own recipe) instead of the published SGD, which fine-tunes ImageNet weights:
+    # from scratch, SGD (lr 0.01-0.2) leaves this MiT at its colour-only plateau (~18 mIoU) for
+    # thousands of steps; AdamW finds the textures within the budget (measured; README).
+    config.optim.name = "adamw"
+    config.optim.lr = 0.003
     config.optim.lr_multi = 1.0
 
     config.train.num_epochs = 0
-    config.train.num_steps = 600
+    config.train.num_steps = 1000
     config.train.log_every = 20
-    config.train.eval_every = 200
+    config.train.eval_every = 250
     config.train.checkpoint_every = 0  # at every evaluation
     config.eval.mode = "original"
     return apply_variant(config, arg)
