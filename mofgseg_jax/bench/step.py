@@ -2,12 +2,18 @@
 
     python launch/benchmark.py step                      # MiT-B0, crop 256, 2+2 images, 14 classes
     python launch/benchmark.py step --backbone b5 --crop 513 --dtype bfloat16 --no-reference
+    python launch/benchmark.py step --modes semi --profile /tmp/trace   # + a trace and the top ops
 
 Times `parallel.step` (shard_map under jit over every device, state donated) on synthetic uint8
 batches, blocking on the results: compile time, median/p90 over `--iters` steps after warm-up,
 images/s, XLA's FLOPs per step, host peak RSS after our steps. The reference, measured in the same
 run, is Hugging Face `SegformerForSemanticSegmentation` forward + backward + SGD step on the
 labelled batch at the same size (PyTorch is a test-only dependency: skipped when absent).
+
+Modes: `semi` (the full step: teacher forward, student forward on labelled + perturbed unlabelled,
+all four losses, update, EMA), `sup` (MOFGSeg on labelled images: cross-entropy + boundary Dice, the
+`:sup` baseline) and `segformer` (the same step with the boundary weight 0: encoder, decoder and
+cross-entropy only — the work the Hugging Face reference does, so its ratio compares frameworks).
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ import jax
 import numpy as np
 
 from mofgseg_jax.bench.common import peak_memory_bytes, time_calls, time_host
+from mofgseg_jax.bench.profile import top_ops, trace_steps
+
+MODES = ("semi", "sup", "segformer")
 
 # Dense peak FLOP/s per device, for MFU where the device is known (vendor datasheet numbers). float32
 # convs/matmuls run as TF32 on these GPUs at XLA's default precision, so f32 is measured against the
@@ -45,7 +54,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                    help="contrastive loss on stride-4 features (default: configs/common.py)")
     p.add_argument("--remat", action=argparse.BooleanOptionalAction, default=None,
                    help="rematerialise the transformer blocks (default: configs/common.py)")
-    p.add_argument("--modes", default="semi,sup", help="comma-separated: semi, sup")
+    p.add_argument("--modes", default="semi,sup,segformer", help="comma-separated: " + ", ".join(MODES))
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-reference", action="store_true", help="skip the Hugging Face reference")
@@ -54,6 +63,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="the config's tiny ':smoke' model (tests, seconds)")
     p.add_argument("--hf-threads", type=int, default=0,
                    help="torch threads for the reference (0 = torch's default); 1 is steadier on a busy machine")
+    p.add_argument("--profile", default="",
+                   help="directory: also write a jax.profiler (Perfetto) trace of 3 steps per mode there, "
+                        "and report the costliest XLA ops")
     p.add_argument("--peak-flops", type=float, default=0.0,
                    help="peak FLOP/s per device for MFU when the device is not in the built-in table")
     return p.parse_args(argv)
@@ -75,7 +87,9 @@ def _config(args: argparse.Namespace, mode: str):
     c.data.crop_size = args.crop
     c.data.batch_size_labeled = args.batch_labeled
     c.data.batch_size_unlabeled = args.batch_unlabeled
-    c.train.mode = mode
+    c.train.mode = "sup" if mode == "segformer" else mode
+    if mode == "segformer":
+        c.loss.boundary_weight = 0.0  # the EAM is then never run; rep head output unused (dead code)
     c.train.num_steps = 1000
     return c
 
@@ -123,7 +137,7 @@ def bench_ours(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     state = create_train_state(config, model, None, (1, args.crop, args.crop, 3), variables=variables)
     par = parallel.make_parallel(config, make_train_step(config, model))
     host_batch = _batch(args)
-    if mode == "sup":
+    if mode != "semi":
         host_batch = {"labeled": host_batch["labeled"]}
     batch = par.put_batch(host_batch)
     rng = jax.random.key(0)
@@ -167,6 +181,10 @@ def bench_ours(args: argparse.Namespace, mode: str) -> dict[str, Any]:
                                          if name in kind and dt == args.dtype), None)
         out["mfu"] = total / timing["median_s"] / (peak * jax.device_count()) if peak else None
         out["achieved_gflops_per_s"] = total / timing["median_s"] / 1e9
+    if args.profile:
+        trace_dir = f"{args.profile.rstrip('/')}/{mode}"
+        out["profile"] = {"trace_dir": trace_dir,
+                          "top_ops_ms_per_step": top_ops(trace_steps(one, trace_dir, steps=3), compiled, steps=3)}
     out["final_loss"] = float(jax.device_get(one()["loss"]))
     out["peak_after"] = peak_memory_bytes()  # process-wide peak so far (run semi first to isolate it)
     return out
@@ -213,8 +231,8 @@ def run(argv: list[str]) -> dict[str, Any]:
                                          "dtype": args.dtype, "rep_at_stride4": bool(effective.model.rep_at_stride4),
                                          "remat": bool(effective.model.remat), "smoke": bool(args.smoke)}}
     for mode in [m for m in args.modes.split(",") if m]:
-        if mode not in ("semi", "sup"):
-            raise ValueError(f"--modes: unknown mode {mode!r} (semi, sup)")
+        if mode not in MODES:
+            raise ValueError(f"--modes: unknown mode {mode!r} ({', '.join(MODES)})")
         result[f"{mode}_step"] = bench_ours(args, mode)
     result["ours_peak"] = peak_memory_bytes()
     if not args.no_reference:
@@ -223,7 +241,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             result["hf_reference"] = "skipped: torch/transformers not installed"
         else:
             result["hf_reference"] = hf
-            for mode in ("semi", "sup"):
+            for mode in MODES:
                 if f"{mode}_step" in result:
                     result[f"{mode}_vs_hf"] = result[f"{mode}_step"]["median_s"] / hf["median_s"]
                     # Same ratio in process CPU time: robust to other load on a shared machine.
