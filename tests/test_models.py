@@ -165,3 +165,24 @@ def test_bad_config_is_one_clear_error():
         build_model(dict(backbone="b0", num_classes=0))
     with pytest.raises(ValueError, match="divisible"):
         build_model(dict(TINY, dims=(16, 32, 64, 128))).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+
+
+def test_depthwise_conv_value_and_gradients_match_a_grouped_convolution():
+    from mofgseg_jax.models.mit import depthwise3x3
+
+    rs = np.random.RandomState(3)
+    x = jnp.asarray(rs.randn(2, 9, 13, 6), jnp.float32)
+    kernel = jnp.asarray(rs.randn(3, 3, 6), jnp.float32)
+
+    def grouped(x, k):  # XLA's own grouped convolution: an independent path
+        return jax.lax.conv_general_dilated(x, k[:, :, None, :], (1, 1), ((1, 1), (1, 1)),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=6)
+
+    def loss(conv):
+        return lambda x, k: jnp.sum(jnp.sin(conv(x, k)) * jnp.arange(6.0))
+
+    np.testing.assert_allclose(depthwise3x3(x, kernel), grouped(x, kernel), atol=1e-5)
+    ours = jax.grad(loss(depthwise3x3), (0, 1))(x, kernel)
+    reference = jax.grad(loss(grouped), (0, 1))(x, kernel)
+    for a, b in zip(ours, reference):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
