@@ -59,8 +59,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-reference", action="store_true", help="skip the Hugging Face reference")
-    p.add_argument("--init", default="model", choices=("model", "random"),
-                   help="model: time and use model.init (as training does); random: NumPy-filled variables")
     p.add_argument("--smoke", action="store_true", help="the config's tiny ':smoke' model (tests, seconds)")
     p.add_argument("--hf-threads", type=int, default=0,
                    help="torch threads for the reference (0 = torch's default); 1 is steadier on a busy machine")
@@ -95,23 +93,6 @@ def _config(args: argparse.Namespace, mode: str):
     return c
 
 
-def _random_variables(model: Any, crop: int, seed: int = 0) -> dict[str, Any]:
-    """Model-shaped variables from NumPy (skips compiling model.init, which does not affect step time)."""
-    shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
-                                               np.zeros((1, crop, crop, 3), np.float32), train=False))
-    rs = np.random.RandomState(seed)
-
-    def fill(path, leaf):
-        name = jax.tree_util.keystr(path)
-        if "var" in name or "scale" in name:
-            return np.ones(leaf.shape, np.float32)
-        if "bias" in name or "mean" in name:
-            return np.zeros(leaf.shape, np.float32)
-        return (rs.randn(*leaf.shape) * 0.02).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(fill, dict(shapes))
-
-
 def _batch(args: argparse.Namespace, seed: int = 0) -> dict[str, Any]:
     rs = np.random.RandomState(seed)
     bl, bu, s = args.batch_labeled, args.batch_unlabeled, args.crop
@@ -130,10 +111,7 @@ def bench_ours(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     config = _config(args, mode)
     model = build_model(config.model, bn_axis_name=AXIS)
     start = time.perf_counter()
-    if args.init == "model":
-        variables = jax.block_until_ready(init_variables(model, jax.random.key(0), (1, args.crop, args.crop, 3)))
-    else:
-        variables = _random_variables(model, args.crop)
+    variables = jax.block_until_ready(init_variables(model, jax.random.key(0), (1, args.crop, args.crop, 3)))
     init_s = time.perf_counter() - start
     state = create_train_state(config, model, None, (1, args.crop, args.crop, 3), variables=variables)
     par = parallel.make_parallel(config, make_train_step(config, model))
@@ -171,7 +149,7 @@ def bench_ours(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     timing["first_call_s"] = timing.pop("compile_s")
     timing["compile_s"] = compile_s
     images = args.batch_labeled + (args.batch_unlabeled if mode == "semi" else 0)
-    out: dict[str, Any] = {**timing, "init_s": init_s, "init": args.init, "images_per_step": images,
+    out: dict[str, Any] = {**timing, "init_s": init_s, "images_per_step": images,
                            "images_per_s": images / timing["median_s"], "xla_memory": xla_memory,
                            "peak_rss_after_compile_mb": rss_after_compile}
     if flops:
