@@ -17,11 +17,14 @@ def fast_compiles():
 
 
 def test_step_benchmark_reports_timings_flops_and_memory():
-    # The semi step only (the sup step runs the same code path, minus the unlabelled losses).
+    # The semi step and the reference-equivalent segformer step (sup runs the same code path as
+    # segformer plus the boundary module).
     r = step_bench.run(["--smoke", "--crop", "32", "--classes", "3", "--iters", "2", "--warmup", "1",
-                        "--modes", "semi", "--no-reference"])
+                        "--modes", "semi,segformer", "--no-reference"])
     assert r["config"]["crop"] == 32 and r["config"]["dtype"] == "float32"
-    for mode, images in (("semi", 4),):
+    # Without the boundary module, the representation head and the unlabelled branch, far fewer FLOPs.
+    assert r["segformer_step"]["flops_per_image"] < 0.5 * r["semi_step"]["flops_per_image"]
+    for mode, images in (("semi", 4), ("segformer", 2)):
         t = r[f"{mode}_step"]
         assert 0 < t["median_s"] <= t["p90_s"] and t["compile_s"] > 0 and t["cpu_median_s"] > 0
         assert t["images_per_step"] == images and t["images_per_s"] > 0

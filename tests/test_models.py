@@ -82,6 +82,25 @@ def test_train_mode_updates_batch_stats_and_draws_dropout_from_the_rng():
     assert float(jnp.max(jnp.abs(out_a["logits"] - out_b["logits"]))) > 1e-3  # dropout / drop path differ
 
 
+
+def test_edge_images_limits_the_boundary_module_to_the_leading_images():
+    model, variables, x = _tiny()
+    full = _eval_out()
+    first = jax.jit(lambda v, x: model.apply(v, x, train=False, edge_images=1))(variables, x)
+    assert first["edge"].shape == (1, H, W, 1)
+    np.testing.assert_allclose(first["edge"], full["edge"][:1], atol=1e-6)
+    np.testing.assert_array_equal(first["logits"], full["logits"])
+    none = jax.jit(lambda v, x: model.apply(v, x, train=False, edge_images=0))(variables, x)
+    assert "edge" not in none
+    # In training, the boundary BatchNorm statistics come from those images only; the whole
+    # batch_stats tree is still returned, so the train state keeps its structure.
+    _, mutated = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(0)},
+                             mutable=["batch_stats"], edge_images=0)
+    assert jax.tree.structure(mutated["batch_stats"]) == jax.tree.structure(variables["batch_stats"])
+    unchanged = jax.tree.map(lambda a, b: bool(jnp.all(a == b)), mutated["batch_stats"]["boundary"],
+                             variables["batch_stats"]["boundary"])
+    assert all(jax.tree.leaves(unchanged))
+
 def test_bfloat16_compute_with_remat_keeps_float32_params_and_outputs():
     _, variables, x = _tiny()
     bf16 = build_model(dict(TINY, dtype="bfloat16", remat=True))
@@ -146,3 +165,24 @@ def test_bad_config_is_one_clear_error():
         build_model(dict(backbone="b0", num_classes=0))
     with pytest.raises(ValueError, match="divisible"):
         build_model(dict(TINY, dims=(16, 32, 64, 128))).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+
+
+def test_depthwise_conv_value_and_gradients_match_a_grouped_convolution():
+    from mofgseg_jax.models.mit import depthwise3x3
+
+    rs = np.random.RandomState(3)
+    x = jnp.asarray(rs.randn(2, 9, 13, 6), jnp.float32)
+    kernel = jnp.asarray(rs.randn(3, 3, 6), jnp.float32)
+
+    def grouped(x, k):  # XLA's own grouped convolution: an independent path
+        return jax.lax.conv_general_dilated(x, k[:, :, None, :], (1, 1), ((1, 1), (1, 1)),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=6)
+
+    def loss(conv):
+        return lambda x, k: jnp.sum(jnp.sin(conv(x, k)) * jnp.arange(6.0))
+
+    np.testing.assert_allclose(depthwise3x3(x, kernel), grouped(x, kernel), atol=1e-5)
+    ours = jax.grad(loss(depthwise3x3), (0, 1))(x, kernel)
+    reference = jax.grad(loss(grouped), (0, 1))(x, kernel)
+    for a, b in zip(ours, reference):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)

@@ -11,7 +11,7 @@ import pytest
 from configs.common import apply_variant, base_config
 from mofgseg_jax.models import build_model
 from mofgseg_jax.train import parallel
-from mofgseg_jax.train.state import create_train_state
+from mofgseg_jax.train.state import create_train_state, init_variables
 from mofgseg_jax.train.step import check_finite, make_train_step
 
 CROP, CLASSES = 32, 3
@@ -61,22 +61,8 @@ def fake_batch(seed=0, bl=2, bu=2):
 
 
 def numpy_variables(model, seed=0):
-    """Variables with the model's shapes, filled by NumPy: skips compiling the RNG-heavy `model.init`
-    (tens of seconds on 2 CPU cores); these tests do not depend on the initial distribution."""
-    shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
-                                               np.zeros((1, CROP, CROP, 3), np.float32), train=False))
-    rs = np.random.RandomState(seed)
-
-    def fill(path, leaf):
-        name = jax.tree_util.keystr(path)
-        if "var" in name or "scale" in name:
-            return np.ones(leaf.shape, np.float32)
-        if "bias" in name or "mean" in name:
-            return np.zeros(leaf.shape, np.float32)
-        fan_in = int(np.prod(leaf.shape[:-1])) or 1
-        return (rs.randn(*leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(fill, dict(shapes))
+    """The model's initial variables, drawn on the host (no compile of the RNG-heavy `model.init`)."""
+    return init_variables(model, jax.random.key(seed), (1, CROP, CROP, 3))
 
 
 def host_state(config):

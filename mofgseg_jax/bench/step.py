@@ -2,12 +2,18 @@
 
     python launch/benchmark.py step                      # MiT-B0, crop 256, 2+2 images, 14 classes
     python launch/benchmark.py step --backbone b5 --crop 513 --dtype bfloat16 --no-reference
+    python launch/benchmark.py step --modes semi --profile /tmp/trace   # + a trace and the top ops
 
 Times `parallel.step` (shard_map under jit over every device, state donated) on synthetic uint8
 batches, blocking on the results: compile time, median/p90 over `--iters` steps after warm-up,
 images/s, XLA's FLOPs per step, host peak RSS after our steps. The reference, measured in the same
 run, is Hugging Face `SegformerForSemanticSegmentation` forward + backward + SGD step on the
 labelled batch at the same size (PyTorch is a test-only dependency: skipped when absent).
+
+Modes: `semi` (the full step: teacher forward, student forward on labelled + perturbed unlabelled,
+all four losses, update, EMA), `sup` (MOFGSeg on labelled images: cross-entropy + boundary Dice, the
+`:sup` baseline) and `segformer` (the same step with the boundary weight 0: encoder, decoder and
+cross-entropy only — the work the Hugging Face reference does, so its ratio compares frameworks).
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ import jax
 import numpy as np
 
 from mofgseg_jax.bench.common import peak_memory_bytes, time_calls, time_host
+from mofgseg_jax.bench.profile import top_ops, trace_steps
+from mofgseg_jax.train.host_memory import release_free_memory
+
+MODES = ("semi", "sup", "segformer")
 
 # Dense peak FLOP/s per device, for MFU where the device is known (vendor datasheet numbers). float32
 # convs/matmuls run as TF32 on these GPUs at XLA's default precision, so f32 is measured against the
@@ -45,15 +55,16 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                    help="contrastive loss on stride-4 features (default: configs/common.py)")
     p.add_argument("--remat", action=argparse.BooleanOptionalAction, default=None,
                    help="rematerialise the transformer blocks (default: configs/common.py)")
-    p.add_argument("--modes", default="semi,sup", help="comma-separated: semi, sup")
+    p.add_argument("--modes", default="semi,sup,segformer", help="comma-separated: " + ", ".join(MODES))
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-reference", action="store_true", help="skip the Hugging Face reference")
-    p.add_argument("--init", default="model", choices=("model", "random"),
-                   help="model: time and use model.init (as training does); random: NumPy-filled variables")
     p.add_argument("--smoke", action="store_true", help="the config's tiny ':smoke' model (tests, seconds)")
     p.add_argument("--hf-threads", type=int, default=0,
                    help="torch threads for the reference (0 = torch's default); 1 is steadier on a busy machine")
+    p.add_argument("--profile", default="",
+                   help="directory: also write a jax.profiler (Perfetto) trace of 3 steps per mode there, "
+                        "and report the costliest XLA ops")
     p.add_argument("--peak-flops", type=float, default=0.0,
                    help="peak FLOP/s per device for MFU when the device is not in the built-in table")
     return p.parse_args(argv)
@@ -75,26 +86,11 @@ def _config(args: argparse.Namespace, mode: str):
     c.data.crop_size = args.crop
     c.data.batch_size_labeled = args.batch_labeled
     c.data.batch_size_unlabeled = args.batch_unlabeled
-    c.train.mode = mode
+    c.train.mode = "sup" if mode == "segformer" else mode
+    if mode == "segformer":
+        c.loss.boundary_weight = 0.0  # the EAM is then never run; rep head output unused (dead code)
     c.train.num_steps = 1000
     return c
-
-
-def _random_variables(model: Any, crop: int, seed: int = 0) -> dict[str, Any]:
-    """Model-shaped variables from NumPy (skips compiling model.init, which does not affect step time)."""
-    shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
-                                               np.zeros((1, crop, crop, 3), np.float32), train=False))
-    rs = np.random.RandomState(seed)
-
-    def fill(path, leaf):
-        name = jax.tree_util.keystr(path)
-        if "var" in name or "scale" in name:
-            return np.ones(leaf.shape, np.float32)
-        if "bias" in name or "mean" in name:
-            return np.zeros(leaf.shape, np.float32)
-        return (rs.randn(*leaf.shape) * 0.02).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(fill, dict(shapes))
 
 
 def _batch(args: argparse.Namespace, seed: int = 0) -> dict[str, Any]:
@@ -115,23 +111,22 @@ def bench_ours(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     config = _config(args, mode)
     model = build_model(config.model, bn_axis_name=AXIS)
     start = time.perf_counter()
-    if args.init == "model":
-        variables = jax.block_until_ready(init_variables(model, jax.random.key(0), (1, args.crop, args.crop, 3)))
-    else:
-        variables = _random_variables(model, args.crop)
+    variables = jax.block_until_ready(init_variables(model, jax.random.key(0), (1, args.crop, args.crop, 3)))
     init_s = time.perf_counter() - start
     state = create_train_state(config, model, None, (1, args.crop, args.crop, 3), variables=variables)
     par = parallel.make_parallel(config, make_train_step(config, model))
     host_batch = _batch(args)
-    if mode == "sup":
+    if mode != "semi":
         host_batch = {"labeled": host_batch["labeled"]}
     batch = par.put_batch(host_batch)
     rng = jax.random.key(0)
     holder = {"state": par.put_state(state)}
+    del state, variables  # the device copy is what training keeps; free the host one
     start = time.perf_counter()
     compiled = par.step.lower(holder["state"], batch, rng).compile()  # trace + lower + XLA compile
     compile_s = time.perf_counter() - start
     rss_after_compile = peak_memory_bytes()["peak_host_rss_mb"]
+    release_free_memory()  # as the training loop does after its first step
     try:
         mem = compiled.memory_analysis()
         xla_memory = {"temp_mb": mem.temp_size_in_bytes / 2**20, "argument_mb": mem.argument_size_in_bytes / 2**20,
@@ -154,7 +149,7 @@ def bench_ours(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     timing["first_call_s"] = timing.pop("compile_s")
     timing["compile_s"] = compile_s
     images = args.batch_labeled + (args.batch_unlabeled if mode == "semi" else 0)
-    out: dict[str, Any] = {**timing, "init_s": init_s, "init": args.init, "images_per_step": images,
+    out: dict[str, Any] = {**timing, "init_s": init_s, "images_per_step": images,
                            "images_per_s": images / timing["median_s"], "xla_memory": xla_memory,
                            "peak_rss_after_compile_mb": rss_after_compile}
     if flops:
@@ -167,6 +162,10 @@ def bench_ours(args: argparse.Namespace, mode: str) -> dict[str, Any]:
                                          if name in kind and dt == args.dtype), None)
         out["mfu"] = total / timing["median_s"] / (peak * jax.device_count()) if peak else None
         out["achieved_gflops_per_s"] = total / timing["median_s"] / 1e9
+    if args.profile:
+        trace_dir = f"{args.profile.rstrip('/')}/{mode}"
+        out["profile"] = {"trace_dir": trace_dir,
+                          "top_ops_ms_per_step": top_ops(trace_steps(one, trace_dir, steps=3), compiled, steps=3)}
     out["final_loss"] = float(jax.device_get(one()["loss"]))
     out["peak_after"] = peak_memory_bytes()  # process-wide peak so far (run semi first to isolate it)
     return out
@@ -213,8 +212,8 @@ def run(argv: list[str]) -> dict[str, Any]:
                                          "dtype": args.dtype, "rep_at_stride4": bool(effective.model.rep_at_stride4),
                                          "remat": bool(effective.model.remat), "smoke": bool(args.smoke)}}
     for mode in [m for m in args.modes.split(",") if m]:
-        if mode not in ("semi", "sup"):
-            raise ValueError(f"--modes: unknown mode {mode!r} (semi, sup)")
+        if mode not in MODES:
+            raise ValueError(f"--modes: unknown mode {mode!r} ({', '.join(MODES)})")
         result[f"{mode}_step"] = bench_ours(args, mode)
     result["ours_peak"] = peak_memory_bytes()
     if not args.no_reference:
@@ -223,7 +222,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             result["hf_reference"] = "skipped: torch/transformers not installed"
         else:
             result["hf_reference"] = hf
-            for mode in ("semi", "sup"):
+            for mode in MODES:
                 if f"{mode}_step" in result:
                     result[f"{mode}_vs_hf"] = result[f"{mode}_step"]["median_s"] / hf["median_s"]
                     # Same ratio in process CPU time: robust to other load on a shared machine.

@@ -33,6 +33,7 @@ import numpy as np
 from mofgseg_jax.train import checkpoint as ckpt
 from mofgseg_jax.train import evaluate as ev
 from mofgseg_jax.train import tb
+from mofgseg_jax.train.host_memory import release_free_memory
 
 log = logging.getLogger("mofgseg")
 
@@ -286,6 +287,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             if batch_hook is not None:
                 batch_hook(step + 1, batch)
             state, metrics = parallel.step(state, parallel.put_batch(batch), train_rng)
+            if step == start_step:  # the first call compiled the step: hand the compiler's memory back
+                release_free_memory()
             step += 1
             if state_hook is not None:
                 state_hook(step, state)

@@ -139,7 +139,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
         if semi:
             x_u = _to_unit(batch["unlabeled"]["image"])
             teacher_vars = {"params": state.teacher["params"], "batch_stats": state.teacher["batch_stats"]}
-            t_logits = model.apply(teacher_vars, normalize(x_u), train=False)["logits"]
+            t_logits = model.apply(teacher_vars, normalize(x_u), train=False, edge_images=0)["logits"]
             t_prob = jax.nn.softmax(jax.lax.stop_gradient(t_logits).astype(jnp.float32), axis=-1)
             confidence = jnp.max(t_prob, axis=-1)
             pseudo = jnp.argmax(t_prob, axis=-1).astype(jnp.int32)
@@ -153,7 +153,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
         def loss_fn(params):
             variables = {"params": params, "batch_stats": state.batch_stats}
             out, mutated = model.apply(variables, images, train=True, rngs={"dropout": dropout_key},
-                                       mutable=["batch_stats"])
+                                       mutable=["batch_stats"], edge_images=bl if w_bnd else 0)
             logits = out["logits"]
             zero = jnp.zeros((), jnp.float32)
             terms = {"supervised_loss": zero, "boundary_loss": zero, "unsupervised_loss": zero,
@@ -162,7 +162,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
             if w_sup:
                 terms["supervised_loss"] = supervised_loss(logits[:bl], y_l)
             if w_bnd:
-                terms["boundary_loss"] = boundary_loss.dice_loss(out["edge"][:bl], edge_t)
+                terms["boundary_loss"] = boundary_loss.dice_loss(out["edge"], edge_t)
             if semi and w_uns:
                 terms["unsupervised_loss"] = pseudo_label_loss(logits[bl:], y_s, c_s,
                                                                strong_threshold=lc.strong_threshold,
