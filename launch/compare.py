@@ -8,6 +8,7 @@
   --set key=value                 any further config override for every run (repeatable)
   --out DIR                       results.json, results.md, comparison.png; runs in DIR/runs/<variant>_seed<k>
   --rerun                         retrain runs that already finished (default: reuse them)
+  --no_train                      only summarise the finished runs (the others are left out, not trained)
   --compilation_cache DIR         persistent XLA cache shared by the runs (default OUT/jax_cache; 'none')
 
 Every run is `launch/train.py` in its own subprocess, so an interrupted comparison resumes where it
@@ -47,6 +48,7 @@ def parse_args(argv):
     p.add_argument("--out", default="runs/compare")
     p.add_argument("--runs_dir", default="", help="default: OUT/runs")
     p.add_argument("--rerun", action="store_true")
+    p.add_argument("--no_train", action="store_true", help="summarise finished runs only; train nothing")
     p.add_argument("--compilation_cache", default="", help="persistent XLA cache shared by the runs "
                    "(default: OUT/jax_cache; 'none' to disable)")
     p.add_argument("--grid_images", type=int, default=4, help="validation images in the figure (0 = none)")
@@ -94,7 +96,9 @@ def main(argv=None) -> dict:
             print(f"generated the demo dataset in {root} ({time.perf_counter() - t0:.0f} s)")
 
     results = compare.run_all(args.config, runs, steps=steps, overrides=args.overrides, rerun=args.rerun,
-                               base_variant=args.base_variant, cache_dir=cache_dir)
+                               base_variant=args.base_variant, cache_dir=cache_dir, train_missing=not args.no_train)
+    if not results:
+        raise SystemExit(f"error: no finished run in {runs_dir} for --variants {args.variants} --seeds {args.seeds}")
     summary = compare.summarize(results, args.variant_list)
     meta = {"title": args.title or f"{os.path.basename(args.config)}: supervised vs semi-supervised, split {config.data.split}",
             "command": " ".join(["python", "launch/compare.py"] + (sys.argv[1:] if argv is None else list(argv))),

@@ -54,6 +54,13 @@ def test_finished_runs_are_reused_without_training(tmp_path):
     assert [(r["variant"], r["student_miou"], r["reused"]) for r in results] == [("sup", 30.0, True), ("semi", 36.0, True)]
 
 
+def test_no_train_leaves_unfinished_runs_out_instead_of_training(tmp_path):
+    runs = compare.plan_runs(["sup", "semi"], [0, 1], str(tmp_path))
+    _write_run(runs[0].workdir, 8, 30.0, 31.0)  # only sup seed 0 finished
+    results = compare.run_all("no/such/config.py", runs, steps=8, train_missing=False, echo=lambda *_: None)
+    assert [(r["variant"], r["seed"]) for r in results] == [("sup", 0)]
+
+
 def test_train_command_pins_seed_steps_and_variant():
     run = compare.Run("no_contrast", 2, "/w/no_contrast_seed2")
     cmd = compare.train_command("configs/demo.py", run, steps=300, overrides={"optim.lr": "0.02"},

@@ -151,10 +151,13 @@ def compile_cache_env(cache_dir: str) -> dict[str, str]:
 
 
 def run_all(config_file: str, runs: Sequence[Run], *, steps: int, overrides: Mapping[str, str] = (),
-            rerun: bool = False, base_variant: str = "", cache_dir: str = "", echo=print) -> list[dict[str, Any]]:
+            rerun: bool = False, base_variant: str = "", cache_dir: str = "", train_missing: bool = True,
+            echo=print) -> list[dict[str, Any]]:
     """Trains every run not already finished (a finished run: evaluated at `steps`); returns their results
     [{'variant', 'seed', 'workdir', 'wall_s' (None when reused), **run_result}].
-    cache_dir: persistent compilation cache shared by the runs ('' = none)."""
+    cache_dir: persistent compilation cache shared by the runs ('' = none).
+    train_missing: False = only collect finished runs, leaving the others out (a partial summary, e.g.
+    of runs trained by several comparisons side by side)."""
     env = compile_cache_env(cache_dir)
     results = []
     for i, run in enumerate(runs):
@@ -162,6 +165,9 @@ def run_all(config_file: str, runs: Sequence[Run], *, steps: int, overrides: Map
             shutil.rmtree(run.workdir)
         found = run_result(run.workdir, steps)
         record = os.path.join(run.workdir, RUN_RECORD)
+        if found is None and not train_missing:
+            echo(f"[{i + 1}/{len(runs)}] {run.variant} seed {run.seed}: not finished, left out")
+            continue
         if found is None:
             cmd = train_command(config_file, run, steps=steps, overrides=overrides, base_variant=base_variant)
             echo(f"[{i + 1}/{len(runs)}] {run.variant} seed {run.seed}: {' '.join(cmd)}")
