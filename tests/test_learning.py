@@ -14,8 +14,9 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 STEPS = 200
-# Measured (2026-11, 2 CPU cores): 19-20 mIoU after 200 steps with these settings; an untrained
-# network scores ~7. The bar sits between, with room for seed/platform noise.
+# Measured (2026-11-27, 2 CPU cores, the AdamW demo config): 24.4 mIoU after 200 steps (19-20 with the
+# earlier SGD config); an untrained network scores ~7. The bar sits between, with room for seed/platform
+# noise.
 MIN_MIOU = 16.0
 
 
@@ -45,12 +46,7 @@ def test_short_supervised_demo_run_learns_well_above_chance(demo_root, tmp_path)
     config.train.eval_every = STEPS
     config.train.log_every = 50
     config.train.num_predictions_logged = 0
-    # Mild augmentation: the published strong colour view (hue, grayscale, blur up to sigma 2) and
-    # 0.5-2x rescaling slow learning on 96 px textures whose classes differ by scale (measured).
-    config.data.scale_range = (0.8, 1.25)
-    config.data.strong_view.jitter_prob = 0.0
-    config.data.strong_view.grayscale_prob = 0.0
-    config.data.strong_view.blur_prob = 0.0
+    config.data.strong_view.jitter_prob = 0.0  # the fastest signal; the demo's other ranges are already mild
     summary = train_and_evaluate(config, str(tmp_path / "run"))
     assert summary["step"] == STEPS
     assert summary["student"]["miou"] > MIN_MIOU, summary["student"]
