@@ -168,7 +168,7 @@ def iou_from_confusion(confusion: np.ndarray) -> tuple[float, np.ndarray]:
 
 def logits_fn_for(model: Any, variables: Any) -> LogitsFn:
     """Inference-mode logits of a MOFGSeg module with `variables` = {'params', 'batch_stats'}."""
-    return lambda images: model.apply(variables, images, train=False, edge_images=0)["logits"]
+    return lambda images: model.apply(variables, images, train=False)["logits"]
 
 
 def make_eval_step(model: Any, mesh: Mesh, *, mode: str, crop_size: int, num_classes: int,
