@@ -145,6 +145,21 @@ def test_resuming_with_a_shape_changing_config_is_refused_by_name(tmp_path, tmp_
         loop.train_and_evaluate(config, str(tmp_path))
 
 
+def test_a_corrupt_stored_config_is_a_one_line_error_and_left_in_place(tmp_path):
+    (tmp_path / "config.json").write_text('{"optim": {"lr": 0.')  # an interrupted write
+    with pytest.raises(ValueError, match=r"config.json: cannot read the stored config"):
+        loop.write_config({"optim": {"lr": 0.1}}, str(tmp_path), resuming=True)
+    assert (tmp_path / "config.json").read_text() == '{"optim": {"lr": 0.'
+
+
+def test_a_changed_config_keeps_the_previous_one_beside_it(tmp_path):
+    loop.write_config({"optim": {"lr": 0.1}}, str(tmp_path), resuming=False)
+    loop.write_config({"optim": {"lr": 0.2}}, str(tmp_path), resuming=True)
+    assert json.loads((tmp_path / "config.json").read_text()) == {"optim": {"lr": 0.2}}
+    assert json.loads((tmp_path / "config.previous.json").read_text()) == {"optim": {"lr": 0.1}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "config.previous.json"]
+
+
 def test_config_differences_lists_changed_keys():
     old = {"optim": {"lr": 0.1}, "model": {"dims": [1, 2]}}
     new = {"optim": {"lr": 0.2}, "model": {"dims": [1, 2]}, "seed": 1}

@@ -71,26 +71,38 @@ def config_differences(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
 
 
 def write_config(config_dict: dict, workdir: str, *, resuming: bool) -> None:
-    """Writes `<workdir>/config.json`; when resuming, checks it against the stored one first."""
+    """Writes `<workdir>/config.json`; when resuming, checks it against the stored one first.
+
+    Every process reads the stored file before process 0 replaces it (a barrier between): all of
+    them then take the same decision, and none reads a half-written file.
+    """
     path = os.path.join(workdir, CONFIG_FILE)
+    old = None
     if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        diff = config_differences(old, config_dict)
-        if diff and resuming:
-            shape = {k: v for k, v in diff.items() if k in SHAPE_KEYS}
-            if shape:
-                changes = "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in shape.items())
-                raise ValueError(
-                    f"{path}: this run resumes the checkpoints in {workdir}, but its config changes parameter "
-                    f"shapes ({changes}). Resume with the original config, or use a new --workdir.")
-            log.warning("resuming with a config that differs from %s: %s", path,
-                        "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in diff.items()))
-        if diff and jax.process_index() == 0:
-            os.replace(path, os.path.join(workdir, "config.previous.json"))
+        try:
+            with open(path) as f:
+                old = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: cannot read the stored config ({e}); move it away to start over") from e
+    _barrier("mofgseg_config_read")
+    diff = config_differences(old, config_dict) if old is not None else {}
+    if diff and resuming:
+        shape = {k: v for k, v in diff.items() if k in SHAPE_KEYS}
+        if shape:
+            changes = "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in shape.items())
+            raise ValueError(
+                f"{path}: this run resumes the checkpoints in {workdir}, but its config changes parameter "
+                f"shapes ({changes}). Resume with the original config, or use a new --workdir.")
+        log.warning("resuming with a config that differs from %s: %s", path,
+                    "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in diff.items()))
     if jax.process_index() == 0:
-        with open(path, "w") as f:
+        if diff:
+            os.replace(path, os.path.join(workdir, "config.previous.json"))
+        # Written beside and renamed: an interrupted write never leaves a truncated config.json.
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
             json.dump(config_dict, f, indent=2, sort_keys=True)
+        os.replace(tmp, path)
 
 
 def _run_length(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
