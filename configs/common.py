@@ -76,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.unsupervised_weight = 1.0
     config.loss.contrastive_weight = 1.0
     config.loss.boundary_weight = 1.0
+    # Sigmoid ramp-up exp(-5 (1 - t/T)^2) of the unsupervised and contrastive weights over the first
+    # T updates (Laine & Aila 2017); 0 = full weight from the first step, as published.
+    config.loss.semi_rampup_steps = 0
     config.loss.ohem = False  # OHEM variant of the supervised loss
     config.loss.ohem_thresh = 0.7
     config.loss.ohem_min_kept = 100000

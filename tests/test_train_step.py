@@ -155,11 +155,25 @@ def test_metrics_report_every_loss_lr_and_confidence(semi_two_devices):
     r = semi_two_devices
     m = r["metrics"][0]
     for key in ("loss", "supervised_loss", "boundary_loss", "unsupervised_loss", "contrastive_loss", "lr",
-                "grad_norm", "confident_ratio", "contrastive_classes"):
+                "grad_norm", "confident_ratio", "contrastive_classes", "semi_weight"):
         assert np.isfinite(m[key]), key
     assert m["lr"] == pytest.approx(r["config"].optim.lr)
     assert r["metrics"][1]["lr"] < m["lr"]  # poly schedule, one update per step
     assert m["confident_ratio"] == pytest.approx(1.0)  # every prob ≥ 1/3 ≥ strong_threshold 0.3
+    assert m["semi_weight"] == 1.0  # no ramp-up configured
+
+
+def test_semi_rampup_scales_only_the_unlabelled_losses():
+    config = tiny_config(loss__semi_rampup_steps=4)
+    model, state = host_state(config)
+    par = parallel.make_parallel(config, make_train_step(config, model), mesh=parallel.make_mesh(jax.devices()[:2]))
+    _, metrics = run_steps(par, state, [fake_batch(i) for i in range(2)], jax.random.key(7))
+    for update, m in enumerate(metrics):
+        ramp = np.exp(-5.0 * (1.0 - update / 4) ** 2)  # Laine & Aila's sigmoid-shaped ramp-up
+        assert m["semi_weight"] == pytest.approx(ramp, rel=1e-6)
+        assert m["unsupervised_loss"] > 0
+        expected = m["supervised_loss"] + m["boundary_loss"] + ramp * m["unsupervised_loss"]
+        assert m["loss"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_a_nan_loss_is_visible_in_the_metrics(semi_two_devices):

@@ -79,6 +79,12 @@ def _perturb(config: Any, key: jax.Array, device_key: jax.Array, images01: jax.A
     return jax.vmap(one)(keys, images01, labels, confidence)
 
 
+def rampup_weight(update: jax.Array, rampup_steps: int) -> jax.Array:
+    """exp(-5 (1 - t/T)^2) for t < T, then 1: the unlabelled losses' weight at update t."""
+    t = jnp.clip(update.astype(jnp.float32) / max(rampup_steps, 1), 0.0, 1.0)
+    return jnp.exp(-5.0 * jnp.square(1.0 - t))
+
+
 def make_train_step(config: Any, model: Any) -> StepFn:
     """Returns the per-device body (state, batch, rng) -> (state, metrics).
 
@@ -104,6 +110,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
     w_sup, w_bnd = float(lc.supervised_weight), float(lc.boundary_weight)
     w_uns = float(lc.unsupervised_weight) if semi else 0.0
     w_con = float(lc.contrastive_weight) if semi else 0.0
+    rampup_steps = int(lc.get("semi_rampup_steps", 0))
 
     def supervised_loss(logits, labels):
         if lc.ohem:
@@ -150,6 +157,11 @@ def make_train_step(config: Any, model: Any) -> StepFn:
         else:
             images = normalize(x_l)
 
+        # Scales the unlabelled losses (not the labelled ones) early in training.
+        ramp = rampup_weight(state.step // k_acc, rampup_steps) if semi and rampup_steps else 1.0
+        if semi:
+            aux["semi_weight"] = jnp.asarray(ramp, jnp.float32)
+
         def loss_fn(params):
             variables = {"params": params, "batch_stats": state.batch_stats}
             out, mutated = model.apply(variables, images, train=True, rngs={"dropout": dropout_key},
@@ -182,7 +194,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
                 terms["contrastive_loss"] = loss_c
                 extra["contrastive_classes"] = jnp.asarray(aux_c["num_present_classes"], jnp.float32)
             total = (w_sup * terms["supervised_loss"] + w_bnd * terms["boundary_loss"]
-                     + w_uns * terms["unsupervised_loss"] + w_con * terms["contrastive_loss"])
+                     + ramp * (w_uns * terms["unsupervised_loss"] + w_con * terms["contrastive_loss"]))
             return total, ({**terms, **extra}, mutated["batch_stats"])
 
         (total, (terms, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -203,6 +215,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
                    "grad_norm": optax.tree.norm(grads)}
         metrics.setdefault("confident_ratio", jnp.zeros(()))
         metrics.setdefault("contrastive_classes", jnp.zeros(()))
+        metrics.setdefault("semi_weight", jnp.zeros(()))
         metrics = jax.lax.pmean(jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics), AXIS)
         return new_state, metrics
 
