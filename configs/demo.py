@@ -41,6 +41,13 @@ def get_config(arg=None):
     config.augment.hue = (-0.05, 0.05)
     config.augment.blur_sigma = (0.1, 0.5)
 
+    # Semi-supervised recipe for a from-scratch network (measured, seed 1, 2500 steps; sup-only 63.4):
+    # ClassMix instead of the published cutout (70.6; cutmix 70.2), and the unsupervised and
+    # contrastive weights ramped up over the first 1000 steps, so the contrastive loss (~4.2 at full
+    # weight) no longer delays learning the textures (cutout: 58.8 without the ramp, 65.2 with it).
+    config.augment.mix_mode = "classmix"
+    config.loss.semi_rampup_steps = 1000
+
     config.loss.num_queries = 64  # anchors per class (256 published; the crops here are 64 x 64)
     config.loss.num_negatives = 128
     config.loss.ohem = False
