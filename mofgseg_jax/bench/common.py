@@ -78,3 +78,17 @@ def time_host(fn: Callable[[], Any], *, iters: int = 3) -> dict[str, float]:
     return {"median_s": statistics.median(times), "p90_s": _p90(times), "min_s": times[0],
             "cpu_median_s": statistics.median(cpu), "timed_iters": iters,
             "load_avg": [load_before, load_average()]}
+
+
+def model_config(args: Any):
+    """The base config with the benchmark's common flags applied (--smoke, --dtype, --backbone,
+    --classes); callers add what is particular to their part."""
+    from configs.common import apply_variant, base_config  # noqa: PLC0415
+
+    c = base_config()
+    if args.smoke:
+        c = apply_variant(c, "smoke")
+    c.dtype = args.dtype
+    c.model.backbone = args.backbone
+    c.model.num_classes = args.classes
+    return c

@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mofgseg_jax.bench.common import time_calls
+from mofgseg_jax.bench.common import model_config, time_calls
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -41,19 +41,13 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def run(argv: list[str]) -> dict[str, Any]:
-    from configs.common import apply_variant, base_config
     from mofgseg_jax.models import build_model
     from mofgseg_jax.train import evaluate as ev
     from mofgseg_jax.train.parallel import make_mesh
     from mofgseg_jax.train.state import init_variables
 
     args = _parse(argv)
-    c = base_config()
-    if args.smoke:
-        c = apply_variant(c, "smoke")
-    c.dtype = args.dtype
-    c.model.backbone = args.backbone
-    c.model.num_classes = args.classes
+    c = model_config(args)
     model = build_model(c.model)
     start = time.perf_counter()
     variables = jax.block_until_ready(init_variables(model, jax.random.key(0), (1, args.crop, args.crop, 3)))

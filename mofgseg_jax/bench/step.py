@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mofgseg_jax.bench.common import peak_memory_bytes, time_calls, time_host
+from mofgseg_jax.bench.common import model_config, peak_memory_bytes, time_calls, time_host
 from mofgseg_jax.bench.profile import top_ops, trace_steps
 from mofgseg_jax.train.host_memory import release_free_memory
 
@@ -71,14 +71,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _config(args: argparse.Namespace, mode: str):
-    from configs.common import apply_variant, base_config
-
-    c = base_config()
-    if args.smoke:
-        c = apply_variant(c, "smoke")
-    c.dtype = args.dtype
-    c.model.backbone = args.backbone
-    c.model.num_classes = args.classes
+    c = model_config(args)
     if args.rep_at_stride4 is not None:
         c.model.rep_at_stride4 = bool(args.rep_at_stride4)
     if args.remat is not None:
