@@ -110,7 +110,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
     w_sup, w_bnd = float(lc.supervised_weight), float(lc.boundary_weight)
     w_uns = float(lc.unsupervised_weight) if semi else 0.0
     w_con = float(lc.contrastive_weight) if semi else 0.0
-    rampup_steps = int(lc.get("semi_rampup_steps", 0))
+    rampup_steps = int(lc.semi_rampup_steps)
 
     def supervised_loss(logits, labels):
         if lc.ohem:
