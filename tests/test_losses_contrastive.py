@@ -166,3 +166,23 @@ def test_bfloat16_rep_is_computed_in_float32():
     assert grad.dtype == jnp.bfloat16
     assert got.dtype == jnp.float32
     assert abs(float(got) - float(ref)) <= 1e-5
+
+
+def test_gradient_reuses_the_donated_rep_buffer():
+    """forward+backward with `rep` donated holds one [P, D] buffer, not two (the issue-4 memory
+    budget at 4 x 256^2 x 512 depends on it)."""
+    n, h, w, d, k = 2, 64, 64, 256, 4
+    rep = jax.ShapeDtypeStruct((n, h, w, d), jnp.float32)
+    labels = jax.ShapeDtypeStruct((n, h, w), jnp.int32)
+    probs = jax.ShapeDtypeStruct((n, h, w, k), jnp.float32)
+
+    def grad_fn(rep, key, labels, probs):
+        return jax.grad(lambda r: weighted_contrastive_loss(key, r, labels, probs, num_classes=k,
+                                                            **KW)[0])(rep)
+
+    compiled = jax.jit(grad_fn, donate_argnums=0).lower(
+        rep, jax.random.PRNGKey(0), labels, probs).compile()
+    mem = compiled.memory_analysis()
+    rep_bytes = n * h * w * d * 4
+    assert mem.alias_size_in_bytes == rep_bytes  # the gradient is written into rep's buffer
+    assert mem.temp_size_in_bytes < rep_bytes // 2  # and no second [P, D] temporary

@@ -89,6 +89,34 @@ def _anchor_ce_bwd(weight, temperature, chunk, grad, g):
 _anchor_ce.defvjp(_anchor_ce_fwd, _anchor_ce_bwd)
 
 
+@jax.custom_vjp
+def _gather_rows(rep: jax.Array, idx: jax.Array) -> jax.Array:
+    """`rep[idx]` whose backward allocates the `[P, D]` gradient only once the cotangent exists.
+
+    The plain transpose scatters into a zeros buffer that depends on nothing, so XLA may allocate
+    it while `rep` is still alive; when the caller donates (or drops) `rep`, that costs a second
+    P*D buffer (512 MB at 4 x 256^2 x 512). Deriving the zero from the cotangent lets the gradient
+    reuse `rep`'s buffer. The zero is +0.0 or -0.0 (never NaN, whatever the cotangent holds).
+    """
+    return rep[idx]
+
+
+def _gather_rows_fwd(rep, idx):
+    return rep[idx], (idx, rep.shape[0])
+
+
+def _gather_rows_bwd(res, g):
+    idx, num_rows = res
+    first = g.reshape(-1)[0]
+    zero = jnp.where(first > 0, jnp.zeros((), g.dtype), -jnp.zeros((), g.dtype))
+    grad = jnp.broadcast_to(zero, (num_rows, g.shape[-1])).at[idx.reshape(-1)].add(
+        g.reshape(-1, g.shape[-1]))
+    return grad, None
+
+
+_gather_rows.defvjp(_gather_rows_fwd, _gather_rows_bwd)
+
+
 def weighted_contrastive_loss(key: jax.Array, rep: jax.Array, labels: jax.Array, probs: jax.Array,
                               *, num_classes: int, strong_threshold: float = 0.97,
                               num_queries: int = 256, num_negatives: int = 512,
@@ -109,7 +137,7 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array, labels: jax.Array,
     `rep` through the anchors only.
 
     Memory (P = N*H*W pixels, K classes, Q queries, M negatives, C = anchor_chunk): besides `rep`
-    and its gradient (P*D each), O(P*K) for the class one-hot of the prototype matmul, O(K*Q*M)
+    and its gradient (P*D each; one buffer when the caller donates `rep`, see `_gather_rows`), O(P*K) for the class one-hot of the prototype matmul, O(K*Q*M)
     sampled indices/uniforms (int32/f32), O(K*Q*D) anchors and their gradient, and one `C*M*D`
     block of gathered negatives (4 MB at C=4, M=D=512). Never P*K*M, K*Q*M*D or even Q*M*D at once
     (about 70 MB of temporaries at K=14, Q=256, M=512). Time is dominated by reading the K*Q*M
@@ -190,7 +218,7 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array, labels: jax.Array,
     neg_idx = order[jnp.clip(starts[neg_cls] + neg_off, 0, num_pixels - 1)]  # [K, Q, M]
 
     # Anchors keep their gradient; cosine normalisation on the gathered rows only.
-    anchors = rep[anchor_idx].astype(jnp.float32)  # [K, Q, D]
+    anchors = _gather_rows(rep, anchor_idx).astype(jnp.float32)  # [K, Q, D]
     anchors = anchors * _inv_norm(anchors, eps)[..., None]
     key_inv_norm = _inv_norm(rep_sg, eps)  # [P], avoids a normalised copy of rep
     pos_keys = jnp.broadcast_to(protos_n[:, None, :], anchors.shape)
