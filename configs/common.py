@@ -111,6 +111,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.optim.momentum = 0.9
     config.optim.weight_decay = 1e-4  # sgd: coupled (added to the gradient), as torch.optim.SGD; adamw: decoupled
     config.optim.power = 0.9  # poly schedule exponent
+    config.optim.warmup_steps = 0  # linear lr warm-up over this many updates (mmseg style); 0 = published
     config.optim.accumulate_steps = 1  # micro-steps per optimiser update (optax.MultiSteps)
 
     config.ema = ml_collections.ConfigDict()

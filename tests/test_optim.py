@@ -12,7 +12,7 @@ from mofgseg_jax.train import optim
 
 def _cfg(**kw):
     c = ml_collections.ConfigDict(dict(lr=0.05, lr_multi=10.0, momentum=0.9, weight_decay=1e-2, power=0.9,
-                                       accumulate_steps=1))
+                                       warmup_steps=0, accumulate_steps=1))
     c.update(kw)
     return c
 
@@ -45,7 +45,13 @@ def _matches_torch(cfg, total, seed, torch_optimizer, atol):
           [("bw", params["backbone"]["w"]), ("hw", params["decode_head"]["w"]), ("hb", params["decode_head"]["b"])]}
     topt = torch_optimizer([{"params": [tp["bw"]], "lr": cfg.lr},
                             {"params": [tp["hw"], tp["hb"]], "lr": cfg.lr * cfg.lr_multi}])
-    sched = torch.optim.lr_scheduler.LambdaLR(topt, lambda it: (1 - it / total) ** cfg.power)
+    warm = cfg.warmup_steps  # mmseg: lr x (1e-6 + (1 - 1e-6) it / W) for it < W
+
+    def factor(it):
+        scale = 1e-6 + (1 - 1e-6) * it / warm if it < warm else 1.0
+        return (1 - it / total) ** cfg.power * scale
+
+    sched = torch.optim.lr_scheduler.LambdaLR(topt, factor)
     tx_, ty_ = torch.tensor(x), torch.tensor(y)
 
     for _ in range(total):
@@ -75,6 +81,18 @@ def test_adamw_decoupled_decay_poly_two_groups_matches_torch():
     cfg = _cfg(name="adamw", lr=0.01, lr_multi=3.0)
     _matches_torch(cfg, 6, 1, lambda groups: torch.optim.AdamW(
         groups, lr=cfg.lr, weight_decay=cfg.weight_decay), atol=2e-6)
+
+
+def test_adamw_with_linear_warmup_matches_torch():
+    torch = pytest.importorskip("torch")
+    cfg = _cfg(name="adamw", lr=0.01, lr_multi=3.0, warmup_steps=4)
+    _matches_torch(cfg, 8, 2, lambda groups: torch.optim.AdamW(
+        groups, lr=cfg.lr, weight_decay=cfg.weight_decay), atol=2e-6)
+
+
+def test_negative_warmup_is_one_clear_error():
+    with pytest.raises(ValueError, match="warmup_steps"):
+        optim.make_optimizer(_cfg(warmup_steps=-1), 5)
 
 
 def test_unknown_optimizer_name_is_one_clear_error():

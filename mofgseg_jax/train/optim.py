@@ -38,6 +38,23 @@ def poly_schedule(base_lr: float, total_updates: int, power: float) -> optax.Sch
     return schedule
 
 
+def with_linear_warmup(schedule: optax.Schedule, warmup_updates: int,
+                       start_ratio: float = 1e-6) -> optax.Schedule:
+    """mmseg's linear warm-up (SegFormer's recipe): for it < W the lr is scaled by
+    start_ratio + (1 − start_ratio) · it/W, then `schedule` unchanged (it keeps counting from 0, so
+    the poly decay still ends at `total_updates`). W = 0 returns `schedule` itself."""
+    if warmup_updates < 0:
+        raise ValueError(f"optim.warmup_steps must be >= 0, got {warmup_updates}")
+    if warmup_updates == 0:
+        return schedule
+
+    def warmed(count: jax.Array) -> jax.Array:
+        frac = jnp.clip(count.astype(jnp.float32) / warmup_updates, 0.0, 1.0)
+        return schedule(count) * (start_ratio + (1.0 - start_ratio) * frac)
+
+    return warmed
+
+
 def param_labels(params: Any) -> Any:
     """'backbone' for every leaf under params['backbone'], 'decoder' for the rest (same tree)."""
     return {name: jax.tree.map(lambda _, n=name: BACKBONE if n == BACKBONE else DECODER, sub)
@@ -61,12 +78,14 @@ def make_optimizer(optim_cfg: Any, total_updates: int) -> tuple[optax.GradientTr
     """Returns (tx, backbone_schedule).
 
     optim_cfg: `name` ('sgd' | 'adamw'), `lr`, `lr_multi`, `momentum` (sgd), `weight_decay`, `power`,
-    `accumulate_steps`.
+    `warmup_steps` (optimiser updates of linear warm-up; 0 = none, as published), `accumulate_steps`.
     total_updates: optimiser updates over the whole run (= train micro-steps // accumulate_steps).
     The returned schedule (of the update count) is what the step reports as `lr`.
     """
-    base = poly_schedule(optim_cfg.lr, total_updates, optim_cfg.power)
-    decoder = poly_schedule(optim_cfg.lr * optim_cfg.lr_multi, total_updates, optim_cfg.power)
+    warmup = int(optim_cfg.warmup_steps)
+    base = with_linear_warmup(poly_schedule(optim_cfg.lr, total_updates, optim_cfg.power), warmup)
+    decoder = with_linear_warmup(
+        poly_schedule(optim_cfg.lr * optim_cfg.lr_multi, total_updates, optim_cfg.power), warmup)
     name = str(getattr(optim_cfg, "name", "sgd"))
     if name == "sgd":
         groups = {BACKBONE: _sgd(base, optim_cfg.momentum, optim_cfg.weight_decay),
