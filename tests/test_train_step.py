@@ -112,7 +112,9 @@ def test_one_step_on_two_devices_equals_one_device_over_the_global_batch(semi_tw
                                  mesh=parallel.make_mesh(jax.devices()[:1]))
     states, metrics = run_steps(one, r["init"], r["batches"][:1], jax.random.key(7))
     assert max_abs_diff(states[0].params, r["states"][0].params) <= 1e-5
-    assert max_abs_diff(states[0].batch_stats, r["states"][0].batch_stats) <= 1e-5
+    # BN variance = E[x^2] - E[x]^2 over per-device partial sums: the boundary module's running
+    # variance (~1.09) differs by ~2e-5 between the two layouts (rounding; every other BN by ~1e-7).
+    assert max_abs_diff(states[0].batch_stats, r["states"][0].batch_stats) <= 5e-5
     assert metrics[0]["unsupervised_loss"] > 0  # the perturbed-unlabelled path really took part
     assert metrics[0]["loss"] == pytest.approx(r["metrics"][0]["loss"], abs=1e-5)
 
@@ -268,3 +270,18 @@ def test_create_train_state_without_run_length_says_what_to_set():
     model = build_model(config.model, bn_axis_name="data")
     with pytest.raises(ValueError, match="num_steps"):
         create_train_state(config, model, None, (1, CROP, CROP, 3), variables=numpy_variables(model))
+
+
+def test_labelled_forward_is_not_normalised_with_the_unlabelled_batch():
+    """Two student forwards (DESIGN.md §3 step 5, the published loop): with the unlabelled losses
+    off, a semi step moves the parameters exactly as a sup step does. One forward on the
+    concatenation would normalise the labelled images with the unlabelled batch's statistics."""
+    params = {}
+    for mode in ("semi", "sup"):
+        config = tiny_config(train__mode=mode, loss__unsupervised_weight=0.0)
+        model, state = host_state(config)
+        par = parallel.make_parallel(config, make_train_step(config, model),
+                                     mesh=parallel.make_mesh(jax.devices()[:1]))
+        states, _ = run_steps(par, state, [fake_batch(0)], jax.random.key(7))
+        params[mode] = states[0].params
+    assert max_abs_diff(params["semi"], params["sup"]) <= 1e-6

@@ -152,20 +152,30 @@ def make_train_step(config: Any, model: Any) -> StepFn:
             pseudo = jnp.argmax(t_prob, axis=-1).astype(jnp.int32)
             aux["confident_ratio"] = jnp.mean((confidence >= lc.strong_threshold).astype(jnp.float32))
             x_s, y_s, c_s = _perturb(config, perturb_key, mix_key, x_u, pseudo, confidence)
-            # ONE student forward on cat(labelled, unlabelled), as the published code: BN sees both.
-            images = jnp.concatenate([normalize(x_l), normalize(x_s)], axis=0)
-        else:
-            images = normalize(x_l)
 
         # Scales the unlabelled losses (not the labelled ones) early in training.
         ramp = rampup_weight(state.step // k_acc, rampup_steps) if semi and rampup_steps else 1.0
         if semi:
             aux["semi_weight"] = jnp.asarray(ramp, jnp.float32)
 
+        def student(params, batch_stats, images, key, edge_images):
+            out, mutated = model.apply({"params": params, "batch_stats": batch_stats}, images,
+                                       train=True, rngs={"dropout": key}, mutable=["batch_stats"],
+                                       edge_images=edge_images)
+            return out, mutated["batch_stats"]
+
         def loss_fn(params):
-            variables = {"params": params, "batch_stats": state.batch_stats}
-            out, mutated = model.apply(variables, images, train=True, rngs={"dropout": dropout_key},
-                                       mutable=["batch_stats"], edge_images=bl if w_bnd else 0)
+            # Two student forwards, labelled then perturbed unlabelled (DESIGN.md §3 step 5 and the
+            # published ReCo loop), not one on their concatenation: BatchNorm normalises each batch
+            # with its own statistics, so the strongly perturbed mixed images never shift the
+            # labelled batch's normalisation; running statistics are updated by both, in that order.
+            key_l, key_u = jax.random.split(dropout_key)
+            out, new_stats = student(params, state.batch_stats, normalize(x_l), key_l,
+                                     bl if w_bnd else 0)
+            if semi:
+                out_u, new_stats = student(params, new_stats, normalize(x_s), key_u, 0)
+                out = {**out, **{k: jnp.concatenate([out[k], out_u[k]], axis=0)
+                                 for k in ("logits", "rep")}}  # edge: labelled images only
             logits = out["logits"]
             zero = jnp.zeros((), jnp.float32)
             terms = {"supervised_loss": zero, "boundary_loss": zero, "unsupervised_loss": zero,
@@ -195,7 +205,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
                 extra["contrastive_classes"] = jnp.asarray(aux_c["num_present_classes"], jnp.float32)
             total = (w_sup * terms["supervised_loss"] + w_bnd * terms["boundary_loss"]
                      + ramp * (w_uns * terms["unsupervised_loss"] + w_con * terms["contrastive_loss"]))
-            return total, ({**terms, **extra}, mutated["batch_stats"])
+            return total, ({**terms, **extra}, new_stats)
 
         (total, (terms, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grads = jax.lax.pmean(grads, AXIS)
