@@ -169,11 +169,12 @@ def make_train_step(config: Any, model: Any) -> StepFn:
             # published ReCo loop), not one on their concatenation: BatchNorm normalises each batch
             # with its own statistics, so the strongly perturbed mixed images never shift the
             # labelled batch's normalisation; running statistics are updated by both, in that order.
-            key_l, key_u = jax.random.split(dropout_key)
-            out, new_stats = student(params, state.batch_stats, normalize(x_l), key_l,
+            # (The labelled forward keeps `dropout_key`, so a sup step is what it was before.)
+            out, new_stats = student(params, state.batch_stats, normalize(x_l), dropout_key,
                                      bl if w_bnd else 0)
             if semi:
-                out_u, new_stats = student(params, new_stats, normalize(x_s), key_u, 0)
+                out_u, new_stats = student(params, new_stats, normalize(x_s),
+                                           jax.random.fold_in(dropout_key, 1), 0)
                 out = {**out, **{k: jnp.concatenate([out[k], out_u[k]], axis=0)
                                  for k in ("logits", "rep")}}  # edge: labelled images only
             logits = out["logits"]
