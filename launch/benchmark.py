@@ -5,6 +5,7 @@
   python launch/benchmark.py data     # images/s of each input stream
   python launch/benchmark.py step     # full semi / supervised train step vs Hugging Face
   python launch/benchmark.py eval     # evaluation throughput
+  python launch/benchmark.py peak     # attainable matmul / 3x3-conv FLOP rate (floor for a step)
 
 `python launch/benchmark.py PART --help` lists each part's options.
 """
@@ -19,7 +20,7 @@ import importlib  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
-PARTS = ("losses", "augment", "data", "step", "eval")
+PARTS = ("losses", "augment", "data", "step", "eval", "peak")
 
 
 def main(argv=None) -> None:

@@ -1,9 +1,10 @@
-"""The step and eval benchmarks run end to end at a toy size and report what issue 8 asks for."""
+"""The step, eval and peak benchmarks run end to end at a toy size and report what issue 8 asks for."""
 
 import jax
 import pytest
 
 from mofgseg_jax.bench import eval as eval_bench
+from mofgseg_jax.bench import peak as peak_bench
 from mofgseg_jax.bench import step as step_bench
 
 
@@ -37,3 +38,13 @@ def test_eval_benchmark_reports_throughput():
                         "--iters", "2", "--warmup", "1"])
     assert r["config"]["mode"] == "sliding_window" and r["config"]["models"] == 2
     assert 0 < r["median_s"] <= r["p90_s"] and r["images_per_s"] > 0 and r["compile_s"] > 0
+
+
+def test_peak_benchmark_reports_rates_that_match_the_flop_counts():
+    r = peak_bench.run(["--matmul-size", "64", "--crop", "32", "--dtypes", "float32", "--iters", "2"])
+    f32 = r["float32"]
+    assert f32["matmul"]["gflop"] == 2 * 64**3 / 1e9
+    assert f32["conv3x3_forward"]["gflop"] == 2 * 2 * 8 * 8 * 9 * 320 * 256 / 1e9
+    assert f32["conv3x3_forward_backward"]["gflop"] == 3 * f32["conv3x3_forward"]["gflop"]
+    for part in f32.values():
+        assert part["gflops_per_s"] == pytest.approx(part["gflop"] / part["median_s"]) and part["median_s"] > 0
