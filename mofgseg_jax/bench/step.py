@@ -10,7 +10,7 @@ images/s, XLA's FLOPs per step, host peak RSS after our steps. The reference, me
 run, is Hugging Face `SegformerForSemanticSegmentation` forward + backward + SGD step on the
 labelled batch at the same size (PyTorch is a test-only dependency: skipped when absent).
 
-Modes: `semi` (the full step: teacher forward, student forward on labelled + perturbed unlabelled,
+Modes: `semi` (the full step: teacher forward, student forwards on labelled and perturbed unlabelled,
 all four losses, update, EMA), `sup` (MOFGSeg on labelled images: cross-entropy + boundary Dice, the
 `:sup` baseline) and `segformer` (the same step with the boundary weight 0: encoder, decoder and
 cross-entropy only — the work the Hugging Face reference does, so its ratio compares frameworks).
