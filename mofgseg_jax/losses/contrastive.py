@@ -137,7 +137,8 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array, labels: jax.Array,
     `rep` through the anchors only.
 
     Memory (P = N*H*W pixels, K classes, Q queries, M negatives, C = anchor_chunk): besides `rep`
-    and its gradient (P*D each; one buffer when the caller donates `rep`, see `_gather_rows`), O(P*K) for the class one-hot of the prototype matmul, O(K*Q*M)
+    and its gradient (P*D each; one buffer when the caller donates `rep`, see `_gather_rows`),
+    O(P*K) for the class one-hot of the prototype matmul, O(K*Q*M)
     sampled indices/uniforms (int32/f32), O(K*Q*D) anchors and their gradient, and one `C*M*D`
     block of gathered negatives (4 MB at C=4, M=D=512). Never P*K*M, K*Q*M*D or even Q*M*D at once
     (about 70 MB of temporaries at K=14, Q=256, M=512). Time is dominated by reading the K*Q*M
