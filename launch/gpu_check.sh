@@ -6,9 +6,13 @@
 #   WHEELS=/path/to/wheels bash launch/gpu_check.sh   # offline: pip --no-index --find-links $WHEELS
 #   SKIP_INSTALL=1 bash launch/gpu_check.sh   # the current python already has CUDA jax
 #   OUT=results/ bash launch/gpu_check.sh     # also writes each JSON to $OUT/step_<backbone>_<dtype>.json
+#   MODES=semi,sup BACKBONES="b0 b5" DTYPES="float32 bfloat16" bash launch/gpu_check.sh   # the defaults
 #
-# Takes a few minutes on an H100: four compiles (B5's is the longest) and 10 timed steps each.
-# No PyTorch reference here (a CPU-only torch would time the CPU); ratios live in the CPU table.
+# When the python has a CUDA build of torch and transformers, each run also times the Hugging Face
+# SegFormer reference on the same GPU (`--hf-device cuda`: TF32 for f32, bf16 autocast for bf16), so
+# the JSON carries the same ratios as the CPU table; without them the reference is skipped.
+# Takes about 15 minutes on an H200: the compiles dominate (XLA's GPU autotuning: B0 `semi` 140-170 s,
+# B5 `sup` 180 s); the timed steps take seconds. BACKBONES/DTYPES/MODES pick a part of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -29,15 +33,29 @@ PER_DEVICE_L=${PER_DEVICE_L:-2}
 PER_DEVICE_U=${PER_DEVICE_U:-2}
 CROP=${CROP:-513}
 ITERS=${ITERS:-10}
-[[ -n "${OUT:-}" ]] && mkdir -p "$OUT"
+if [[ -n "${OUT:-}" ]]; then mkdir -p "$OUT"; fi
+failed=0
 
-for backbone in b0 b5; do
-  for dtype in float32 bfloat16; do
+MODES=${MODES:-semi,sup}
+if "$PY" -c "import torch, transformers; assert torch.cuda.is_available()" 2>/dev/null; then
+  REFERENCE=(--hf-device cuda)
+else
+  echo "# no CUDA torch + transformers: the Hugging Face reference is skipped" >&2
+  REFERENCE=(--no-reference)
+fi
+
+for backbone in ${BACKBONES:-b0 b5}; do
+  for dtype in ${DTYPES:-float32 bfloat16}; do
     echo "# step $backbone $dtype crop $CROP batch $((PER_DEVICE_L * NDEV))+$((PER_DEVICE_U * NDEV))" >&2
-    json=$("$PY" launch/benchmark.py step --backbone "$backbone" --crop "$CROP" --dtype "$dtype" \
-      --batch-labeled $((PER_DEVICE_L * NDEV)) --batch-unlabeled $((PER_DEVICE_U * NDEV)) \
-      --iters "$ITERS" --warmup 2 --no-reference)
-    echo "$json"
-    [[ -n "${OUT:-}" ]] && echo "$json" > "$OUT/step_${backbone}_${dtype}.json"
+    if json=$("$PY" launch/benchmark.py step --backbone "$backbone" --crop "$CROP" --dtype "$dtype" \
+        --batch-labeled $((PER_DEVICE_L * NDEV)) --batch-unlabeled $((PER_DEVICE_U * NDEV)) \
+        --modes "$MODES" --iters "$ITERS" --warmup 2 "${REFERENCE[@]}"); then
+      echo "$json"
+      if [[ -n "${OUT:-}" ]]; then echo "$json" > "$OUT/step_${backbone}_${dtype}.json"; fi
+    else
+      echo "# step $backbone $dtype FAILED (see above); going on with the next" >&2
+      failed=1
+    fi
   done
 done
+exit "$failed"

@@ -60,6 +60,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-reference", action="store_true", help="skip the Hugging Face reference")
     p.add_argument("--smoke", action="store_true", help="the config's tiny ':smoke' model (tests, seconds)")
+    p.add_argument("--hf-device", default="cpu", choices=("cpu", "cuda"),
+                   help="where the reference runs; on 'cuda' it uses TF32 matmuls (XLA's default for f32 on "
+                        "these GPUs) and bf16 autocast under --dtype bfloat16, so both sides do the same math")
     p.add_argument("--hf-threads", type=int, default=0,
                    help="torch threads for the reference (0 = torch's default); 1 is steadier on a busy machine")
     p.add_argument("--profile", default="",
@@ -176,23 +179,37 @@ def bench_hf(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.hf_threads:
         torch.set_num_threads(args.hf_threads)
     torch.manual_seed(0)
-    net = SegformerForSemanticSegmentation(cfg).train()
+    device = torch.device(args.hf_device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    net = SegformerForSemanticSegmentation(cfg).train().to(device)
     opt = torch.optim.SGD(net.parameters(), lr=0.005, momentum=0.9, weight_decay=1e-4)
     b = _batch(args)["labeled"]
-    x = torch.from_numpy(b["image"]).permute(0, 3, 1, 2).float().div(255.0)
-    y = torch.from_numpy(b["label"].astype(np.int64))
+    x = torch.from_numpy(b["image"]).permute(0, 3, 1, 2).float().div(255.0).to(device)
+    y = torch.from_numpy(b["label"].astype(np.int64)).to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and args.dtype == "bfloat16")
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = net(pixel_values=x, labels=y).loss
+        with autocast:
+            loss = net(pixel_values=x, labels=y).loss
         loss.backward()
         opt.step()
+        if cuda:
+            torch.cuda.synchronize()  # time the work, not the kernel launches
 
-    step()  # warm-up (allocator, lazy init)
+    for _ in range(3 if cuda else 1):
+        step()  # warm-up (allocator, lazy init, cuDNN autotuning)
     out = time_host(step, iters=max(3, min(args.iters, 10)))
     out["images_per_step"] = args.batch_labeled
     out["images_per_s"] = args.batch_labeled / out["median_s"]
     out["torch_threads"] = torch.get_num_threads()
+    out["device"] = torch.cuda.get_device_name(device) if cuda else "cpu"
+    if cuda:
+        out["peak_device_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
 
 
