@@ -37,18 +37,37 @@ def trace_steps(step: Callable[[], Any], trace_dir: str, *, steps: int = 3) -> s
 
 
 def _op_sources(compiled: Any) -> dict[str, str]:
-    """HLO instruction name -> the `op_name` metadata (model code path) of the optimised program."""
-    sources = {}
+    """HLO instruction name -> the `op_name` metadata (model code path) of the optimised program.
+
+    A fusion often carries no metadata of its own (XLA:CPU's YNNPACK fusions never do); it is named
+    by the first op inside the computation it calls.
+    """
+    sources, calls, computation_source = {}, {}, {}
+    computation = None
     for line in compiled.as_text().splitlines():
+        header = re.match(r"\s*(?:ENTRY )?%?([\w.\-]+) .*\{\s*$", line)
+        if header and " = " not in line:
+            computation = header.group(1)
+            continue
         name = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = ", line)
+        if not name:
+            continue
         meta = re.search(r'op_name="([^"]+)"', line)
-        if name and meta:
+        called = re.search(r"calls=%?([\w.\-]+)", line)
+        if meta:
             sources[name.group(1)] = meta.group(1)
+            if computation is not None:
+                computation_source.setdefault(computation, meta.group(1))
+        elif called:
+            calls[name.group(1)] = called.group(1)
+    for name, callee in calls.items():
+        if callee in computation_source:
+            sources[name] = computation_source[callee]
     return sources
 
 
-def top_ops(trace_file: str, compiled: Any = None, *, steps: int = 1, count: int = 15) -> list[dict[str, Any]]:
-    """The `count` ops with the most total time per step in a Perfetto trace, with their source."""
+def _op_times(trace_file: str) -> tuple[collections.Counter, collections.Counter]:
+    """Total microseconds and number of executions of each XLA op in a Perfetto trace."""
     with gzip.open(trace_file) as f:
         events = json.load(f)
     events = events["traceEvents"] if isinstance(events, dict) else events
@@ -56,9 +75,46 @@ def top_ops(trace_file: str, compiled: Any = None, *, steps: int = 1, count: int
     calls: collections.Counter = collections.Counter()
     for event in events:
         if event.get("ph") == "X" and not event.get("name", "$").startswith(_NOT_OPS):
-            total[event["name"]] += event.get("dur", 0)  # microseconds
+            total[event["name"]] += event.get("dur", 0)
             calls[event["name"]] += 1
+    return total, calls
+
+
+def top_ops(trace_file: str, compiled: Any = None, *, steps: int = 1, count: int = 15) -> list[dict[str, Any]]:
+    """The `count` ops with the most total time per step in a Perfetto trace, with their source."""
+    total, calls = _op_times(trace_file)
     sources = _op_sources(compiled) if compiled is not None else {}
     return [{"op": name, "ms": round(us / steps / 1000, 2), "calls": calls[name] // steps,
              "source": sources.get(name, "")[-160:]}
             for name, us in total.most_common(count)]
+
+
+def module_of(source: str, depth: int = 2) -> str:
+    """`jit(body)/transpose(jvp(MOFGSeg))/boundary/block1/conv/...` -> `backward boundary/block1`.
+
+    The pass is `backward` under `transpose(...)` (autodiff's transpose = the backward pass); the
+    module path is the first `depth` names after the outermost Flax module. Code outside any module
+    (losses, the optimiser, EMA) keeps its last `depth` jax-level names.
+    """
+    if not source:
+        return "(no source)"
+    direction = "backward" if "transpose(" in source else "forward"
+    parts = [re.sub(r"^(?:[\w.]+\()+|\)+$", "", part) for part in source.split("/")]  # jvp(X) -> X
+    module = next((i for i, part in enumerate(parts) if part[:1].isupper()), None)
+    path = parts[module + 1:module + 1 + depth] if module is not None else parts[1:1 + depth]
+    return f"{direction} {'/'.join(path)}"
+
+
+def time_by_module(trace_file: str, compiled: Any, *, steps: int = 1, depth: int = 2,
+                   count: int = 20) -> list[dict[str, Any]]:
+    """Per-step time summed by pass and model module (see `module_of`), costliest first."""
+    total, calls = _op_times(trace_file)
+    sources = _op_sources(compiled)
+    by_module: collections.Counter = collections.Counter()
+    ops: collections.Counter = collections.Counter()
+    for name, us in total.items():
+        key = module_of(sources.get(name, ""), depth)
+        by_module[key] += us
+        ops[key] += calls[name]
+    return [{"module": key, "ms": round(us / steps / 1000, 2), "op_calls": ops[key] // steps}
+            for key, us in by_module.most_common(count)]

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from mofgseg_jax.bench.common import model_config, peak_memory_bytes, time_calls, time_host
-from mofgseg_jax.bench.profile import top_ops, trace_steps
+from mofgseg_jax.bench.profile import time_by_module, top_ops, trace_steps
 from mofgseg_jax.train.host_memory import release_free_memory
 
 MODES = ("semi", "sup", "segformer")
@@ -160,8 +160,10 @@ def bench_ours(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         out["achieved_gflops_per_s"] = total / timing["median_s"] / 1e9
     if args.profile:
         trace_dir = f"{args.profile.rstrip('/')}/{mode}"
+        trace = trace_steps(one, trace_dir, steps=3)
         out["profile"] = {"trace_dir": trace_dir,
-                          "top_ops_ms_per_step": top_ops(trace_steps(one, trace_dir, steps=3), compiled, steps=3)}
+                          "by_module_ms_per_step": time_by_module(trace, compiled, steps=3),
+                          "top_ops_ms_per_step": top_ops(trace, compiled, steps=3)}
     out["final_loss"] = float(jax.device_get(one()["loss"]))
     out["peak_after"] = peak_memory_bytes()  # process-wide peak so far (run semi first to isolate it)
     return out

@@ -5,6 +5,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mofgseg_jax.models.conv import Conv
 from mofgseg_jax.models.resize import resize_bilinear
 from mofgseg_jax.models.segformer_head import ConvBNReLU, torch_default_init
 
@@ -39,4 +40,4 @@ class EAM(nn.Module):
         x = jnp.concatenate([high, low], axis=-1)
         x = ConvBNReLU(self.mid_dim, 3, name="block1", **bn)(x, train)
         x = ConvBNReLU(self.mid_dim, 3, name="block2", **bn)(x, train)
-        return nn.Conv(1, (1, 1), kernel_init=torch_default_init, dtype=self.dtype, name="edge")(x)
+        return Conv(1, (1, 1), kernel_init=torch_default_init, dtype=self.dtype, name="edge")(x)

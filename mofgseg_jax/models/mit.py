@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mofgseg_jax.models.conv import Conv
+
 Dtype = Any
 
 # Initialisation as the PyTorch MiT (`_init_weights`): Linear trunc-normal(0.02), zero bias;
@@ -37,7 +39,7 @@ class OverlapPatchEmbed(nn.Module):
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         p = self.patch_size // 2
         # Explicit symmetric padding: 'SAME' pads asymmetrically for stride > 1 (breaks parity).
-        x = nn.Conv(self.dim, (self.patch_size, self.patch_size), strides=(self.stride, self.stride),
+        x = Conv(self.dim, (self.patch_size, self.patch_size), strides=(self.stride, self.stride),
                     padding=((p, p), (p, p)), kernel_init=conv_init, dtype=self.dtype, name="proj")(x)
         return nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm")(x)
 
@@ -64,7 +66,7 @@ class EfficientAttention(nn.Module):
         kv_in = x
         if self.sr_ratio > 1:
             r = self.sr_ratio
-            kv_in = nn.Conv(c, (r, r), strides=(r, r), padding="VALID", kernel_init=conv_init,
+            kv_in = Conv(c, (r, r), strides=(r, r), padding="VALID", kernel_init=conv_init,
                              dtype=self.dtype, name="sr")(kv_in)
             kv_in = nn.LayerNorm(epsilon=self.sr_ln_eps, dtype=self.dtype, name="norm")(kv_in)
         kv_in = kv_in.reshape(b, -1, c)
@@ -124,7 +126,7 @@ depthwise3x3.defvjp(_depthwise3x3_fwd, _depthwise3x3_bwd)
 class DepthwiseConv3x3(nn.Module):
     """3x3 depthwise conv, padding 1, with bias: nine shifted multiply-adds instead of a grouped conv.
 
-    Same parameters as `nn.Conv(C, (3, 3), feature_group_count=C)` (`kernel` [3,3,1,C], `bias` [C]),
+    Same parameters as `Conv(C, (3, 3), feature_group_count=C)` (`kernel` [3,3,1,C], `bias` [C]),
     same result. Why: XLA:CPU runs grouped convolutions (and their gradients) through a slow generic
     path — 3x slower forward+backward than this elementwise form, which XLA fuses into one loop; on
     GPUs both are memory-bound and equally fast.

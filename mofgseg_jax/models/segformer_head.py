@@ -5,6 +5,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mofgseg_jax.models.conv import Conv
 from mofgseg_jax.models.resize import resize_bilinear
 
 Dtype = Any
@@ -32,7 +33,7 @@ class ConvBNReLU(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         k, p = self.kernel_size, self.kernel_size // 2
-        x = nn.Conv(self.features, (k, k), padding=((p, p), (p, p)), use_bias=self.use_bias,
+        x = Conv(self.features, (k, k), padding=((p, p), (p, p)), use_bias=self.use_bias,
                     kernel_init=kaiming_init, dtype=self.dtype, name="conv")(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_eps,
                          axis_name=self.bn_axis_name, dtype=self.dtype, name="bn")(x)
@@ -121,8 +122,8 @@ class SegFormerHead(nn.Module):
                            projected[::-1], size, train)
         # Dropout2d: one decision per (sample, channel), shared over H and W.
         x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
-        logits = nn.Conv(self.num_classes, (1, 1), kernel_init=torch_default_init, dtype=self.dtype,
+        logits = Conv(self.num_classes, (1, 1), kernel_init=torch_default_init, dtype=self.dtype,
                          name="linear_pred")(x)
-        rep = nn.Conv(self.rep_dim, (1, 1), kernel_init=torch_default_init, dtype=self.dtype,
+        rep = Conv(self.rep_dim, (1, 1), kernel_init=torch_default_init, dtype=self.dtype,
                       name="representation")(x)
         return logits, rep
