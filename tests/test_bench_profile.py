@@ -18,3 +18,14 @@ def test_top_ops_names_the_dominant_op_and_where_it_came_from(tmp_path):
     ops = top_ops(trace, compiled, steps=2, count=3)
     assert ops and ops[0]["ms"] > 0 and ops[0]["calls"] == 1
     assert "dot" in ops[0]["source"], ops
+
+
+def test_module_of_names_the_pass_and_the_model_module():
+    from mofgseg_jax.bench.profile import module_of
+
+    assert module_of("jit(body)/transpose(jvp(MOFGSeg))/boundary/block1/conv/conv_general_dilated") == \
+        "backward boundary/block1"
+    assert module_of("jit(body)/jvp(MOFGSeg)/decode_head/representation/dot_general") == \
+        "forward decode_head/representation"
+    assert module_of("jit(body)/jvp()/while/body/closed_call/gather") == "forward while/body"
+    assert module_of("") == "(no source)"

@@ -94,14 +94,14 @@ def module_of(source: str, depth: int = 2) -> str:
 
     The pass is `backward` under `transpose(...)` (autodiff's transpose = the backward pass); the
     module path is the first `depth` names after the outermost Flax module. Code outside any module
-    (losses, the optimiser, EMA) keeps its last `depth` jax-level names.
+    (losses, the optimiser, EMA) keeps its first `depth` jax-level names below the jitted function.
     """
     if not source:
         return "(no source)"
     direction = "backward" if "transpose(" in source else "forward"
     parts = [re.sub(r"^(?:[\w.]+\()+|\)+$", "", part) for part in source.split("/")]  # jvp(X) -> X
     module = next((i for i, part in enumerate(parts) if part[:1].isupper()), None)
-    path = parts[module + 1:module + 1 + depth] if module is not None else parts[1:1 + depth]
+    path = parts[module + 1:module + 1 + depth] if module is not None else [p for p in parts[1:] if p][:depth]
     return f"{direction} {'/'.join(path)}"
 
 
