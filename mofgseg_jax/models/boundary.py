@@ -4,12 +4,62 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 from mofgseg_jax.models.conv import Conv
-from mofgseg_jax.models.resize import resize_bilinear
-from mofgseg_jax.models.segformer_head import ConvBNReLU, torch_default_init
+from mofgseg_jax.models.resize import interpolation_matrix
+from mofgseg_jax.models.segformer_head import ConvBNReLU, ConvKernel, torch_default_init
 
 Dtype = Any
+
+
+def _shifted_interpolation(in_size: int, out_size: int) -> np.ndarray:
+    """[3, out, in]: tap t's rows of the bilinear (align_corners=False) matrix, shifted by t - 1.
+
+    Row y of tap t is the resize of output row y + t - 1, or zeros where that row falls outside:
+    exactly what a 3x3 conv with zero padding reads from the resized map.
+    """
+    padded = np.pad(interpolation_matrix(in_size, out_size, align_corners=False), ((1, 1), (0, 0)))
+    return np.stack([padded[t:t + out_size] for t in range(3)])
+
+
+class ResizeConcatConvBNReLU(nn.Module):
+    """`ConvBNReLU(features, 3)` over concat(resize(high), low), without building that concat.
+
+    high `[B,h,w,Ch]` (a coarse map), low `[B,H,W,Cl]` -> `[B,H,W,features]`; same parameters as
+    `ConvBNReLU` over the concatenation (`conv/kernel` `[3,3,Ch+Cl,F]`, `bn/*`) and the same
+    function: bilinear resizing is linear and the kernel's `high` rows only mix channels, so
+    conv3x3(resize(high))[y, x] = sum_ij resize(high @ W_ij)[y + i - 1, x + j - 1]. The channel
+    mixing then runs at the coarse resolution (64x fewer pixels at stride 32 vs 4) and each tap's
+    shift folds into the interpolation matrices; only the Cl low channels are convolved at full
+    resolution. Why: the boundary module's first conv was 3/4 of the supervised step's FLOPs
+    (issue 8), and its 256 resized channels are never stored (nor their gradient).
+    """
+
+    features: int
+    bn_momentum: float = 0.9
+    bn_eps: float = 1e-5
+    bn_axis_name: str | None = None
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, high: jnp.ndarray, low: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        ch = high.shape[-1]
+        kernel = ConvKernel(ch + low.shape[-1], self.features, 3, name="conv")()
+        dtype = self.dtype or low.dtype
+        kernel, high, low = kernel.astype(dtype), high.astype(dtype), low.astype(dtype)
+        out = lax.conv_general_dilated(low, kernel[:, :, ch:], (1, 1), ((1, 1), (1, 1)),
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        taps = jnp.einsum("bhwc,ijcf->bhwijf", high, kernel[:, :, :ch])  # [B,h,w,3,3,F]
+        rows = jnp.asarray(_shifted_interpolation(high.shape[1], low.shape[1]), dtype)
+        cols = jnp.asarray(_shifted_interpolation(high.shape[2], low.shape[2]), dtype)
+        hp = lax.Precision.HIGHEST  # interpolation weights stay exact, as in resize_bilinear
+        taps = jnp.einsum("iyh,bhwijf->bywjf", rows, taps, precision=hp)
+        out = out + jnp.einsum("jxw,bywjf->byxf", cols, taps, precision=hp)
+        out = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_eps,
+                           axis_name=self.bn_axis_name, dtype=self.dtype, name="bn")(out)
+        return nn.relu(out)
 
 
 class EAM(nn.Module):
@@ -36,8 +86,7 @@ class EAM(nn.Module):
                   dtype=self.dtype)
         low = ConvBNReLU(self.low_dim, 1, use_bias=True, name="reduce1", **bn)(c1, train)
         high = ConvBNReLU(self.high_dim, 1, use_bias=True, name="reduce4", **bn)(c4, train)
-        high = resize_bilinear(high, c1.shape[1:3], align_corners=False)
-        x = jnp.concatenate([high, low], axis=-1)
-        x = ConvBNReLU(self.mid_dim, 3, name="block1", **bn)(x, train)
+        # = ConvBNReLU(3x3) over concat(resize(high) to c1's size, low).
+        x = ResizeConcatConvBNReLU(self.mid_dim, name="block1", **bn)(high, low, train)
         x = ConvBNReLU(self.mid_dim, 3, name="block2", **bn)(x, train)
         return Conv(1, (1, 1), kernel_init=torch_default_init, dtype=self.dtype, name="edge")(x)

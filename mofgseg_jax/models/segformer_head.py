@@ -51,15 +51,18 @@ class MLP(nn.Module):
         return nn.Dense(self.features, kernel_init=torch_default_init, dtype=self.dtype, name="proj")(x)
 
 
-class _Kernel(nn.Module):
-    """Holds a 1x1 conv kernel `[1, 1, in_features, features]` (named like nn.Conv's: `.../kernel`)."""
+class ConvKernel(nn.Module):
+    """Holds a conv kernel `[k, k, in_features, features]` named and initialised as nn.Conv's
+    (`.../kernel`, kaiming), for modules that apply it in pieces."""
 
     in_features: int
     features: int
+    kernel_size: int = 1
 
     @nn.compact
     def __call__(self) -> jnp.ndarray:
-        return self.param("kernel", kaiming_init, (1, 1, self.in_features, self.features))
+        k = self.kernel_size
+        return self.param("kernel", kaiming_init, (k, k, self.in_features, self.features))
 
 
 class LinearFuse(nn.Module):
@@ -81,7 +84,7 @@ class LinearFuse(nn.Module):
 
     @nn.compact
     def __call__(self, parts: Sequence[jnp.ndarray], size: tuple[int, int], train: bool = False) -> jnp.ndarray:
-        kernel = _Kernel(sum(p.shape[-1] for p in parts), self.features, name="conv")()[0, 0]
+        kernel = ConvKernel(sum(p.shape[-1] for p in parts), self.features, name="conv")()[0, 0]
         dtype = self.dtype or parts[0].dtype
         out, start = None, 0
         for p in parts:
