@@ -5,7 +5,8 @@
   --seeds 0,1,2                   seed = network initialisation and data order (same for every variant)
   --base_variant smoke            added to every run's variant (here: seconds-long runs, for tests)
   --steps N                       training steps of every run (default: the config's train.num_steps)
-  --set key=value                 any further config override for every run (repeatable)
+  --set key=value                 any further config override for every run (repeatable); a key
+                                  that a compared variant sets itself is refused (it would undo it)
   --out DIR                       results.json, results.md, comparison.png; runs in DIR/runs/<variant>_seed<k>
   --rerun                         retrain runs that already finished (default: reuse them)
   --no_train                      only summarise the finished runs (the others are left out, not trained)
@@ -82,6 +83,13 @@ def main(argv=None) -> dict:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
     config = load_config(args.config, ",".join(filter(None, [args.variant_list[0], args.base_variant])))
+    with_base = lambda v: ",".join(filter(None, [v, args.base_variant]))  # noqa: E731
+    try:
+        compare.refuse_overrides_of_variant_keys(
+            args.overrides, {v: load_config(args.config, with_base(v)) for v in args.variant_list},
+            load_config(args.config, with_base("semi")))
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     steps = args.steps or int(config.train.num_steps)
     runs_dir = args.runs_dir or os.path.join(args.out, "runs")
     runs = compare.plan_runs(args.variant_list, args.seed_list, runs_dir)

@@ -75,6 +75,24 @@ def test_unknown_variant_is_refused():
         compare.plan_runs(["semii"], [0], "/tmp")
 
 
+def test_an_override_of_a_key_the_variant_sets_is_refused():
+    default = {"loss": {"boundary_weight": 0.1, "contrastive_weight": 1.0}, "optim": {"lr": 0.01}}
+    no_boundary = {"loss": {"boundary_weight": 0.0, "contrastive_weight": 1.0}, "optim": {"lr": 0.01}}
+    variants = {"semi": default, "no_boundary": no_boundary}
+    compare.refuse_overrides_of_variant_keys({"optim.lr": "0.02"}, variants, default)  # fine
+    with pytest.raises(ValueError, match="--set loss.boundary_weight: the variant 'no_boundary' sets"):
+        compare.refuse_overrides_of_variant_keys({"loss.boundary_weight": "0.1"}, variants, default)
+
+
+def test_the_cli_refuses_to_undo_an_ablation_before_training(tmp_path):
+    cmd = [sys.executable, os.path.join(REPO, "launch", "compare.py"), "--variants=sup,no_boundary",
+           "--seeds=0", "--set=loss.boundary_weight=0.1", f"--out={tmp_path}"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "--set loss.boundary_weight: the variant 'no_boundary' sets this key" in done.stderr
+    assert not list(tmp_path.iterdir())  # nothing trained, nothing written
+
+
 def _fake_results():
     rows = []
     for variant, base in (("sup", 30.0), ("semi", 35.0), ("no_boundary", 33.0)):
