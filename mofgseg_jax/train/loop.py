@@ -18,6 +18,7 @@ The host only feeds batches, logs, evaluates and checkpoints; every number comes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ import numpy as np
 from mofgseg_jax.train import checkpoint as ckpt
 from mofgseg_jax.train import evaluate as ev
 from mofgseg_jax.train import tb
-from mofgseg_jax.train.host_memory import release_free_memory
+from mofgseg_jax.train.host_memory import trimming_free_memory
 
 log = logging.getLogger("mofgseg")
 
@@ -298,9 +299,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             batch = next(train_it)
             if batch_hook is not None:
                 batch_hook(step + 1, batch)
-            state, metrics = parallel.step(state, parallel.put_batch(batch), train_rng)
-            if step == start_step:  # the first call compiled the step: hand the compiler's memory back
-                release_free_memory()
+            # The first call compiles the step: hand the compiler's freed memory back as it goes.
+            with trimming_free_memory() if step == start_step else contextlib.nullcontext():
+                state, metrics = parallel.step(state, parallel.put_batch(batch), train_rng)
             step += 1
             if state_hook is not None:
                 state_hook(step, state)
