@@ -3,6 +3,7 @@
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from mofgseg_jax.models.conv import Conv
@@ -41,14 +42,27 @@ class ConvBNReLU(nn.Module):
 
 
 class MLP(nn.Module):
-    """Per-pixel Linear (`linear_c{i}/proj`). [B,H,W,Cin] -> [B,H,W,features]."""
+    """The per-pixel Linear `linear_c{i}/proj` ([in_features] -> [features]), as its weights.
+
+    Holds `proj/kernel` `[in, features]` and `proj/bias` (nn.Dense's names and initialisers) and
+    returns them rather than applying them: `LinearFuse` merges them with its own kernel.
+    """
 
     features: int
-    dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return nn.Dense(self.features, kernel_init=torch_default_init, dtype=self.dtype, name="proj")(x)
+    def __call__(self, in_features: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+        return _DenseWeights(self.features, in_features, name="proj")()
+
+
+class _DenseWeights(nn.Module):
+    features: int
+    in_features: int
+
+    @nn.compact
+    def __call__(self) -> tuple[jnp.ndarray, jnp.ndarray]:
+        kernel = self.param("kernel", torch_default_init, (self.in_features, self.features))
+        return kernel, self.param("bias", nn.initializers.zeros_init(), (self.features,))
 
 
 class ConvKernel(nn.Module):
@@ -66,14 +80,16 @@ class ConvKernel(nn.Module):
 
 
 class LinearFuse(nn.Module):
-    """`linear_fuse`: 1x1 conv (no bias) + BN + ReLU over concat(resize(p_i)), computed as
-    sum_i resize(p_i @ W_i), W_i the rows of the kernel that multiply p_i.
+    """The per-stage Linears and `linear_fuse` (1x1 conv, no bias, + BN + ReLU over
+    concat(resize(x_i @ A_i + a_i))), computed as BN(sum_i resize(x_i @ (A_i W_i)) + sum_i a_i W_i).
 
-    parts: `[B,h_i,w_i,E_i]` maps at their own resolution, in concat order -> `[B,H,W,features]`.
-    Same function (bilinear resizing is linear and the conv is 1x1), same parameters as
-    `ConvBNReLU` (`conv/kernel`, `bn/*`). Why: the conv then runs at each stage's own resolution and
-    the `[B,H,W,sum E_i]` concatenation (64 MB at B0, 4x256², and as much for its gradient) is never
-    built; only E-channel maps are resized, as before.
+    stages: `(x_i [B,h_i,w_i,C_i], A_i [C_i,E], a_i [E])` at each stage's own resolution, in concat
+    order -> `[B,H,W,features]`. W_i are the rows of the fuse kernel that multiply stage i's E
+    channels. The same function: no nonlinearity sits between the Linear and the 1x1 conv, bilinear
+    resizing is linear and keeps constants (its rows sum to 1). Same parameters as `ConvBNReLU`
+    (`conv/kernel`, `bn/*`). Why: each stage is one matmul at its own resolution with the merged
+    `[C_i, features]` weight (C_1 = 32 at MiT-B0, where E = 256: the stride-4 matmul shrinks 9x),
+    and neither the E-channel projections nor their `[B,H,W,sum E]` concatenation are built.
     """
 
     features: int
@@ -83,15 +99,20 @@ class LinearFuse(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, parts: Sequence[jnp.ndarray], size: tuple[int, int], train: bool = False) -> jnp.ndarray:
-        kernel = ConvKernel(sum(p.shape[-1] for p in parts), self.features, name="conv")()[0, 0]
-        dtype = self.dtype or parts[0].dtype
-        out, start = None, 0
-        for p in parts:
-            w = kernel[start:start + p.shape[-1]].astype(dtype)
-            start += p.shape[-1]
-            y = resize_bilinear(jnp.dot(p.astype(dtype), w), size, align_corners=False)
+    def __call__(self, stages: Sequence[tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]], size: tuple[int, int],
+                 train: bool = False) -> jnp.ndarray:
+        kernel = ConvKernel(sum(a.shape[-1] for _, a, _ in stages), self.features, name="conv")()[0, 0]
+        dtype = self.dtype or stages[0][0].dtype
+        hp = jax.lax.Precision.HIGHEST  # tiny weight products: keep them exact (no TF32 / bf16 passes)
+        out, bias, start = None, 0.0, 0
+        for x, proj, proj_bias in stages:
+            w = kernel[start:start + proj.shape[-1]]
+            start += proj.shape[-1]
+            merged = jnp.dot(proj, w, precision=hp).astype(dtype)
+            bias = bias + jnp.dot(proj_bias, w, precision=hp)
+            y = resize_bilinear(jnp.dot(x.astype(dtype), merged), size, align_corners=False)
             out = y if out is None else out + y
+        out = out + bias.astype(out.dtype)
         out = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_eps,
                            axis_name=self.bn_axis_name, dtype=self.dtype, name="bn")(out)
         return nn.relu(out)
@@ -117,12 +138,12 @@ class SegFormerHead(nn.Module):
     @nn.compact
     def __call__(self, features: Sequence[jnp.ndarray], train: bool = False):
         size = features[0].shape[1:3]
-        projected = [MLP(self.embed_dim, dtype=self.dtype, name=f"linear_c{i + 1}")(c)
-                     for i, c in enumerate(features)]
+        stages = [(c, *MLP(self.embed_dim, name=f"linear_c{i + 1}")(c.shape[-1]))
+                  for i, c in enumerate(features)]
         # = ConvBNReLU(1x1) over concat of the projections resized to c1's size, in (c4, c3, c2, c1) order.
         x = LinearFuse(self.embed_dim, bn_momentum=self.bn_momentum, bn_eps=self.bn_eps,
                        bn_axis_name=self.bn_axis_name, dtype=self.dtype, name="linear_fuse")(
-                           projected[::-1], size, train)
+                           stages[::-1], size, train)
         # Dropout2d: one decision per (sample, channel), shared over H and W.
         x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
         logits = Conv(self.num_classes, (1, 1), kernel_init=torch_default_init, dtype=self.dtype,
