@@ -3,7 +3,8 @@
 Same parameters and function as `nn.Conv`; only the XLA op differs. Why: XLA:CPU runs a 1x1
 convolution's *weight gradient* as a convolution at ~50 GFLOP/s, where the same contraction as a
 matmul runs at ~300 (the boundary module, the decoder's heads and the MiT's spatial-reduction convs
-are all of this kind; issue 8). On GPUs both lower to the same GEMMs.
+are all of this kind; issue 8). On a GPU the dot is a GEMM as the 1x1 conv was (not re-measured there
+since this change).
 """
 
 import functools

@@ -40,7 +40,7 @@ class OverlapPatchEmbed(nn.Module):
         p = self.patch_size // 2
         # Explicit symmetric padding: 'SAME' pads asymmetrically for stride > 1 (breaks parity).
         x = Conv(self.dim, (self.patch_size, self.patch_size), strides=(self.stride, self.stride),
-                    padding=((p, p), (p, p)), kernel_init=conv_init, dtype=self.dtype, name="proj")(x)
+                 padding=((p, p), (p, p)), kernel_init=conv_init, dtype=self.dtype, name="proj")(x)
         return nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm")(x)
 
 
@@ -67,7 +67,7 @@ class EfficientAttention(nn.Module):
         if self.sr_ratio > 1:
             r = self.sr_ratio
             kv_in = Conv(c, (r, r), strides=(r, r), padding="VALID", kernel_init=conv_init,
-                             dtype=self.dtype, name="sr")(kv_in)
+                          dtype=self.dtype, name="sr")(kv_in)
             kv_in = nn.LayerNorm(epsilon=self.sr_ln_eps, dtype=self.dtype, name="norm")(kv_in)
         kv_in = kv_in.reshape(b, -1, c)
         # One Dense producing [keys | values], as the original `kv` Linear(dim, 2*dim).
@@ -126,7 +126,7 @@ depthwise3x3.defvjp(_depthwise3x3_fwd, _depthwise3x3_bwd)
 class DepthwiseConv3x3(nn.Module):
     """3x3 depthwise conv, padding 1, with bias: nine shifted multiply-adds instead of a grouped conv.
 
-    Same parameters as `Conv(C, (3, 3), feature_group_count=C)` (`kernel` [3,3,1,C], `bias` [C]),
+    Same parameters as `nn.Conv(C, (3, 3), feature_group_count=C)` (`kernel` [3,3,1,C], `bias` [C]),
     same result. Why: XLA:CPU runs grouped convolutions (and their gradients) through a slow generic
     path — 3x slower forward+backward than this elementwise form, which XLA fuses into one loop; on
     GPUs both are memory-bound and equally fast.

@@ -35,7 +35,7 @@ class ConvBNReLU(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         k, p = self.kernel_size, self.kernel_size // 2
         x = Conv(self.features, (k, k), padding=((p, p), (p, p)), use_bias=self.use_bias,
-                    kernel_init=kaiming_init, dtype=self.dtype, name="conv")(x)
+                 kernel_init=kaiming_init, dtype=self.dtype, name="conv")(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_eps,
                          axis_name=self.bn_axis_name, dtype=self.dtype, name="bn")(x)
         return nn.relu(x)
@@ -147,7 +147,7 @@ class SegFormerHead(nn.Module):
         # Dropout2d: one decision per (sample, channel), shared over H and W.
         x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
         logits = Conv(self.num_classes, (1, 1), kernel_init=torch_default_init, dtype=self.dtype,
-                         name="linear_pred")(x)
+                      name="linear_pred")(x)
         rep = Conv(self.rep_dim, (1, 1), kernel_init=torch_default_init, dtype=self.dtype,
-                      name="representation")(x)
+                   name="representation")(x)
         return logits, rep
