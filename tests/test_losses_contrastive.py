@@ -186,3 +186,18 @@ def test_gradient_reuses_the_donated_rep_buffer():
     rep_bytes = n * h * w * d * 4
     assert mem.alias_size_in_bytes == rep_bytes  # the gradient is written into rep's buffer
     assert mem.temp_size_in_bytes < rep_bytes // 2  # and no second [P, D] temporary
+
+
+def test_representation_in_parts_is_the_concatenation_with_a_gradient_per_part():
+    # The train step passes the labelled and unlabelled forwards' representations separately.
+    rep, labels, probs = _random_inputs(3, n=3)
+    key = jax.random.key(5)
+    fn = lambda r: weighted_contrastive_loss(key, r, labels, probs, num_classes=4, **KW)[0]  # noqa: E731
+    whole, grad = jax.value_and_grad(fn)(jnp.asarray(rep))
+    parts = (jnp.asarray(rep[:1]), jnp.asarray(rep[1:]))
+    in_parts, part_grads = jax.value_and_grad(fn)(parts)
+    assert float(whole) > 0
+    np.testing.assert_allclose(float(in_parts), float(whole), rtol=1e-6)
+    assert [g.shape for g in part_grads] == [(1,) + rep.shape[1:], (2,) + rep.shape[1:]]
+    np.testing.assert_allclose(np.concatenate(part_grads), grad, rtol=1e-6, atol=1e-7)
+    assert float(jnp.abs(part_grads[0]).sum()) > 0 and float(jnp.abs(part_grads[1]).sum()) > 0

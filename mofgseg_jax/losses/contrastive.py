@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -90,34 +90,45 @@ _anchor_ce.defvjp(_anchor_ce_fwd, _anchor_ce_bwd)
 
 
 @jax.custom_vjp
-def _gather_rows(rep: jax.Array, idx: jax.Array) -> jax.Array:
-    """`rep[idx]` whose backward allocates the `[P, D]` gradient only once the cotangent exists.
+def _gather_rows(parts: tuple[jax.Array, ...], idx: jax.Array, table: jax.Array) -> tuple[jax.Array, ...]:
+    """Rows `idx` of the row-wise concatenation of `parts` (`table`, its gradient-free copy, gives
+    the values), with a backward that writes each part's gradient into a buffer of its own.
 
-    The plain transpose scatters into a zeros buffer that depends on nothing, so XLA may allocate
-    it while `rep` is still alive; when the caller donates (or drops) `rep`, that costs a second
-    P*D buffer (512 MB at 4 x 256^2 x 512). Deriving the zero from the cotangent lets the gradient
-    reuse `rep`'s buffer. The zero is +0.0 or -0.0 (never NaN, whatever the cotangent holds).
+    Why parts: the train step's representation comes from two student forwards; concatenating them
+    for the loss made its backward a split that copied the 2 x 16 MB gradient (~20 ms on CPU).
+    Why the zero comes from the cotangent: the plain transpose scatters into a zeros buffer that
+    depends on nothing, so XLA may allocate it while the part is still alive; when the caller
+    donates (or drops) it, that costs a second rows x D buffer (512 MB at 4 x 256^2 x 512). Deriving
+    the zero from the cotangent lets the gradient reuse the part's buffer. It is +0.0 or -0.0 (never
+    NaN, whatever the cotangent holds).
     """
-    return rep[idx]
+    del parts
+    return table[idx]
 
 
-def _gather_rows_fwd(rep, idx):
-    return rep[idx], (idx, rep.shape[0])
+def _gather_rows_fwd(parts, idx, table):
+    return table[idx], (idx, tuple(p.shape[0] for p in parts))
 
 
 def _gather_rows_bwd(res, g):
-    idx, num_rows = res
+    idx, sizes = res
+    idx, g = idx.reshape(-1), g.reshape(-1, g.shape[-1])
     first = g.reshape(-1)[0]
     zero = jnp.where(first > 0, jnp.zeros((), g.dtype), -jnp.zeros((), g.dtype))
-    grad = jnp.broadcast_to(zero, (num_rows, g.shape[-1])).at[idx.reshape(-1)].add(
-        g.reshape(-1, g.shape[-1]))
-    return grad, None
+    grads, start = [], 0
+    for size in sizes:
+        # Rows of other parts go to index `size`, out of bounds, and are dropped.
+        local = jnp.where((idx >= start) & (idx < start + size), idx - start, size)
+        grads.append(jnp.broadcast_to(zero, (size, g.shape[-1])).at[local].add(g, mode="drop"))
+        start += size
+    return tuple(grads), None, None  # the table is a gradient-free copy
 
 
 _gather_rows.defvjp(_gather_rows_fwd, _gather_rows_bwd)
 
 
-def weighted_contrastive_loss(key: jax.Array, rep: jax.Array, labels: jax.Array, probs: jax.Array,
+def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Array], labels: jax.Array,
+                              probs: jax.Array,
                               *, num_classes: int, strong_threshold: float = 0.97,
                               num_queries: int = 256, num_negatives: int = 512,
                               temperature: float = 0.5, negative_weight: float = 2.0,
@@ -147,7 +158,8 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array, labels: jax.Array,
 
     Args:
       key: PRNG key.
-      rep: `[N, H, W, D]` representation (any float dtype; math in float32).
+      rep: `[N, H, W, D]` representation (any float dtype; math in float32), or a sequence of
+        `[N_i, H, W, D]` parts taken as their concatenation along N (each gets its own gradient).
       labels: `[N, H, W]` int class ids; `ignore_index` (or ids outside [0, num_classes)) = not valid.
       probs: `[N, H, W, K]` student softmax probabilities at the resolution of `rep`.
       num_classes: K (static).
@@ -161,10 +173,13 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array, labels: jax.Array,
       valid = present and with at least one hard anchor).
     """
     k_cls, q, m = num_classes, num_queries, num_negatives
-    rep, labels, probs = jnp.asarray(rep), jnp.asarray(labels), jnp.asarray(probs)
-    d = rep.shape[-1]
-    rep = rep.reshape(-1, d)
-    num_pixels = rep.shape[0]
+    parts = tuple(jnp.asarray(r) for r in (rep if isinstance(rep, (list, tuple)) else (rep,)))
+    labels, probs = jnp.asarray(labels), jnp.asarray(probs)
+    d = parts[0].shape[-1]
+    parts = tuple(r.reshape(-1, d) for r in parts)
+    # Keys (prototypes included) carry no gradient: one gradient-free table of every pixel.
+    rep_sg = jax.lax.stop_gradient(parts[0] if len(parts) == 1 else jnp.concatenate(parts))
+    num_pixels = rep_sg.shape[0]
     labels = labels.reshape(-1).astype(jnp.int32)
     probs = probs.reshape(num_pixels, -1)
     classes = jnp.arange(k_cls, dtype=jnp.int32)
@@ -187,8 +202,7 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array, labels: jax.Array,
     use_class = present & (hard_counts > 0)
 
     # Prototypes: mean raw representation (no gradient: they are keys).
-    rep_sg = jax.lax.stop_gradient(rep)
-    sums = jax.lax.dot_general(onehot.astype(rep.dtype), rep_sg, (((0,), (0,)), ((), ())),
+    sums = jax.lax.dot_general(onehot.astype(rep_sg.dtype), rep_sg, (((0,), (0,)), ((), ())),
                                precision=jax.lax.Precision.HIGHEST,
                                preferred_element_type=jnp.float32)  # [K, D]
     protos = sums / jnp.maximum(counts, 1)[:, None].astype(jnp.float32)
@@ -219,7 +233,7 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array, labels: jax.Array,
     neg_idx = order[jnp.clip(starts[neg_cls] + neg_off, 0, num_pixels - 1)]  # [K, Q, M]
 
     # Anchors keep their gradient; cosine normalisation on the gathered rows only.
-    anchors = _gather_rows(rep, anchor_idx).astype(jnp.float32)  # [K, Q, D]
+    anchors = _gather_rows(parts, anchor_idx, rep_sg).astype(jnp.float32)  # [K, Q, D]
     anchors = anchors * _inv_norm(anchors, eps)[..., None]
     key_inv_norm = _inv_norm(rep_sg, eps)  # [P], avoids a normalised copy of rep
     pos_keys = jnp.broadcast_to(protos_n[:, None, :], anchors.shape)

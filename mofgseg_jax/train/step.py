@@ -179,31 +179,32 @@ def make_train_step(config: Any, model: Any) -> StepFn:
             if semi:
                 out_u, new_stats = student(params, new_stats, normalize(x_s),
                                            jax.random.fold_in(dropout_key, 1), 0)
-                out = {**out, **{k: jnp.concatenate([out[k], out_u[k]], axis=0)
-                                 for k in ("logits", "rep")}}  # edge: labelled images only
-            logits = out["logits"]
+            # The two forwards' outputs are kept apart (edge: labelled images only): the losses
+            # take them separately, so no backward has to split a concatenated gradient.
             zero = jnp.zeros((), jnp.float32)
             terms = {"supervised_loss": zero, "boundary_loss": zero, "unsupervised_loss": zero,
                      "contrastive_loss": zero}
             extra = {}
             if w_sup:
-                terms["supervised_loss"] = supervised_loss(logits[:bl], y_l)
+                terms["supervised_loss"] = supervised_loss(out["logits"], y_l)
             if w_bnd:
                 terms["boundary_loss"] = boundary_loss.dice_loss(out["edge"], edge_t)
             if semi and w_uns:
-                terms["unsupervised_loss"] = pseudo_label_loss(logits[bl:], y_s, c_s,
+                terms["unsupervised_loss"] = pseudo_label_loss(out_u["logits"], y_s, c_s,
                                                                strong_threshold=lc.strong_threshold,
                                                                ignore_index=ignore)
             if semi and w_con:
-                rep = out["rep"]
-                size = rep.shape[1:3]
+                reps = (out["rep"], out_u["rep"])  # the loss takes them as one batch, labelled first
+                size = reps[0].shape[1:3]
                 # Unlabelled pixels join only where the teacher is at least weakly confident.
                 y_u = jnp.where(c_s >= lc.weak_threshold, y_s, ignore)
                 labels_all = resize_nearest(jnp.concatenate([y_l, y_u], axis=0), size)
                 # Nearest resize picks pixels, so softmax after it is the same, on 16x fewer pixels.
-                probs = jax.nn.softmax(resize_nearest(jax.lax.stop_gradient(logits), size), axis=-1)
+                logits_all = jnp.concatenate([resize_nearest(jax.lax.stop_gradient(o["logits"]), size)
+                                              for o in (out, out_u)], axis=0)
+                probs = jax.nn.softmax(logits_all, axis=-1)
                 loss_c, aux_c = weighted_contrastive_loss(
-                    contrast_key, rep, labels_all, probs, num_classes=num_classes,
+                    contrast_key, reps, labels_all, probs, num_classes=num_classes,
                     strong_threshold=lc.strong_threshold, num_queries=lc.num_queries,
                     num_negatives=lc.num_negatives, temperature=lc.temperature,
                     negative_weight=lc.negative_weight, ignore_index=ignore)
