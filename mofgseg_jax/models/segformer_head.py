@@ -5,9 +5,10 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mofgseg_jax.models.conv import Conv
-from mofgseg_jax.models.resize import resize_bilinear
+from mofgseg_jax.models.resize import interpolation_matrix, resize_bilinear
 
 Dtype = Any
 
@@ -89,7 +90,9 @@ class LinearFuse(nn.Module):
     resizing is linear and keeps constants (its rows sum to 1). Same parameters as `ConvBNReLU`
     (`conv/kernel`, `bn/*`). Why: each stage is one matmul at its own resolution with the merged
     `[C_i, features]` weight (C_1 = 32 at MiT-B0, where E = 256: the stride-4 matmul shrinks 9x),
-    and neither the E-channel projections nor their `[B,H,W,sum E]` concatenation are built.
+    and neither the E-channel projections nor their `[B,H,W,sum E]` concatenation are built. The
+    resizes are separable: each stage is resized along H alone, and the W resizes of all stages are
+    one matmul over their concatenated columns, so the full-size map is written once.
     """
 
     features: int
@@ -104,15 +107,26 @@ class LinearFuse(nn.Module):
         kernel = ConvKernel(sum(a.shape[-1] for _, a, _ in stages), self.features, name="conv")()[0, 0]
         dtype = self.dtype or stages[0][0].dtype
         hp = jax.lax.Precision.HIGHEST  # tiny weight products: keep them exact (no TF32 / bf16 passes)
-        out, bias, start = None, 0.0, 0
+        out_h, out_w = int(size[0]), int(size[1])
+        out, bias, start = 0.0, 0.0, 0
+        narrow, narrow_cols = [], []  # stages still to be resized along W: [B,H,w_i,F], [W, w_i]
         for x, proj, proj_bias in stages:
             w = kernel[start:start + proj.shape[-1]]
             start += proj.shape[-1]
             merged = jnp.dot(proj, w, precision=hp).astype(dtype)
             bias = bias + jnp.dot(proj_bias, w, precision=hp)
-            y = resize_bilinear(jnp.dot(x.astype(dtype), merged), size, align_corners=False)
-            out = y if out is None else out + y
-        out = out + bias.astype(out.dtype)
+            y = resize_bilinear(jnp.dot(x.astype(dtype), merged), (out_h, x.shape[2]), align_corners=False)
+            if y.shape[2] == out_w:
+                out = out + y
+            else:
+                narrow.append(y)
+                narrow_cols.append(interpolation_matrix(y.shape[2], out_w, align_corners=False))
+        if narrow:
+            # sum_i resize_W(y_i) = one matmul over the stages' concatenated columns: the full-size
+            # map is written once, not once per stage.
+            cols = jnp.asarray(np.concatenate(narrow_cols, axis=1), dtype)
+            out = out + jnp.einsum("ow,bhwc->bhoc", cols, jnp.concatenate(narrow, axis=2), precision=hp)
+        out = out + bias.astype(dtype)
         out = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_eps,
                            axis_name=self.bn_axis_name, dtype=self.dtype, name="bn")(out)
         return nn.relu(out)
