@@ -1,7 +1,5 @@
 """Boundary-aware module (EAM): an edge logit from the shallowest and deepest backbone stages."""
 
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
@@ -9,9 +7,7 @@ from jax import lax
 
 from mofgseg_jax.models.conv import Conv
 from mofgseg_jax.models.resize import interpolation_matrix
-from mofgseg_jax.models.segformer_head import ConvBNReLU, ConvKernel, torch_default_init
-
-Dtype = Any
+from mofgseg_jax.models.segformer_head import BatchNormSettings, ConvBNReLU, ConvKernel, torch_default_init
 
 
 def _shifted_interpolation(in_size: int, out_size: int) -> np.ndarray:
@@ -24,7 +20,7 @@ def _shifted_interpolation(in_size: int, out_size: int) -> np.ndarray:
     return np.stack([padded[t:t + out_size] for t in range(3)])
 
 
-class ResizeConcatConvBNReLU(nn.Module):
+class ResizeConcatConvBNReLU(BatchNormSettings):
     """`ConvBNReLU(features, 3)` over concat(resize(high), low), without building that concat.
 
     high `[B,h,w,Ch]` (a coarse map), low `[B,H,W,Cl]` -> `[B,H,W,features]`; same parameters as
@@ -38,10 +34,6 @@ class ResizeConcatConvBNReLU(nn.Module):
     """
 
     features: int
-    bn_momentum: float = 0.9
-    bn_eps: float = 1e-5
-    bn_axis_name: str | None = None
-    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, high: jnp.ndarray, low: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -56,13 +48,10 @@ class ResizeConcatConvBNReLU(nn.Module):
         cols = jnp.asarray(_shifted_interpolation(high.shape[2], low.shape[2]), dtype)
         hp = lax.Precision.HIGHEST  # interpolation weights stay exact, as in resize_bilinear
         taps = jnp.einsum("iyh,bhwijf->bywjf", rows, taps, precision=hp)
-        out = out + jnp.einsum("jxw,bywjf->byxf", cols, taps, precision=hp)
-        out = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_eps,
-                           axis_name=self.bn_axis_name, dtype=self.dtype, name="bn")(out)
-        return nn.relu(out)
+        return self.bn_relu(out + jnp.einsum("jxw,bywjf->byxf", cols, taps, precision=hp), train)
 
 
-class EAM(nn.Module):
+class EAM(BatchNormSettings):
     """(c1 [B,H1,W1,C1], c4 [B,H4,W4,C4]) -> edge logit [B,H1,W1,1] at c1's size.
 
     c1 -> 1x1 conv(low_dim)+BN+ReLU; c4 -> 1x1 conv(high_dim)+BN+ReLU, resized to c1's size
@@ -75,15 +64,10 @@ class EAM(nn.Module):
     low_dim: int = 64
     high_dim: int = 256
     mid_dim: int = 256
-    bn_momentum: float = 0.9
-    bn_eps: float = 1e-5
-    bn_axis_name: str | None = None
-    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, c1: jnp.ndarray, c4: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        bn = dict(bn_momentum=self.bn_momentum, bn_eps=self.bn_eps, bn_axis_name=self.bn_axis_name,
-                  dtype=self.dtype)
+        bn = self.bn_settings()
         low = ConvBNReLU(self.low_dim, 1, use_bias=True, name="reduce1", **bn)(c1, train)
         high = ConvBNReLU(self.high_dim, 1, use_bias=True, name="reduce4", **bn)(c4, train)
         # = ConvBNReLU(3x3) over concat(resize(high) to c1's size, low).

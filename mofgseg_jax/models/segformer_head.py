@@ -18,28 +18,45 @@ kaiming_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-class ConvBNReLU(nn.Module):
+class BatchNormSettings(nn.Module, kw_only=True):
+    """Base of the decoder modules: their BatchNorm settings (keyword-only) and the BN + ReLU tail.
+
+    BatchNorm statistics sync over `bn_axis_name` when mapped; `dtype` is the compute dtype.
+    """
+
+    bn_momentum: float = 0.9
+    bn_eps: float = 1e-5
+    bn_axis_name: str | None = None
+    dtype: Dtype = jnp.float32
+
+    def bn_settings(self) -> dict[str, Any]:
+        """These settings as keyword arguments, to hand down to a submodule."""
+        return dict(bn_momentum=self.bn_momentum, bn_eps=self.bn_eps, bn_axis_name=self.bn_axis_name,
+                    dtype=self.dtype)
+
+    def bn_relu(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        """BatchNorm (a submodule named `bn`; call from the compact method) then ReLU."""
+        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_eps,
+                         axis_name=self.bn_axis_name, dtype=self.dtype, name="bn")(x)
+        return nn.relu(x)
+
+
+class ConvBNReLU(BatchNormSettings):
     """Conv (symmetric padding k//2, no bias by default) -> BatchNorm -> ReLU, as mmcv's ConvModule.
 
-    [B,H,W,Cin] -> [B,H,W,features]. BatchNorm statistics sync over `bn_axis_name` when mapped.
+    [B,H,W,Cin] -> [B,H,W,features].
     """
 
     features: int
     kernel_size: int = 1
     use_bias: bool = False  # the published EAM's 1x1 reductions keep a (redundant) conv bias
-    bn_momentum: float = 0.9
-    bn_eps: float = 1e-5
-    bn_axis_name: str | None = None
-    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         k, p = self.kernel_size, self.kernel_size // 2
         x = Conv(self.features, (k, k), padding=((p, p), (p, p)), use_bias=self.use_bias,
                  kernel_init=kaiming_init, dtype=self.dtype, name="conv")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_eps,
-                         axis_name=self.bn_axis_name, dtype=self.dtype, name="bn")(x)
-        return nn.relu(x)
+        return self.bn_relu(x, train)
 
 
 class MLP(nn.Module):
@@ -80,7 +97,7 @@ class ConvKernel(nn.Module):
         return self.param("kernel", kaiming_init, (k, k, self.in_features, self.features))
 
 
-class LinearFuse(nn.Module):
+class LinearFuse(BatchNormSettings):
     """The per-stage Linears and `linear_fuse` (1x1 conv, no bias, + BN + ReLU over
     concat(resize(x_i @ A_i + a_i))), computed as BN(sum_i resize(x_i @ (A_i W_i)) + sum_i a_i W_i).
 
@@ -96,10 +113,6 @@ class LinearFuse(nn.Module):
     """
 
     features: int
-    bn_momentum: float = 0.9
-    bn_eps: float = 1e-5
-    bn_axis_name: str | None = None
-    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, stages: Sequence[tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]], size: tuple[int, int],
@@ -126,13 +139,10 @@ class LinearFuse(nn.Module):
             # map is written once, not once per stage.
             cols = jnp.asarray(np.concatenate(narrow_cols, axis=1), dtype)
             out = out + jnp.einsum("ow,bhwc->bhoc", cols, jnp.concatenate(narrow, axis=2), precision=hp)
-        out = out + bias.astype(dtype)
-        out = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_eps,
-                           axis_name=self.bn_axis_name, dtype=self.dtype, name="bn")(out)
-        return nn.relu(out)
+        return self.bn_relu(out + bias.astype(dtype), train)
 
 
-class SegFormerHead(nn.Module):
+class SegFormerHead(BatchNormSettings):
     """[c1..c4] -> (logits [B,H1,W1,num_classes], rep [B,H1,W1,rep_dim]) at c1's size (stride 4).
 
     Per stage a Linear to embed_dim, bilinear (align_corners=False) resize to c1's size, concat
@@ -144,10 +154,6 @@ class SegFormerHead(nn.Module):
     embed_dim: int = 256
     rep_dim: int = 512
     dropout_rate: float = 0.1
-    bn_momentum: float = 0.9
-    bn_eps: float = 1e-5
-    bn_axis_name: str | None = None
-    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, features: Sequence[jnp.ndarray], train: bool = False):
@@ -155,9 +161,7 @@ class SegFormerHead(nn.Module):
         stages = [(c, *MLP(self.embed_dim, name=f"linear_c{i + 1}")(c.shape[-1]))
                   for i, c in enumerate(features)]
         # = ConvBNReLU(1x1) over concat of the projections resized to c1's size, in (c4, c3, c2, c1) order.
-        x = LinearFuse(self.embed_dim, bn_momentum=self.bn_momentum, bn_eps=self.bn_eps,
-                       bn_axis_name=self.bn_axis_name, dtype=self.dtype, name="linear_fuse")(
-                           stages[::-1], size, train)
+        x = LinearFuse(self.embed_dim, name="linear_fuse", **self.bn_settings())(stages[::-1], size, train)
         # Dropout2d: one decision per (sample, channel), shared over H and W.
         x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
         logits = Conv(self.num_classes, (1, 1), kernel_init=torch_default_init, dtype=self.dtype,
