@@ -55,12 +55,17 @@ def run(argv: list[str]) -> dict[str, Any]:
         b = jax.random.normal(key_b, (n, n), dtype)
         x = jax.random.normal(key_a, (args.batch, s, s, 320), dtype)
         w = jax.random.normal(key_b, (3, 3, 320, 256), dtype) * 0.02
-        conv_grad = jax.grad(lambda x, w: jnp.sum(_conv(x, w)), argnums=(0, 1))
+        # A random cotangent: with d(sum)/dy = 1 XLA may reduce the weight gradient to sums of
+        # shifted inputs, which is not the work a training step does.
+        dy = jax.random.normal(key_b, (args.batch, s, s, 256), jnp.float32)  # _conv outputs float32
+        def conv_grad(x, w, dy):  # returns the forward too, or XLA would drop it as unused
+            y, pullback = jax.vjp(_conv, x, w)
+            return y, pullback(dy)
         out[name] = {
             "matmul": _rate(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32), (a, b),
                             2.0 * n**3, args.iters),
             "conv3x3_forward": _rate(_conv, (x, w), conv_flops, args.iters),
             # backward = input gradient + weight gradient, each as many FLOPs as the forward
-            "conv3x3_forward_backward": _rate(conv_grad, (x, w), 3 * conv_flops, args.iters),
+            "conv3x3_forward_backward": _rate(conv_grad, (x, w, dy), 3 * conv_flops, args.iters),
         }
     return out
