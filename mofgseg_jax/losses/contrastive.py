@@ -90,7 +90,7 @@ _anchor_ce.defvjp(_anchor_ce_fwd, _anchor_ce_bwd)
 
 
 @jax.custom_vjp
-def _gather_rows(parts: tuple[jax.Array, ...], idx: jax.Array, table: jax.Array) -> tuple[jax.Array, ...]:
+def _gather_rows(parts: tuple[jax.Array, ...], idx: jax.Array, table: jax.Array) -> jax.Array:
     """Rows `idx` of the row-wise concatenation of `parts` (`table`, its gradient-free copy, gives
     the values), with a backward that writes each part's gradient into a buffer of its own.
 
