@@ -53,16 +53,6 @@ def plan_runs(variants: Sequence[str], seeds: Sequence[int], runs_dir: str) -> l
     return [Run(v, int(s), os.path.join(runs_dir, f"{v}_seed{s}")) for s in seeds for v in variants]
 
 
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def refuse_overrides_of_variant_keys(overrides: Mapping[str, str], variant_configs: Mapping[str, Any],
                                      default_config: Any) -> None:
     """Raises ValueError when an override sets a key that one of the variants changes.
@@ -72,10 +62,14 @@ def refuse_overrides_of_variant_keys(overrides: Mapping[str, str], variant_confi
     `no_boundary` run and the ablation would compare nothing. variant_configs: {variant: its config};
     default_config: the config without a variant (ConfigDicts or nested dicts).
     """
-    as_dict = lambda c: c.to_dict() if hasattr(c, "to_dict") else c  # noqa: E731
-    default = _flat(as_dict(default_config))
+    from flax import traverse_util  # noqa: PLC0415 (only this check needs it)
+
+    def flat(config):
+        return traverse_util.flatten_dict(config.to_dict() if hasattr(config, "to_dict") else config, sep=".")
+
+    default = flat(default_config)
     for variant, config in variant_configs.items():
-        changed = {k for k, v in _flat(as_dict(config)).items() if default.get(k, object()) != v}
+        changed = {k for k, v in flat(config).items() if default.get(k, object()) != v}
         for key in overrides:
             if key in changed:
                 raise ValueError(f"--set {key}: the variant {variant!r} sets this key itself; overriding it "

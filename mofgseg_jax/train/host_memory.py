@@ -61,4 +61,4 @@ def trimming_free_memory(interval_s: float = 0.2) -> Iterator[bool]:
     finally:
         stop.set()
         thread.join()
-        libc.malloc_trim(0)
+        release_free_memory()
