@@ -79,4 +79,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from mofgseg_jax.train.host_memory import reexec_with_huge_page_malloc
+
+    reexec_with_huge_page_malloc()  # before any work: glibc reads its tunables at start only
     app.run(main)

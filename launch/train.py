@@ -58,4 +58,7 @@ def parse_flags(argv):
 
 
 if __name__ == "__main__":
+    from mofgseg_jax.train.host_memory import reexec_with_huge_page_malloc
+
+    reexec_with_huge_page_malloc()  # before any work: glibc reads its tunables at start only
     app.run(main, flags_parser=parse_flags)

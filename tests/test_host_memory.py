@@ -1,11 +1,16 @@
-"""Returning freed heap memory to the OS after a compilation lowers the resident set (glibc)."""
+"""The host allocator: returning freed heap memory to the OS after a compilation lowers the resident
+set; the launchers re-execute with malloc on transparent huge pages when that changes anything."""
 
 import ctypes.util
+import os
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
+from mofgseg_jax.train import host_memory
 from mofgseg_jax.train.host_memory import release_free_memory, trimming_free_memory
 
 
@@ -40,3 +45,47 @@ def test_trimming_returns_memory_while_the_block_runs_and_stops_its_thread():
         during = _rss_mb()
     assert available and during < before - 100
     assert not any(t.name == "malloc-trim" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("environ, thp, glibc, wanted", [
+    ({}, "madvise", (2, 36), "glibc.malloc.hugetlb=1"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "madvise", (2, 35),
+     "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"),
+    ({}, "always", (2, 36), None),  # the kernel gives huge pages already
+    ({}, "never", (2, 36), None),
+    ({}, None, (2, 36), None),  # no THP file (not Linux)
+    ({}, "madvise", (2, 34), None),  # the tunable is new in glibc 2.35
+    ({}, "madvise", None, None),  # not glibc (musl)
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "madvise", (2, 36), None),  # the user's choice
+    ({"MOFGSEG_HUGE_PAGES": "0"}, "madvise", (2, 36), None),  # opted out
+])
+def test_huge_page_environment_only_when_it_changes_something(environ, thp, glibc, wanted):
+    env = host_memory.huge_page_environment({"PATH": "/bin", **environ}, thp, glibc)
+    if wanted is None:
+        assert env is None
+    else:
+        assert env == {"PATH": "/bin", **environ, "GLIBC_TUNABLES": wanted}
+
+
+def test_reexec_runs_the_same_program_once_with_the_tunable(tmp_path):
+    """A launcher calling it first thing: its second incarnation has the tunable and does not loop."""
+    script = tmp_path / "launcher.py"
+    script.write_text(
+        "import os, sys\n"
+        "print('start', os.environ.get('GLIBC_TUNABLES'), sys.argv[1:], flush=True)\n"
+        "from mofgseg_jax.train.host_memory import reexec_with_huge_page_malloc\n"
+        "reexec_with_huge_page_malloc()\n"
+        "print('ran', flush=True)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MOFGSEG_HUGE_PAGES")}
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                         env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, str(script), "--x", "1"], env=env, capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    changes = host_memory.huge_page_environment(env, host_memory._thp_mode(), host_memory._glibc_version())
+    if changes is None:  # nothing to gain on this machine: it just runs
+        assert out == ["start None ['--x', '1']", "ran"]
+    else:
+        assert out == ["start None ['--x', '1']", "start glibc.malloc.hugetlb=1 ['--x', '1']", "ran"]
+    opted_out = subprocess.run([sys.executable, str(script)], env={**env, "MOFGSEG_HUGE_PAGES": "0"},
+                               capture_output=True, text=True, check=True).stdout.splitlines()
+    assert opted_out == ["start None []", "ran"]
