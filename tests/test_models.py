@@ -186,3 +186,16 @@ def test_depthwise_conv_value_and_gradients_match_a_grouped_convolution():
     reference = jax.grad(loss(grouped), (0, 1))(x, kernel)
     for a, b in zip(ours, reference):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+
+
+def test_erf_gelu_matches_torch_gelu_and_its_gradient():
+    torch = pytest.importorskip("torch")
+    from mofgseg_jax.models.mit import erf_gelu
+
+    x = np.concatenate([np.linspace(-12, 12, 2001), np.random.RandomState(4).randn(1000) * 3]).astype(np.float32)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.gelu(xt).sum().backward()  # torch's default: the exact (erf) GELU
+    np.testing.assert_allclose(erf_gelu(jnp.asarray(x)), torch.nn.functional.gelu(xt).detach().numpy(),
+                               atol=1e-6, rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(lambda v: jnp.sum(erf_gelu(v)))(jnp.asarray(x)), xt.grad.numpy(),
+                               atol=1e-6, rtol=1e-5)

@@ -154,6 +154,13 @@ class DWConv(nn.Module):
         return DepthwiseConv3x3(dtype=self.dtype, name="dwconv")(x)
 
 
+def erf_gelu(x: jnp.ndarray) -> jnp.ndarray:
+    """Exact GELU, x * (1 + erf(x / sqrt 2)) / 2, written as torch.nn.GELU() computes it (flax's
+    `nn.gelu` defaults to the tanh approximation). Not `nn.gelu(approximate=False)`: that goes
+    through erfc, which XLA evaluates as two polynomial branches and a select."""
+    return x * (0.5 + 0.5 * jax.lax.erf(x * (2 ** -0.5)))
+
+
 class MixFFN(nn.Module):
     """fc1 -> 3x3 depthwise conv -> exact GELU -> fc2. [B,H,W,C] -> [B,H,W,C]."""
 
@@ -165,7 +172,7 @@ class MixFFN(nn.Module):
         c = x.shape[-1]
         x = Dense(self.hidden_dim, dtype=self.dtype, name="fc1")(x)
         x = DWConv(dtype=self.dtype, name="dwconv")(x)
-        x = nn.gelu(x, approximate=False)  # erf GELU as torch.nn.GELU(); flax defaults to tanh
+        x = erf_gelu(x)
         return Dense(c, dtype=self.dtype, name="fc2")(x)
 
 
