@@ -201,3 +201,59 @@ def test_representation_in_parts_is_the_concatenation_with_a_gradient_per_part()
     assert [g.shape for g in part_grads] == [(1,) + rep.shape[1:], (2,) + rep.shape[1:]]
     np.testing.assert_allclose(np.concatenate(part_grads), grad, rtol=1e-6, atol=1e-7)
     assert float(jnp.abs(part_grads[0]).sum()) > 0 and float(jnp.abs(part_grads[1]).sum()) > 0
+
+
+def _linear_head(seed, features_dim, rep_dim):
+    rng = np.random.RandomState(seed)
+    return (rng.randn(features_dim, rep_dim).astype(np.float32) / np.sqrt(features_dim),
+            (0.3 * rng.randn(rep_dim)).astype(np.float32))
+
+
+def _factored_loss_and_grads(key, features, kernel, bias, labels, probs, **kw):
+    """The loss on `features @ kernel + bias` given in factored form, and its gradients to all three."""
+    fn = lambda f, w, b: weighted_contrastive_loss(key, f, labels, probs, rep_kernel=w, rep_bias=b, **kw)[0]  # noqa: E731
+    return jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2)))(features, kernel, bias)
+
+
+def test_factored_representation_equals_reference_exactly_when_sampling_is_deterministic():
+    rep, labels, probs = _one_pixel_per_class()
+    features = rep[..., :5] - 0.5  # 5 features mapped to a 6-d representation
+    kernel, bias = _linear_head(1, 5, 6)
+    loss, (g_f, g_w, g_b) = _factored_loss_and_grads(jax.random.PRNGKey(3), features, kernel, bias,
+                                                     labels, probs, num_classes=5, **KW)
+    rep_ref = features.astype(np.float64) @ kernel + bias
+    ref_loss, ref_grad = reco_loss_ref(rep_ref.astype(np.float32), labels, probs, num_classes=5,
+                                       with_grad=True, **KW)
+    assert abs(float(loss) - ref_loss) <= 1e-5
+    flat_f, flat_g = features.reshape(-1, 5), ref_grad.reshape(-1, 6)
+    np.testing.assert_allclose(np.asarray(g_f), ref_grad @ kernel.T, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.asarray(g_w), flat_f.T @ flat_g, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.asarray(g_b), flat_g.sum(0), atol=1e-5, rtol=0)
+
+
+def test_factored_representation_is_the_same_loss_and_gradient_as_the_formed_one():
+    """Sampled case: same key, the same anchors and negatives; the gradient to the formed
+    representation maps to features, kernel and bias by the chain rule."""
+    _, labels, probs = _random_inputs(6, n=3, h=8, w=8)
+    features = np.random.RandomState(7).randn(3, 8, 8, 12).astype(np.float32)
+    features[..., 0] += 2.0 * np.where(labels == 255, 0, labels)  # classes apart in feature space
+    kernel, bias = _linear_head(2, 12, 20)
+    key = jax.random.PRNGKey(11)
+    rep = jnp.asarray(features) @ kernel + bias
+    (loss, aux), grad = _loss_aux_grad(key, rep, labels, probs, num_classes=4, **KW)
+    got, (g_f, g_w, g_b) = _factored_loss_and_grads(key, features, kernel, bias, labels, probs,
+                                                    num_classes=4, **KW)
+    assert float(loss) > 0 and int(aux["num_valid_classes"]) >= 2
+    np.testing.assert_allclose(float(got), float(loss), rtol=1e-5)
+    grad = np.asarray(grad).reshape(-1, 20)
+    np.testing.assert_allclose(np.asarray(g_f).reshape(-1, 12), grad @ kernel.T, atol=1e-6, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(g_w), features.reshape(-1, 12).T @ grad, atol=1e-6, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(g_b), grad.sum(0), atol=1e-6, rtol=1e-4)
+
+
+def test_factored_representation_rejects_a_kernel_of_the_wrong_width():
+    rep, labels, probs = _random_inputs(0)
+    kernel, bias = _linear_head(0, 5, 6)  # rep has 8 features
+    with pytest.raises(ValueError, match="do not map 8 features"):
+        weighted_contrastive_loss(jax.random.PRNGKey(0), rep, labels, probs, num_classes=4,
+                                  rep_kernel=kernel, rep_bias=bias, **KW)

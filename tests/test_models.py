@@ -199,3 +199,20 @@ def test_erf_gelu_matches_torch_gelu_and_its_gradient():
                                atol=1e-6, rtol=1e-6)
     np.testing.assert_allclose(jax.grad(lambda v: jnp.sum(erf_gelu(v)))(jnp.asarray(x)), xt.grad.numpy(),
                                atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("stride4", [False, True])
+def test_rep_as_features_maps_to_the_representation_through_the_head(stride4):
+    from mofgseg_jax.models.mofgseg import representation_head
+
+    model, variables, x = _tiny(rep_at_stride4=stride4)
+    rngs = {"dropout": jax.random.key(1)}  # train mode: the same dropout draw in both calls
+    run = jax.jit(lambda v, x, as_features: model.apply(v, x, train=True, rngs=rngs, mutable=["batch_stats"],
+                                                        rep_as_features=as_features)[0],
+                  static_argnums=2)
+    formed, factored = run(variables, x, False), run(variables, x, True)
+    assert "rep" not in factored and factored["rep_features"].shape[-1] == 32
+    kernel, bias = representation_head(variables["params"])
+    assert kernel.shape == (32, 24) and bias.shape == (24,)
+    np.testing.assert_allclose(factored["rep_features"] @ kernel + bias, formed["rep"], atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(factored["logits"], formed["logits"], atol=0)

@@ -11,7 +11,12 @@ DESIGN.md §3 step 6. Same sampling distribution as the published loop code
   gathers its `[chunk, M, D]` negatives (a few MB, cache-resident) and uses them twice — for the
   logits and, in the same pass, for the gradient w.r.t. the anchors (a `custom_vjp`: the keys are
   constants, so that gradient only needs the softmax the forward pass has just computed). The
-  negatives are read from memory once per forward+backward and never stored.
+  negatives are read from memory once per forward+backward and never stored;
+* when the representation is a linear head's output (`rep_kernel`, `rep_bias`: the train step's
+  case), the loss works on the head's input features: a = f_a W + b for the anchors only, and for
+  the keys a . (f W + b) = (a W^T) . f + a . b, with |f W + b| from the F x F Gram matrix W W^T.
+  The gathers that dominate the loss's time move F-wide rows instead of D-wide ones (256 vs 512 in
+  MOFGSeg), and no [P, D] representation is formed, forward or backward.
 """
 
 from __future__ import annotations
@@ -32,58 +37,90 @@ def _inv_norm(x: jax.Array, eps: float) -> jax.Array:
     return jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
 
 
-def _chunked_anchor_ce(anchors, pos_keys, keys, key_inv_norm, neg_idx, weight, temperature, chunk,
-                       with_grad):
-    """Per-anchor CE (and its gradient w.r.t. the anchor), `chunk` anchors at a time.
+def _inv_norm_linear(features: jax.Array, kernel: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+    """`_inv_norm(features @ kernel + bias)` without forming that product: |f W + b|^2 =
+    f (W W^T) f + 2 f . (W b) + b . b, an F x F Gram matrix instead of an F x D map per row."""
+    hi = jax.lax.Precision.HIGHEST
+    f = features.astype(jnp.float32)
+    sq = (jnp.sum(jnp.dot(f, jnp.dot(kernel, kernel.T, precision=hi), precision=hi) * f, axis=-1)
+          + 2.0 * jnp.dot(f, jnp.dot(kernel, bias, precision=hi), precision=hi) + jnp.dot(bias, bias))
+    return jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
 
-    The chunk's `[chunk, M, D]` block of gathered negatives is small enough to stay in cache, and it
-    is used twice while it is there: for the logits and for the gradient
-    `dCE/da = ((p0 - 1) proto + w * sum_m p_m key_m) / T`, which needs the softmax that the forward
-    pass has just computed. So forward+backward reads the negatives from memory once.
+
+def _chunked_anchor_ce(queries, offsets, pos_logits, keys, key_inv_norm, neg_idx, weight, temperature,
+                       chunk, with_grad):
+    """Per-anchor CE (and what its gradient needs), `chunk` anchors at a time.
+
+    An anchor's negative logit against key row k is `(queries . keys[k] + offset) * key_inv_norm[k]`:
+    with `queries` the anchors themselves and offset 0 when `keys` are representation rows, or the
+    anchors mapped back through the representation head (see `weighted_contrastive_loss`'s
+    `rep_kernel`) when `keys` are its input features. The chunk's `[chunk, M, D]` block of gathered
+    keys is small enough to stay in cache, and it is used twice while it is there: for the logits and
+    for `sum_m p_m key_inv_norm_m key_m`, which the gradient needs with the softmax the forward pass
+    has just computed. So forward+backward reads the keys from memory once.
     """
-    num_anchors, d = anchors.shape
+    num_anchors, d = queries.shape
     m = neg_idx.shape[1]
     hi = jax.lax.Precision.HIGHEST  # keep f32 (no TF32) on GPUs
 
     def body(args):
-        a, pk, idx = args  # [C, D], [C, D], [C, M]
+        qa, off, pos, idx = args  # [C, D], [C], [C], [C, M]
         block = keys[idx].astype(jnp.float32)  # [C, M, D] raw keys
         scale = key_inv_norm[idx]  # [C, M]
-        neg = jnp.einsum("cd,cmd->cm", a, block, precision=hi) * scale
-        pos = jnp.sum(a * pk, axis=-1)
+        neg = (jnp.einsum("cd,cmd->cm", qa, block, precision=hi) + off[:, None]) * scale
         logits = jnp.concatenate([pos[:, None], weight * neg], axis=1) / temperature
         lse = jax.nn.logsumexp(logits, axis=1)
         ce = lse - logits[:, 0]
         if not with_grad:
             return ce
         p = jnp.exp(logits - lse[:, None])
-        grad = ((p[:, 0] - 1.0) / temperature)[:, None] * pk + (weight / temperature) * jnp.einsum(
-            "cm,cmd->cd", p[:, 1:] * scale, block, precision=hi)
-        return ce, grad
+        p_scaled = p[:, 1:] * scale
+        return ce, p[:, 0], jnp.einsum("cm,cmd->cd", p_scaled, block, precision=hi), jnp.sum(p_scaled, axis=1)
 
-    xs = (anchors.reshape(-1, chunk, d), pos_keys.reshape(-1, chunk, d), neg_idx.reshape(-1, chunk, m))
+    xs = (queries.reshape(-1, chunk, d), offsets.reshape(-1, chunk), pos_logits.reshape(-1, chunk),
+          neg_idx.reshape(-1, chunk, m))
     out = jax.lax.map(body, xs)
     if not with_grad:
         return out.reshape(num_anchors)
-    return out[0].reshape(num_anchors), out[1].reshape(num_anchors, d)
+    ce, p0, key_sum, key_mass = out
+    return ce.reshape(num_anchors), p0.reshape(num_anchors), key_sum.reshape(num_anchors, d), key_mass.reshape(num_anchors)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def _anchor_ce(anchors, pos_keys, keys, key_inv_norm, neg_idx, weight, temperature, chunk):
-    """CE of each anchor `[A, D]` (unit norm) against `[pos_key | negatives]`; grad to anchors only."""
-    return _chunked_anchor_ce(anchors, pos_keys, keys, key_inv_norm, neg_idx, weight, temperature,
-                              chunk, with_grad=False)
+def _queries(anchors, kernel, bias):
+    """Anchors in the key table's space, and the bias term of their dot products (see above)."""
+    if kernel is None:
+        return anchors, jnp.zeros(anchors.shape[:1], jnp.float32)
+    hi = jax.lax.Precision.HIGHEST
+    return jnp.dot(anchors, kernel.T, precision=hi), jnp.dot(anchors, bias, precision=hi)
 
 
-def _anchor_ce_fwd(anchors, pos_keys, keys, key_inv_norm, neg_idx, weight, temperature, chunk):
-    ce, grad = _chunked_anchor_ce(anchors, pos_keys, keys, key_inv_norm, neg_idx, weight,
-                                  temperature, chunk, with_grad=True)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
+def _anchor_ce(anchors, pos_keys, keys, key_inv_norm, neg_idx, kernel, bias, weight, temperature, chunk):
+    """CE of each anchor `[A, D]` (unit norm) against `[pos_key | negatives]`; grad to anchors only.
+
+    Negative k is row `neg_idx` of `keys`, or, with a `kernel` `[F, D]` and `bias` `[D]`, that row
+    mapped by them (`keys` are then `[P, F]` features); normalised by `key_inv_norm`."""
+    queries, offsets = _queries(anchors, kernel, bias)
+    return _chunked_anchor_ce(queries, offsets, jnp.sum(anchors * pos_keys, axis=-1), keys, key_inv_norm,
+                              neg_idx, weight, temperature, chunk, with_grad=False)
+
+
+def _anchor_ce_fwd(anchors, pos_keys, keys, key_inv_norm, neg_idx, kernel, bias, weight, temperature, chunk):
+    queries, offsets = _queries(anchors, kernel, bias)
+    ce, p0, key_sum, key_mass = _chunked_anchor_ce(
+        queries, offsets, jnp.sum(anchors * pos_keys, axis=-1), keys, key_inv_norm, neg_idx, weight,
+        temperature, chunk, with_grad=True)
+    # dCE/da = ((p0 - 1) proto + w * sum_m p_m key_m / |key_m|) / T, the sum mapped to the anchors'
+    # space by the kernel (one matmul for all anchors instead of one per chunk).
+    if kernel is not None:
+        key_sum = jnp.dot(key_sum, kernel, precision=jax.lax.Precision.HIGHEST) + key_mass[:, None] * bias
+    grad = ((p0 - 1.0) / temperature)[:, None] * pos_keys + (weight / temperature) * key_sum
     return ce, grad
 
 
 def _anchor_ce_bwd(weight, temperature, chunk, grad, g):
-    # Keys (prototypes and negatives) are constants of the loss: no cotangent.
-    return g[:, None] * grad, None, None, None, None
+    # Keys (prototypes and negatives, and the kernel that maps them) are constants of the loss.
+    return g[:, None] * grad, None, None, None, None, None, None
 
 
 _anchor_ce.defvjp(_anchor_ce_fwd, _anchor_ce_bwd)
@@ -133,7 +170,8 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
                               num_queries: int = 256, num_negatives: int = 512,
                               temperature: float = 0.5, negative_weight: float = 2.0,
                               ignore_index: int = 255, eps: float = _EPS,
-                              anchor_chunk: int = 4
+                              anchor_chunk: int = 4, rep_kernel: jax.Array | None = None,
+                              rep_bias: jax.Array | None = None
                               ) -> tuple[jax.Array, dict[str, Any]]:
     """Weighted ReCo loss over the valid pixels of a batch.
 
@@ -154,7 +192,8 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
     block of gathered negatives (4 MB at C=4, M=D=512). Never P*K*M, K*Q*M*D or even Q*M*D at once
     (about 70 MB of temporaries at K=14, Q=256, M=512). Time is dominated by reading the K*Q*M
     negative rows (once per forward or forward+backward). To use fewer pixels, pass the stride-4
-    representation (with labels/probs at the same resolution).
+    representation (with labels/probs at the same resolution). With `rep_kernel`, read F for D in
+    `rep`, its gradient and the gathered block.
 
     Args:
       key: PRNG key.
@@ -168,6 +207,11 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
       temperature: T. negative_weight: multiplies the negatives' cosine similarities.
       eps: cosine-similarity norm floor (torch's 1e-8).
       anchor_chunk: anchors processed together (C; rounded down to a divisor of num_queries).
+      rep_kernel, rep_bias: `[F, D]` and `[D]`. When given, `rep` holds `[.., F]` features and the
+        representation is `rep @ rep_kernel + rep_bias` (a 1x1 conv head): the same loss, computed
+        without forming every pixel's representation. Keys are gathered as F-wide features (half
+        the bytes at F=256, D=512) and mapped through the kernel in the dot products; anchors are
+        formed with gradient to features, kernel and bias. Their key side is gradient-free as above.
     Returns:
       `(loss, aux)`: float32 scalar and `{'num_present_classes', 'num_valid_classes'}` (int32;
       valid = present and with at least one hard anchor).
@@ -179,6 +223,13 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
     parts = tuple(r.reshape(-1, d) for r in parts)
     # Keys (prototypes included) carry no gradient: one gradient-free table of every pixel.
     rep_sg = jax.lax.stop_gradient(parts[0] if len(parts) == 1 else jnp.concatenate(parts))
+    factored = rep_kernel is not None
+    kernel_sg = bias_sg = None  # the head as constants of the key side
+    if factored:
+        if rep_bias is None or rep_kernel.shape[0] != d or rep_bias.shape != rep_kernel.shape[1:]:
+            raise ValueError(f"rep_kernel {rep_kernel.shape} / rep_bias "
+                             f"{None if rep_bias is None else rep_bias.shape} do not map {d} features")
+        kernel_sg, bias_sg = (jax.lax.stop_gradient(jnp.asarray(t, jnp.float32)) for t in (rep_kernel, rep_bias))
     num_pixels = rep_sg.shape[0]
     labels = labels.reshape(-1).astype(jnp.int32)
     probs = probs.reshape(num_pixels, -1)
@@ -206,6 +257,8 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
                                precision=jax.lax.Precision.HIGHEST,
                                preferred_element_type=jnp.float32)  # [K, D]
     protos = sums / jnp.maximum(counts, 1)[:, None].astype(jnp.float32)
+    if factored:  # the mean representation is the head applied to the mean feature
+        protos = jnp.dot(protos, kernel_sg, precision=jax.lax.Precision.HIGHEST) + bias_sg
     protos_n = protos * _inv_norm(protos, eps)[:, None]
 
     # Negative-class distribution per anchor class: softmax of prototype similarity over the other
@@ -233,13 +286,19 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
     neg_idx = order[jnp.clip(starts[neg_cls] + neg_off, 0, num_pixels - 1)]  # [K, Q, M]
 
     # Anchors keep their gradient; cosine normalisation on the gathered rows only.
-    anchors = _gather_rows(parts, anchor_idx, rep_sg).astype(jnp.float32)  # [K, Q, D]
+    anchors = _gather_rows(parts, anchor_idx, rep_sg).astype(jnp.float32)  # [K, Q, D] (or F)
+    if factored:
+        anchors = jnp.dot(anchors, jnp.asarray(rep_kernel, jnp.float32),
+                          precision=jax.lax.Precision.HIGHEST) + jnp.asarray(rep_bias, jnp.float32)
     anchors = anchors * _inv_norm(anchors, eps)[..., None]
-    key_inv_norm = _inv_norm(rep_sg, eps)  # [P], avoids a normalised copy of rep
+    # [P]: avoids a normalised copy of rep (and, factored, forming rep at all)
+    key_inv_norm = _inv_norm_linear(rep_sg, kernel_sg, bias_sg, eps) if factored else _inv_norm(rep_sg, eps)
+    d_rep = anchors.shape[-1]
     pos_keys = jnp.broadcast_to(protos_n[:, None, :], anchors.shape)
     chunk = math.gcd(q, max(int(anchor_chunk), 1))
-    per_anchor = _anchor_ce(anchors.reshape(k_cls * q, d), pos_keys.reshape(k_cls * q, d), rep_sg,
+    per_anchor = _anchor_ce(anchors.reshape(k_cls * q, d_rep), pos_keys.reshape(k_cls * q, d_rep), rep_sg,
                             key_inv_norm, neg_idx.reshape(k_cls * q, m),
+                            kernel_sg, bias_sg,
                             negative_weight, temperature, chunk)
     per_class = jnp.mean(per_anchor.reshape(k_cls, q), axis=1)  # [K]
     total = jnp.sum(jnp.where(use_class, per_class, 0.0))

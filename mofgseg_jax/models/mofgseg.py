@@ -19,6 +19,12 @@ class MOFGSeg(nn.Module):
     [B,ceil(H/4),ceil(W/4),D] with rep_at_stride4); 'edge' [E,H,W,1] = sigmoid(edge logit) resized
     bilinear align_corners=False, for the first E = `edge_images` images (all by default; 0 = no
     'edge' key). Parameter collections: 'backbone', 'decode_head', 'boundary'.
+
+    With `rep_as_features=True`, 'rep_features' [.., F] replaces 'rep': the representation head's
+    input at the same size, so that 'rep' = rep_features @ kernel + bias with
+    `representation_head(params)` (a 1x1 conv commutes with the bilinear resize, whose weights sum to
+    1). The train step hands that factored form to the contrastive loss, which then never forms the
+    representation of every pixel.
     """
 
     backbone: nn.Module  # an unbound MiT (e.g. `mit_b0(...)`); adopted under the name 'backbone'
@@ -36,19 +42,19 @@ class MOFGSeg(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, images: jnp.ndarray, train: bool = False,
-                 edge_images: int | None = None) -> dict[str, jnp.ndarray]:
+    def __call__(self, images: jnp.ndarray, train: bool = False, edge_images: int | None = None,
+                 rep_as_features: bool = False) -> dict[str, jnp.ndarray]:
         h, w = images.shape[1:3]
         c1, c2, c3, c4 = self.backbone(images, train)  # a Module field: its params live under 'backbone' 
         bn = dict(bn_momentum=self.bn_momentum, bn_eps=self.bn_eps, bn_axis_name=self.bn_axis_name,
                   dtype=self.dtype)
         logits, rep = SegFormerHead(self.num_classes, self.embed_dim, self.rep_dim, self.dropout_rate,
-                                    name="decode_head", **bn)((c1, c2, c3, c4), train)
+                                    name="decode_head", **bn)((c1, c2, c3, c4), train, rep_as_features)
         f32 = jnp.float32
         logits = resize_bilinear(logits.astype(f32), (h, w), align_corners=True)
         if not self.rep_at_stride4:
             rep = resize_bilinear(rep.astype(f32), (h, w), align_corners=True)
-        out = {"logits": logits, "rep": rep.astype(f32)}
+        out = {"logits": logits, "rep_features" if rep_as_features else "rep": rep.astype(f32)}
         n = images.shape[0] if edge_images is None else int(edge_images)
         if n:
             # The edge is only supervised on labelled images (DESIGN.md §3 step 5): running the EAM on
@@ -58,3 +64,10 @@ class MOFGSeg(nn.Module):
                 c1[:n], c4[:n], train)
             out["edge"] = resize_bilinear(jax.nn.sigmoid(edge.astype(f32)), (h, w), align_corners=False)
         return out
+
+
+def representation_head(params: Any) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(kernel [F, D], bias [D]) of the representation head's 1x1 conv in MOFGSeg `params`."""
+    conv = params["decode_head"]["representation"]
+    kernel = conv["kernel"]
+    return kernel.reshape(kernel.shape[-2], kernel.shape[-1]), conv["bias"]

@@ -156,7 +156,9 @@ class SegFormerHead(BatchNormSettings):
     dropout_rate: float = 0.1
 
     @nn.compact
-    def __call__(self, features: Sequence[jnp.ndarray], train: bool = False):
+    def __call__(self, features: Sequence[jnp.ndarray], train: bool = False, rep_as_features: bool = False):
+        """`rep_as_features`: return the representation head's input instead of its output (see
+        `MOFGSeg`); the head's parameters exist either way once initialised."""
         size = features[0].shape[1:3]
         stages = [(c, *MLP(self.embed_dim, name=f"linear_c{i + 1}")(c.shape[-1]))
                   for i, c in enumerate(features)]
@@ -166,6 +168,8 @@ class SegFormerHead(BatchNormSettings):
         x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
         logits = Conv(self.num_classes, (1, 1), kernel_init=torch_default_init, dtype=self.dtype,
                       name="linear_pred")(x)
+        if rep_as_features and not self.is_initializing():
+            return logits, x
         rep = Conv(self.rep_dim, (1, 1), kernel_init=torch_default_init, dtype=self.dtype,
                    name="representation")(x)
         return logits, rep

@@ -27,6 +27,7 @@ from mofgseg_jax.losses import boundary as boundary_loss
 from mofgseg_jax.losses import supervised
 from mofgseg_jax.losses.contrastive import weighted_contrastive_loss
 from mofgseg_jax.losses.unsupervised import pseudo_label_loss
+from mofgseg_jax.models.mofgseg import representation_head
 from mofgseg_jax.train.ema import update_teacher
 from mofgseg_jax.train.state import TrainState
 
@@ -165,7 +166,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
         def student(params, batch_stats, images, key, edge_images):
             out, mutated = model.apply({"params": params, "batch_stats": batch_stats}, images,
                                        train=True, rngs={"dropout": key}, mutable=["batch_stats"],
-                                       edge_images=edge_images)
+                                       edge_images=edge_images, rep_as_features=True)
             return out, mutated["batch_stats"]
 
         def loss_fn(params):
@@ -194,7 +195,10 @@ def make_train_step(config: Any, model: Any) -> StepFn:
                                                                strong_threshold=lc.strong_threshold,
                                                                ignore_index=ignore)
             if semi and w_con:
-                reps = (out["rep"], out_u["rep"])  # the loss takes them as one batch, labelled first
+                # The loss takes them as one batch, labelled first, in factored form: the head's
+                # input features and its kernel (gathered keys half as wide; no [P, 512] forward).
+                reps = (out["rep_features"], out_u["rep_features"])
+                rep_kernel, rep_bias = representation_head(params)
                 size = reps[0].shape[1:3]
                 # Unlabelled pixels join only where the teacher is at least weakly confident.
                 y_u = jnp.where(c_s >= lc.weak_threshold, y_s, ignore)
@@ -207,7 +211,8 @@ def make_train_step(config: Any, model: Any) -> StepFn:
                     contrast_key, reps, labels_all, probs, num_classes=num_classes,
                     strong_threshold=lc.strong_threshold, num_queries=lc.num_queries,
                     num_negatives=lc.num_negatives, temperature=lc.temperature,
-                    negative_weight=lc.negative_weight, ignore_index=ignore)
+                    negative_weight=lc.negative_weight, ignore_index=ignore, rep_kernel=rep_kernel,
+                    rep_bias=rep_bias)
                 terms["contrastive_loss"] = loss_c
                 extra["contrastive_classes"] = jnp.asarray(aux_c["num_present_classes"], jnp.float32)
             total = (w_sup * terms["supervised_loss"] + w_bnd * terms["boundary_loss"]
