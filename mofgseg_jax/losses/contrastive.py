@@ -29,6 +29,10 @@ import jax
 import jax.numpy as jnp
 
 _EPS = 1e-8  # torch.nn.functional.cosine_similarity's eps
+# Gathered keys per chunk of anchors: fits the last-level cache with room, big enough that the
+# per-iteration cost of the loop stays small (2-core CPU, MiT-B0 semi step: C=4 at D=512 was best or
+# equal among 1-16; with 256-wide features C=8 beat 4 by ~5% CPU time).
+_BLOCK_BYTES = 4 * 2**20
 
 
 def _inv_norm(x: jax.Array, eps: float) -> jax.Array:
@@ -170,7 +174,7 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
                               num_queries: int = 256, num_negatives: int = 512,
                               temperature: float = 0.5, negative_weight: float = 2.0,
                               ignore_index: int = 255, eps: float = _EPS,
-                              anchor_chunk: int = 4, rep_kernel: jax.Array | None = None,
+                              anchor_chunk: int | None = None, rep_kernel: jax.Array | None = None,
                               rep_bias: jax.Array | None = None
                               ) -> tuple[jax.Array, dict[str, Any]]:
     """Weighted ReCo loss over the valid pixels of a batch.
@@ -207,6 +211,8 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
       temperature: T. negative_weight: multiplies the negatives' cosine similarities.
       eps: cosine-similarity norm floor (torch's 1e-8).
       anchor_chunk: anchors processed together (C; rounded down to a divisor of num_queries).
+        Default: as many as make the gathered block `_BLOCK_BYTES` (4 MB: C=4 at M=D=512, C=8 for
+        256-wide features), the size that measured fastest on the 2-core CI CPU.
       rep_kernel, rep_bias: `[F, D]` and `[D]`. When given, `rep` holds `[.., F]` features and the
         representation is `rep @ rep_kernel + rep_bias` (a 1x1 conv head): the same loss, computed
         without forming every pixel's representation. Keys are gathered as F-wide features (half
@@ -295,6 +301,8 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
     key_inv_norm = _inv_norm_linear(rep_sg, kernel_sg, bias_sg, eps) if factored else _inv_norm(rep_sg, eps)
     d_rep = anchors.shape[-1]
     pos_keys = jnp.broadcast_to(protos_n[:, None, :], anchors.shape)
+    if anchor_chunk is None:
+        anchor_chunk = _BLOCK_BYTES // (m * rep_sg.shape[-1] * 4)
     chunk = math.gcd(q, max(int(anchor_chunk), 1))
     per_anchor = _anchor_ce(anchors.reshape(k_cls * q, d_rep), pos_keys.reshape(k_cls * q, d_rep), rep_sg,
                             key_inv_norm, neg_idx.reshape(k_cls * q, m),
