@@ -48,13 +48,15 @@ class MOFGSeg(nn.Module):
         c1, c2, c3, c4 = self.backbone(images, train)  # a Module field: its params live under 'backbone' 
         bn = dict(bn_momentum=self.bn_momentum, bn_eps=self.bn_eps, bn_axis_name=self.bn_axis_name,
                   dtype=self.dtype)
-        logits, rep = SegFormerHead(self.num_classes, self.embed_dim, self.rep_dim, self.dropout_rate,
-                                    name="decode_head", **bn)((c1, c2, c3, c4), train, rep_as_features)
+        # The representation, or with rep_as_features its head's input: resized alike.
+        logits, rep_or_features = SegFormerHead(
+            self.num_classes, self.embed_dim, self.rep_dim, self.dropout_rate, name="decode_head", **bn)(
+                (c1, c2, c3, c4), train, rep_as_features)
         f32 = jnp.float32
         logits = resize_bilinear(logits.astype(f32), (h, w), align_corners=True)
         if not self.rep_at_stride4:
-            rep = resize_bilinear(rep.astype(f32), (h, w), align_corners=True)
-        out = {"logits": logits, "rep_features" if rep_as_features else "rep": rep.astype(f32)}
+            rep_or_features = resize_bilinear(rep_or_features.astype(f32), (h, w), align_corners=True)
+        out = {"logits": logits, "rep_features" if rep_as_features else "rep": rep_or_features.astype(f32)}
         n = images.shape[0] if edge_images is None else int(edge_images)
         if n:
             # The edge is only supervised on labelled images (DESIGN.md §3 step 5): running the EAM on
