@@ -18,11 +18,12 @@ from mofgseg_jax.train.host_memory import allocator_info
 
 
 def device_info() -> dict[str, Any]:
-    """Kind and count of the devices this process sees, the jax version and the host's cores."""
+    """Kind and count of the devices this process sees, the jax version, the host's cores and the
+    XLA flags in force (they change what is measured, e.g. GPU autotuning off)."""
     devices = jax.devices()
     return {"device_kind": devices[0].device_kind, "device_count": len(devices),
             "platform": devices[0].platform, "jax_version": jax.__version__, "host_cpus": os.cpu_count(),
-            **allocator_info()}
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), **allocator_info()}
 
 
 def load_average() -> float:
