@@ -29,8 +29,9 @@ def test_step_benchmark_reports_timings_flops_and_memory():
         t = r[f"{mode}_step"]
         assert 0 < t["median_s"] <= t["p90_s"] and t["compile_s"] > 0 and t["cpu_median_s"] > 0
         assert t["images_per_step"] == images and t["images_per_s"] > 0
-        assert t["flops_per_image"] > 0 and t["peak_after"]["peak_host_rss_mb"] > 0
-        assert t["timed_iters"] == 2
+        assert t["flops_per_image"] > 0 and t["timed_iters"] == 2
+        assert len(t["round_median_s"]) == t["rounds"] == 2  # --iters 2 caps the default 5 rounds
+    assert r["peak_after"]["peak_host_rss_mb"] >= r["ours_peak"]["peak_host_rss_mb"] > 0
 
 
 def test_eval_benchmark_reports_throughput():
@@ -48,3 +49,14 @@ def test_peak_benchmark_reports_rates_that_match_the_flop_counts():
     assert f32["conv3x3_forward_backward"]["gflop"] == 3 * f32["conv3x3_forward"]["gflop"]
     for part in f32.values():
         assert part["gflops_per_s"] == pytest.approx(part["gflop"] / part["median_s"]) and part["median_s"] > 0
+
+
+def test_step_benchmark_ratio_to_the_reference_is_paired_by_round():
+    pytest.importorskip("transformers")
+    r = step_bench.run(["--smoke", "--crop", "32", "--classes", "3", "--iters", "3", "--warmup", "1",
+                        "--rounds", "3", "--modes", "segformer"])
+    ours, ref = r["segformer_step"], r["hf_reference"]
+    assert ref["timed_iters"] == ours["timed_iters"] == 3 and len(ref["round_median_s"]) == 3
+    per_round = sorted(a / b for a, b in zip(ours["round_median_s"], ref["round_median_s"]))
+    assert r["segformer_vs_hf"] == pytest.approx(per_round[1])
+    assert r["segformer_vs_hf_cpu"] == pytest.approx(ours["cpu_median_s"] / ref["cpu_median_s"])

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import functools
 import random
-import statistics
-import time
 from typing import Any
 
 import jax
@@ -24,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from mofgseg_jax.augment import perturb_unlabeled
-from mofgseg_jax.bench.common import time_calls, time_host
+from mofgseg_jax.bench.common import time_calls, time_interleaved
 
 IGNORE = 255
 
@@ -113,24 +111,15 @@ def run(argv: list[str]) -> dict[str, Any]:
         # Alternate short rounds of both sides, so that load from other processes on a shared
         # machine hits them alike; report the median over all timed calls of each side.
         compile_s = time_calls(call, warmup=2, iters=1)["compile_s"]
-        jax_rounds, ref_rounds = [], []
         jax_iters, ref_iters = max(args.iters // args.rounds, 1), max(args.ref_iters // args.rounds, 1)
-        jax_cpu = ref_cpu = 0.0  # process CPU time (all threads): less sensitive to other load
-        for _ in range(args.rounds):
-            start = time.process_time()
-            ref_rounds.append(time_host(reference, iters=ref_iters))
-            ref_cpu += time.process_time() - start
-            start = time.process_time()
-            jax_rounds.append(time_calls(call, warmup=1, iters=jax_iters))
-            jax_cpu += time.process_time() - start
-        jax_median = statistics.median(r["median_s"] for r in jax_rounds)
-        ref_median = statistics.median(r["median_s"] for r in ref_rounds)
+        timing = time_interleaved({"pil": reference, "jax": call}, rounds=args.rounds,
+                                  iters={"pil": ref_iters, "jax": jax_iters})
         results[f"batch{batch}"] = {
-            "jax_compile_s": compile_s, "jax_median_s": jax_median,
-            "jax_timed_calls": sum(r["timed_iters"] for r in jax_rounds),
-            "pil_median_s": ref_median, "pil_timed_calls": sum(r["timed_iters"] for r in ref_rounds),
-            "speedup_vs_pil": ref_median / jax_median,
-            # time_calls makes one untimed call per round besides the timed ones.
-            "jax_cpu_s_per_call": jax_cpu / (args.rounds * (jax_iters + 1)),
-            "pil_cpu_s_per_call": ref_cpu / (args.rounds * ref_iters)}
+            "jax_compile_s": compile_s, "jax_median_s": timing["jax"]["median_s"],
+            "jax_timed_calls": timing["jax"]["timed_iters"],
+            "pil_median_s": timing["pil"]["median_s"], "pil_timed_calls": timing["pil"]["timed_iters"],
+            "speedup_vs_pil": timing["pil"]["median_s"] / timing["jax"]["median_s"],
+            # process CPU time (all threads): less sensitive to other load
+            "jax_cpu_s_per_call": timing["jax"]["cpu_median_s"],
+            "pil_cpu_s_per_call": timing["pil"]["cpu_median_s"]}
     return results

@@ -44,6 +44,22 @@ def _p90(sorted_times: list[float]) -> float:
     return sorted_times[min(len(sorted_times) - 1, int(round(0.9 * (len(sorted_times) - 1))))]
 
 
+def _summary(times: list[float], cpu: list[float], load_before: float) -> dict[str, Any]:
+    times = sorted(times)
+    return {"median_s": statistics.median(times), "p90_s": _p90(times), "min_s": times[0],
+            "cpu_median_s": statistics.median(cpu), "timed_iters": len(times),
+            "load_avg": [load_before, load_average()]}
+
+
+def _timed(fn: Callable[[], Any], iters: int, times: list[float], cpu: list[float]) -> None:
+    """Appends the wall and process CPU time of `iters` blocking calls of `fn`."""
+    for _ in range(iters):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        jax.block_until_ready(fn())  # a no-op on host results (references)
+        times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu_start)
+
+
 def time_calls(fn: Callable[[], Any], *, warmup: int = 2, iters: int = 10) -> dict[str, float]:
     """Times `fn()` (blocking on its result): first call as compile time, then median/p90.
 
@@ -56,32 +72,51 @@ def time_calls(fn: Callable[[], Any], *, warmup: int = 2, iters: int = 10) -> di
     compile_s = time.perf_counter() - start
     for _ in range(max(warmup - 1, 0)):
         jax.block_until_ready(fn())
-    times, cpu = [], []
+    times: list[float] = []
+    cpu: list[float] = []
     load_before = load_average()
-    for _ in range(iters):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - cpu_start)
-    times.sort()
-    return {"compile_s": compile_s, "median_s": statistics.median(times), "p90_s": _p90(times),
-            "min_s": times[0], "cpu_median_s": statistics.median(cpu), "timed_iters": iters,
-            "load_avg": [load_before, load_average()]}
+    _timed(fn, iters, times, cpu)
+    return {"compile_s": compile_s, **_summary(times, cpu, load_before)}
 
 
 def time_host(fn: Callable[[], Any], *, iters: int = 3) -> dict[str, float]:
     """Median/p90 wall time (and median process CPU time) of a plain host function (references)."""
-    times, cpu = [], []
+    times: list[float] = []
+    cpu: list[float] = []
     load_before = load_average()
-    for _ in range(iters):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        fn()
-        times.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - cpu_start)
-    times.sort()
-    return {"median_s": statistics.median(times), "p90_s": _p90(times), "min_s": times[0],
-            "cpu_median_s": statistics.median(cpu), "timed_iters": iters,
-            "load_avg": [load_before, load_average()]}
+    _timed(fn, iters, times, cpu)
+    return _summary(times, cpu, load_before)
+
+
+def time_interleaved(calls: dict[str, Callable[[], Any]], *, rounds: int,
+                     iters: int | dict[str, int], untimed: int = 0) -> dict[str, dict[str, Any]]:
+    """Times several warmed-up calls in alternating rounds: each round runs every call `iters` times
+    (a per-name dict allowed), after `untimed` untimed calls.
+
+    Why rounds: a shared machine has slow phases of a minute or more; timing one side after the
+    other puts a phase on one side only and skews their ratio. Per call, the summary of all its
+    timed calls (as `time_host`) plus `round_median_s`, its median in each round, for `paired_ratio`.
+    """
+    per_name = {name: iters if isinstance(iters, int) else iters[name] for name in calls}
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
+    round_medians: dict[str, list[float]] = {name: [] for name in calls}
+    load_before = load_average()
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            for _ in range(untimed):
+                jax.block_until_ready(fn())
+            before = len(times[name])
+            _timed(fn, per_name[name], times[name], cpu[name])
+            round_medians[name].append(statistics.median(times[name][before:]))
+    return {name: {**_summary(times[name], cpu[name], load_before), "rounds": rounds,
+                   "round_median_s": round_medians[name]} for name in calls}
+
+
+def paired_ratio(numerator: dict[str, Any], denominator: dict[str, Any]) -> float:
+    """Median over rounds of the ratio of two `time_interleaved` results' round medians: each ratio
+    compares calls made seconds apart, so a slow phase of the machine cancels out."""
+    return statistics.median(a / b for a, b in zip(numerator["round_median_s"], denominator["round_median_s"]))
 
 
 def model_config(args: Any):

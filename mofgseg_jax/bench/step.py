@@ -6,9 +6,11 @@
 
 Times `parallel.step` (shard_map under jit over every device, state donated) on synthetic uint8
 batches, blocking on the results: compile time, median/p90 over `--iters` steps after warm-up,
-images/s, XLA's FLOPs per step, host peak RSS after our steps. The reference, measured in the same
-run, is Hugging Face `SegformerForSemanticSegmentation` forward + backward + SGD step on the
-labelled batch at the same size (PyTorch is a test-only dependency: skipped when absent).
+images/s, XLA's FLOPs per step, host peak RSS after our compiles. The reference, measured in the
+same run, is Hugging Face `SegformerForSemanticSegmentation` forward + backward + SGD step on the
+labelled batch at the same size (PyTorch is a test-only dependency: skipped when absent). Every
+mode and the reference are timed in `--rounds` alternating rounds, and each `<mode>_vs_hf` ratio is
+the median of the per-round ratios, so that a slow phase of a shared machine cannot fall on one side.
 
 Modes: `semi` (the full step: teacher forward, student forwards on labelled and perturbed unlabelled,
 all four losses, update, EMA), `sup` (MOFGSeg on labelled images: cross-entropy + boundary Dice, the
@@ -25,7 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mofgseg_jax.bench.common import model_config, peak_memory_bytes, time_calls, time_host
+from mofgseg_jax.bench.common import model_config, paired_ratio, peak_memory_bytes, time_interleaved
 from mofgseg_jax.bench.profile import time_by_module, top_ops, trace_steps
 from mofgseg_jax.train.host_memory import trimming_free_memory
 
@@ -56,7 +58,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--remat", action=argparse.BooleanOptionalAction, default=None,
                    help="rematerialise the transformer blocks (default: configs/common.py)")
     p.add_argument("--modes", default="semi,sup,segformer", help="comma-separated: " + ", ".join(MODES))
-    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--iters", type=int, default=10, help="timed steps of each mode and of the reference")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="alternating rounds the timed steps are split into (all modes and the reference "
+                        "in each), so that a slow phase of a shared machine hits them alike")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-reference", action="store_true", help="skip the Hugging Face reference")
     p.add_argument("--smoke", action="store_true", help="the config's tiny ':smoke' model (tests, seconds)")
@@ -98,7 +103,9 @@ def _batch(args: argparse.Namespace, seed: int = 0) -> dict[str, Any]:
             "unlabeled": {"image": rs.randint(0, 256, (bu, s, s, 3)).astype(np.uint8)}}
 
 
-def bench_ours(args: argparse.Namespace, mode: str) -> dict[str, Any]:
+def prepare_ours(args: argparse.Namespace, mode: str):
+    """Builds and compiles one mode's step and warms it up: `(call, compiled, info)`, where `call()`
+    runs one step (state donated and replaced) and `info` holds compile time, memory and FLOPs."""
     from mofgseg_jax.models import build_model
     from mofgseg_jax.train import parallel
     from mofgseg_jax.train.state import create_train_state, init_variables
@@ -140,19 +147,28 @@ def bench_ours(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         holder["state"], metrics = par.step(holder["state"], batch, rng)
         return metrics
 
-    timing = time_calls(one, warmup=args.warmup, iters=args.iters)
-    # time_calls' first call reuses the executable compiled above (jit shares the compile cache).
-    timing["first_call_s"] = timing.pop("compile_s")
-    timing["compile_s"] = compile_s
+    start = time.perf_counter()
+    jax.block_until_ready(one())  # reuses the executable compiled above (jit shares the compile cache)
+    first_call_s = time.perf_counter() - start
+    for _ in range(max(args.warmup - 1, 0)):
+        jax.block_until_ready(one())
     images = args.batch_labeled + (args.batch_unlabeled if mode == "semi" else 0)
-    out: dict[str, Any] = {**timing, "init_s": init_s, "images_per_step": images,
-                           "images_per_s": images / timing["median_s"], "xla_memory": xla_memory,
-                           "peak_rss_after_compile_mb": rss_after_compile}
+    info: dict[str, Any] = {"compile_s": compile_s, "first_call_s": first_call_s, "init_s": init_s,
+                            "images_per_step": images, "xla_memory": xla_memory,
+                            "peak_rss_after_compile_mb": rss_after_compile}
     if flops:
         # `flops` is the per-device program; the step runs it on every device.
-        total = flops * jax.device_count()
-        out["flops_per_step"] = total
-        out["flops_per_image"] = total / images
+        info["flops_per_step"] = flops * jax.device_count()
+        info["flops_per_image"] = info["flops_per_step"] / images
+    return one, compiled, info
+
+
+def _finish_ours(args: argparse.Namespace, mode: str, one, compiled, info: dict[str, Any],
+                 timing: dict[str, Any]) -> dict[str, Any]:
+    """The prepared step's report: its timings with images/s and MFU, optional profile, final loss."""
+    out = {**info, **timing, "images_per_s": info["images_per_step"] / timing["median_s"]}
+    if "flops_per_step" in info:
+        total = info["flops_per_step"]
         kind = jax.devices()[0].device_kind
         peak = args.peak_flops or next((v for (name, dt), v in PEAK_FLOPS.items()
                                          if name in kind and dt == args.dtype), None)
@@ -165,11 +181,12 @@ def bench_ours(args: argparse.Namespace, mode: str) -> dict[str, Any]:
                           "by_module_ms_per_step": time_by_module(trace, compiled, steps=3),
                           "top_ops_ms_per_step": top_ops(trace, compiled, steps=3)}
     out["final_loss"] = float(jax.device_get(one()["loss"]))
-    out["peak_after"] = peak_memory_bytes()  # process-wide peak so far (run semi first to isolate it)
     return out
 
 
-def bench_hf(args: argparse.Namespace) -> dict[str, Any] | None:
+def prepare_hf(args: argparse.Namespace):
+    """The Hugging Face reference step, warmed up: `(call, info, peak)`, `peak()` its device memory
+    peak (empty on CPU: the process RSS is shared), or None without torch/transformers."""
     try:
         import torch
         from transformers import SegformerConfig, SegformerForSemanticSegmentation
@@ -205,14 +222,10 @@ def bench_hf(args: argparse.Namespace) -> dict[str, Any] | None:
 
     for _ in range(3 if cuda else 1):
         step()  # warm-up (allocator, lazy init, cuDNN autotuning)
-    out = time_host(step, iters=max(3, min(args.iters, 10)))
-    out["images_per_step"] = args.batch_labeled
-    out["images_per_s"] = args.batch_labeled / out["median_s"]
-    out["torch_threads"] = torch.get_num_threads()
-    out["device"] = torch.cuda.get_device_name(device) if cuda else "cpu"
-    if cuda:
-        out["peak_device_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    return out
+    info = {"images_per_step": args.batch_labeled, "torch_threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(device) if cuda else "cpu"}
+    peak_mb = (lambda: {"peak_device_mb": torch.cuda.max_memory_allocated(device) / 2**20}) if cuda else dict
+    return step, info, peak_mb
 
 
 def run(argv: list[str]) -> dict[str, Any]:
@@ -223,20 +236,35 @@ def run(argv: list[str]) -> dict[str, Any]:
                                          "batch_unlabeled": args.batch_unlabeled, "classes": args.classes,
                                          "dtype": args.dtype, "rep_at_stride4": bool(effective.model.rep_at_stride4),
                                          "remat": bool(effective.model.remat), "smoke": bool(args.smoke)}}
-    for mode in [m for m in args.modes.split(",") if m]:
+    modes = [m for m in args.modes.split(",") if m]
+    for mode in modes:
         if mode not in MODES:
             raise ValueError(f"--modes: unknown mode {mode!r} ({', '.join(MODES)})")
-        result[f"{mode}_step"] = bench_ours(args, mode)
+    prepared = {mode: prepare_ours(args, mode) for mode in modes}  # semi first: its compile sets the peak
     result["ours_peak"] = peak_memory_bytes()
-    if not args.no_reference:
-        hf = bench_hf(args)
-        if hf is None:
-            result["hf_reference"] = "skipped: torch/transformers not installed"
-        else:
-            result["hf_reference"] = hf
-            for mode in MODES:
-                if f"{mode}_step" in result:
-                    result[f"{mode}_vs_hf"] = result[f"{mode}_step"]["median_s"] / hf["median_s"]
-                    # Same ratio in process CPU time: robust to other load on a shared machine.
-                    result[f"{mode}_vs_hf_cpu"] = result[f"{mode}_step"]["cpu_median_s"] / hf["cpu_median_s"]
+    calls = {mode: call for mode, (call, _, _) in prepared.items()}
+    hf = None if args.no_reference else prepare_hf(args)
+    if hf is not None:
+        calls["hf_reference"] = hf[0]
+    # All steps in alternating rounds, so a slow phase of a shared machine hits them alike. One
+    # untimed step each per round: the first `semi` step after other programs ran takes up to 0.2 s
+    # longer on CPU (its temporaries' memory is fetched afresh), which training, running one
+    # program over and over, never pays.
+    rounds = max(min(args.rounds, args.iters), 1)
+    timings = time_interleaved(calls, rounds=rounds, iters=-(-args.iters // rounds), untimed=1)
+    for mode, (call, compiled, info) in prepared.items():
+        result[f"{mode}_step"] = _finish_ours(args, mode, call, compiled, info, timings[mode])
+    result["peak_after"] = peak_memory_bytes()
+    if args.no_reference:
+        return result
+    if hf is None:
+        result["hf_reference"] = "skipped: torch/transformers not installed"
+        return result
+    hf_timing, hf_info = timings["hf_reference"], {**hf[1], **hf[2]()}
+    result["hf_reference"] = {**hf_info, **hf_timing,
+                              "images_per_s": hf_info["images_per_step"] / hf_timing["median_s"]}
+    for mode in modes:
+        # Paired per round (see `paired_ratio`); the CPU-time ratio is robust to other load too.
+        result[f"{mode}_vs_hf"] = paired_ratio(timings[mode], hf_timing)
+        result[f"{mode}_vs_hf_cpu"] = timings[mode]["cpu_median_s"] / hf_timing["cpu_median_s"]
     return result

@@ -1,0 +1,24 @@
+"""The interleaved timing behind the step benchmark's ratios: order of calls, counts, paired ratios."""
+
+import pytest
+
+from mofgseg_jax.bench.common import paired_ratio, time_interleaved
+
+
+def test_time_interleaved_alternates_rounds_of_every_call():
+    order = []
+    calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    timing = time_interleaved(calls, rounds=2, iters={"a": 2, "b": 1}, untimed=1)
+    # Each round: one untimed call, then the timed ones, of each name in turn.
+    assert order == ["a", "a", "a", "b", "b"] * 2
+    assert timing["a"]["timed_iters"] == 4 and timing["b"]["timed_iters"] == 2
+    for t in timing.values():
+        assert t["rounds"] == 2 and len(t["round_median_s"]) == 2
+        assert 0 <= t["min_s"] <= t["median_s"] <= t["p90_s"]
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    # Per-round ratios 2, 2.2, 2, 1.8, 2.5 -> 2; the overall medians' ratio would be 2.2 / 1.
+    ours = {"round_median_s": [2.0, 2.2, 20.0, 1.8, 5.0]}
+    reference = {"round_median_s": [1.0, 1.0, 10.0, 1.0, 2.0]}
+    assert paired_ratio(ours, reference) == pytest.approx(2.0)
