@@ -257,3 +257,40 @@ def test_factored_representation_rejects_a_kernel_of_the_wrong_width():
     with pytest.raises(ValueError, match="do not map 8 features"):
         weighted_contrastive_loss(jax.random.PRNGKey(0), rep, labels, probs, num_classes=4,
                                   rep_kernel=kernel, rep_bias=bias, **KW)
+
+
+def test_uniform_below_is_the_high_word_of_bits_times_n():
+    # Independent reference: the same bits, multiplied in numpy's uint64.
+    from mofgseg_jax.losses.contrastive import _uniform_below
+
+    key = jax.random.PRNGKey(3)
+    n = np.random.RandomState(0).randint(1, 2**31, size=(64, 100)).astype(np.uint64)
+    n[0, :3] = [1, 2**31 - 1, 2**16]
+    bits = np.asarray(jax.random.bits(key, n.shape, jnp.uint32)).astype(np.uint64)
+    got = np.asarray(_uniform_below(key, n.shape, jnp.asarray(n.astype(np.int32))))
+    np.testing.assert_array_equal(got, ((bits * n) >> 32).astype(np.int64))
+    assert got[0, 0] == 0 and np.all((got >= 0) & (got < n))
+
+
+def test_uniform_below_draws_every_value_equally_often():
+    from mofgseg_jax.losses.contrastive import _uniform_below
+
+    draws = np.asarray(_uniform_below(jax.random.PRNGKey(0), (70000,), jnp.int32(7)))
+    counts = np.bincount(draws, minlength=7)
+    chi2 = np.sum((counts - 10000.0) ** 2 / 10000.0)
+    assert counts.size == 7 and chi2 < 22.5  # chi-square, 6 degrees of freedom: p = 0.001
+
+
+def test_negative_sampling_temporaries_stay_below_one_class_comparison_array():
+    """The [K, Q, M, K] class comparison behind the negative classes is fused, never stored (K=14,
+    Q=256, M=512: 98 MB as int32; an earlier form held three)."""
+    n, h, w, d, k, q, m = 2, 32, 32, 64, 14, 256, 512
+    shapes = (jax.ShapeDtypeStruct((n, h, w, d), jnp.float32), jax.random.PRNGKey(0),
+              jax.ShapeDtypeStruct((n, h, w), jnp.int32), jax.ShapeDtypeStruct((n, h, w, k), jnp.float32))
+
+    def grad_fn(rep, key, labels, probs):
+        return jax.grad(lambda r: weighted_contrastive_loss(key, r, labels, probs, num_classes=k,
+                                                            num_queries=q, num_negatives=m)[0])(rep)
+
+    compiled = jax.jit(grad_fn, donate_argnums=0).lower(*shapes).compile()
+    assert compiled.memory_analysis().temp_size_in_bytes < k * q * m * k * 4

@@ -4,7 +4,7 @@ DESIGN.md §3 step 6. Same sampling distribution as the published loop code
 (ReCo `compute_reco_loss` + MOFGSeg's negative weight), written without data-dependent shapes:
 
 * one stable sort groups the pixels by class, hard anchors first inside each class, so "a uniform
-  valid (or hard) pixel of class c" is `order[start[c] + randint(count[c])]` — no boolean indexing;
+  valid (or hard) pixel of class c" is `order[start[c] + uniform_below(count[c])]` — no boolean indexing;
 * negative classes come from inverse-CDF sampling of softmax(cos(proto_c, proto_k) / temp) over the
   other present classes;
 * the anchors of all classes are processed `anchor_chunk` at a time under `lax.map`: each chunk
@@ -49,6 +49,22 @@ def _inv_norm_linear(features: jax.Array, kernel: jax.Array, bias: jax.Array, ep
     sq = (jnp.sum(jnp.dot(f, jnp.dot(kernel, kernel.T, precision=hi), precision=hi) * f, axis=-1)
           + 2.0 * jnp.dot(f, jnp.dot(kernel, bias, precision=hi), precision=hi) + jnp.dot(bias, bias))
     return jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
+
+
+def _uniform_below(key: jax.Array, shape: tuple[int, ...], n: jax.Array) -> jax.Array:
+    """int32 uniform in [0, n) for 1 <= n < 2^31 (broadcast to `shape`): the high 32 bits of
+    `bits * n` for uniform 32-bit `bits` (Lemire's multiply-shift), bias below n / 2^32.
+
+    Why not `jax.random.randint`: it draws twice the bits and takes three integer remainders, which
+    CPUs do not vectorise; for the loss's K*Q*M negatives it cost more than the rest of the sampling.
+    The 64-bit product is assembled from 16-bit halves, so it needs no `jax_enable_x64`.
+    """
+    bits = jax.random.bits(key, shape, jnp.uint32)
+    n = jnp.broadcast_to(n, shape).astype(jnp.uint32)
+    bits_hi, bits_lo, n_hi, n_lo = bits >> 16, bits & 0xFFFF, n >> 16, n & 0xFFFF
+    cross_hi, cross_lo = bits_hi * n_lo, bits_lo * n_hi  # each < 2^32
+    carry = ((bits_lo * n_lo) >> 16) + (cross_hi & 0xFFFF) + (cross_lo & 0xFFFF)  # < 3 * 2^16
+    return (bits_hi * n_hi + (cross_hi >> 16) + (cross_lo >> 16) + (carry >> 16)).astype(jnp.int32)
 
 
 def _chunked_anchor_ce(queries, offsets, pos_logits, keys, key_inv_norm, neg_idx, weight, temperature,
@@ -279,16 +295,17 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
 
     key_anchor, key_cls, key_pix = jax.random.split(key, 3)
     # Anchors: uniform with replacement among each class's hard pixels.
-    anchor_off = jax.random.randint(key_anchor, (k_cls, q), 0, jnp.maximum(hard_counts, 1)[:, None])
+    anchor_off = _uniform_below(key_anchor, (k_cls, q), jnp.maximum(hard_counts, 1)[:, None])
     anchor_idx = order[jnp.clip(starts[:, None] + anchor_off, 0, num_pixels - 1)]  # [K, Q]
     # Negative classes by inverse CDF (zero-probability classes are never chosen), then a uniform
     # valid pixel of each chosen class.
     u = jax.random.uniform(key_cls, (k_cls, q, m))
-    # = sum_k(cdf[c, k] <= u) as cdf rows are non-decreasing; a binary search instead of the
-    # [K, Q, M, K] comparison, which XLA materialised (3 x 98 MB at K=14, Q=256, M=512; issue 8).
-    neg_cls = jax.vmap(lambda row, draws: jnp.searchsorted(row, draws, side="right"))(cdf, u).astype(jnp.int32)
+    # Index of the first cdf entry above u (cdf rows are non-decreasing). XLA fuses the [K, Q, M, K]
+    # comparison into the sum (the loss's temporaries stay below one such int32 array: tested); it
+    # is faster on CPU than `searchsorted`'s scan of gathers.
+    neg_cls = jnp.sum(cdf[:, None, None, :] <= u[..., None], axis=-1, dtype=jnp.int32)
     neg_cls = jnp.minimum(neg_cls, last_allowed[:, None, None])
-    neg_off = jax.random.randint(key_pix, (k_cls, q, m), 0, jnp.maximum(counts, 1)[neg_cls])
+    neg_off = _uniform_below(key_pix, (k_cls, q, m), jnp.maximum(counts, 1)[neg_cls])
     neg_idx = order[jnp.clip(starts[neg_cls] + neg_off, 0, num_pixels - 1)]  # [K, Q, M]
 
     # Anchors keep their gradient; cosine normalisation on the gathered rows only.
