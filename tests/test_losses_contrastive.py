@@ -294,3 +294,30 @@ def test_negative_sampling_temporaries_stay_below_one_class_comparison_array():
 
     compiled = jax.jit(grad_fn, donate_argnums=0).lower(*shapes).compile()
     assert compiled.memory_analysis().temp_size_in_bytes < k * q * m * k * 4
+
+
+def test_inactive_anchor_chunks_are_zero_and_leave_the_others_unchanged():
+    from mofgseg_jax.losses.contrastive import _anchor_ce
+
+    rng = np.random.RandomState(0)
+    a, d, p, m, chunk = 8, 6, 20, 5, 2
+    anchors = jnp.asarray(rng.randn(a, d), jnp.float32)
+    pos = jnp.asarray(rng.randn(a, d), jnp.float32)
+    keys = jnp.asarray(rng.randn(p, d), jnp.float32)
+    inv = jnp.asarray(rng.rand(p) + 0.5, jnp.float32)
+    idx = jnp.asarray(rng.randint(0, p, (a, m)), jnp.int32)
+    active = jnp.asarray([True, True, False, False, True, True, False, False])
+
+    def ce_and_grad(flags):
+        ce = _anchor_ce(anchors, pos, keys, inv, idx, flags, None, None, 2.0, 0.5, chunk)
+        grad = jax.grad(lambda x: jnp.sum(jnp.where(flags, _anchor_ce(
+            x, pos, keys, inv, idx, flags, None, None, 2.0, 0.5, chunk), 0.0)))(anchors)
+        return np.asarray(ce), np.asarray(grad)
+
+    all_ce, all_grad = ce_and_grad(jnp.ones(a, bool))
+    ce, grad = ce_and_grad(active)
+    on = np.asarray(active)
+    assert np.all(all_ce > 0) and np.all(ce[~on] == 0)
+    np.testing.assert_array_equal(ce[on], all_ce[on])
+    np.testing.assert_array_equal(grad[on], all_grad[on])
+    assert np.all(grad[~on] == 0)

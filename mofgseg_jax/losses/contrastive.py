@@ -67,8 +67,8 @@ def _uniform_below(key: jax.Array, shape: tuple[int, ...], n: jax.Array) -> jax.
     return (bits_hi * n_hi + (cross_hi >> 16) + (cross_lo >> 16) + (carry >> 16)).astype(jnp.int32)
 
 
-def _chunked_anchor_ce(queries, offsets, pos_logits, keys, key_inv_norm, neg_idx, weight, temperature,
-                       chunk, with_grad):
+def _chunked_anchor_ce(queries, offsets, pos_logits, keys, key_inv_norm, neg_idx, active, weight,
+                       temperature, chunk, with_grad):
     """Per-anchor CE (and what its gradient needs), `chunk` anchors at a time.
 
     An anchor's negative logit against key row k is `(queries . keys[k] + offset) * key_inv_norm[k]`:
@@ -78,13 +78,16 @@ def _chunked_anchor_ce(queries, offsets, pos_logits, keys, key_inv_norm, neg_idx
     keys is small enough to stay in cache, and it is used twice while it is there: for the logits and
     for `sum_m p_m key_inv_norm_m key_m`, which the gradient needs with the softmax the forward pass
     has just computed. So forward+backward reads the keys from memory once.
+
+    Chunks whose anchors are not `active` (their class is absent or has no hard anchor: the caller
+    discards their CE) skip all of it and return zeros, so the loss costs what the classes present
+    in the batch need, not what all K would.
     """
     num_anchors, d = queries.shape
     m = neg_idx.shape[1]
     hi = jax.lax.Precision.HIGHEST  # keep f32 (no TF32) on GPUs
 
-    def body(args):
-        qa, off, pos, idx = args  # [C, D], [C], [C], [C, M]
+    def chunk_ce(qa, off, pos, idx):  # [C, D], [C], [C], [C, M]
         block = keys[idx].astype(jnp.float32)  # [C, M, D] raw keys
         scale = key_inv_norm[idx]  # [C, M]
         neg = (jnp.einsum("cd,cmd->cm", qa, block, precision=hi) + off[:, None]) * scale
@@ -97,8 +100,16 @@ def _chunked_anchor_ce(queries, offsets, pos_logits, keys, key_inv_norm, neg_idx
         p_scaled = p[:, 1:] * scale
         return ce, p[:, 0], jnp.einsum("cm,cmd->cd", p_scaled, block, precision=hi), jnp.sum(p_scaled, axis=1)
 
-    xs = (queries.reshape(-1, chunk, d), offsets.reshape(-1, chunk), pos_logits.reshape(-1, chunk),
-          neg_idx.reshape(-1, chunk, m))
+    def skipped(qa, off, pos, idx):
+        zero = jnp.zeros(pos.shape, jnp.float32)
+        return zero if not with_grad else (zero, zero, jnp.zeros(qa.shape, jnp.float32), zero)
+
+    def body(args):
+        on, *chunk_args = args
+        return jax.lax.cond(on, chunk_ce, skipped, *chunk_args)
+
+    xs = (active.reshape(-1, chunk)[:, 0], queries.reshape(-1, chunk, d), offsets.reshape(-1, chunk),
+          pos_logits.reshape(-1, chunk), neg_idx.reshape(-1, chunk, m))
     out = jax.lax.map(body, xs)
     if not with_grad:
         return out.reshape(num_anchors)
@@ -114,21 +125,24 @@ def _queries(anchors, kernel, bias):
     return jnp.dot(anchors, kernel.T, precision=hi), jnp.dot(anchors, bias, precision=hi)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
-def _anchor_ce(anchors, pos_keys, keys, key_inv_norm, neg_idx, kernel, bias, weight, temperature, chunk):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(8, 9, 10))
+def _anchor_ce(anchors, pos_keys, keys, key_inv_norm, neg_idx, active, kernel, bias, weight, temperature,
+               chunk):
     """CE of each anchor `[A, D]` (unit norm) against `[pos_key | negatives]`; grad to anchors only.
 
     Negative k is row `neg_idx` of `keys`, or, with a `kernel` `[F, D]` and `bias` `[D]`, that row
-    mapped by them (`keys` are then `[P, F]` features); normalised by `key_inv_norm`."""
+    mapped by them (`keys` are then `[P, F]` features); normalised by `key_inv_norm`. Anchors not
+    `active` get CE 0 (chunks of `chunk` anchors share one flag)."""
     queries, offsets = _queries(anchors, kernel, bias)
     return _chunked_anchor_ce(queries, offsets, jnp.sum(anchors * pos_keys, axis=-1), keys, key_inv_norm,
-                              neg_idx, weight, temperature, chunk, with_grad=False)
+                              neg_idx, active, weight, temperature, chunk, with_grad=False)
 
 
-def _anchor_ce_fwd(anchors, pos_keys, keys, key_inv_norm, neg_idx, kernel, bias, weight, temperature, chunk):
+def _anchor_ce_fwd(anchors, pos_keys, keys, key_inv_norm, neg_idx, active, kernel, bias, weight, temperature,
+                   chunk):
     queries, offsets = _queries(anchors, kernel, bias)
     ce, p0, key_sum, key_mass = _chunked_anchor_ce(
-        queries, offsets, jnp.sum(anchors * pos_keys, axis=-1), keys, key_inv_norm, neg_idx, weight,
+        queries, offsets, jnp.sum(anchors * pos_keys, axis=-1), keys, key_inv_norm, neg_idx, active, weight,
         temperature, chunk, with_grad=True)
     # dCE/da = ((p0 - 1) proto + w * sum_m p_m key_m / |key_m|) / T, the sum mapped to the anchors'
     # space by the kernel (one matmul for all anchors instead of one per chunk).
@@ -140,7 +154,7 @@ def _anchor_ce_fwd(anchors, pos_keys, keys, key_inv_norm, neg_idx, kernel, bias,
 
 def _anchor_ce_bwd(weight, temperature, chunk, grad, g):
     # Keys (prototypes and negatives, and the kernel that maps them) are constants of the loss.
-    return g[:, None] * grad, None, None, None, None, None, None
+    return g[:, None] * grad, None, None, None, None, None, None, None
 
 
 _anchor_ce.defvjp(_anchor_ce_fwd, _anchor_ce_bwd)
@@ -321,9 +335,10 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
     if anchor_chunk is None:
         anchor_chunk = _BLOCK_BYTES // (m * rep_sg.shape[-1] * 4)
     chunk = math.gcd(q, max(int(anchor_chunk), 1))
+    # Only classes that enter the loss are computed (none when fewer than two are present: loss 0).
+    active = jnp.repeat(use_class & (num_present >= 2), q)
     per_anchor = _anchor_ce(anchors.reshape(k_cls * q, d_rep), pos_keys.reshape(k_cls * q, d_rep), rep_sg,
-                            key_inv_norm, neg_idx.reshape(k_cls * q, m),
-                            kernel_sg, bias_sg,
+                            key_inv_norm, neg_idx.reshape(k_cls * q, m), active, kernel_sg, bias_sg,
                             negative_weight, temperature, chunk)
     per_class = jnp.mean(per_anchor.reshape(k_cls, q), axis=1)  # [K]
     total = jnp.sum(jnp.where(use_class, per_class, 0.0))
