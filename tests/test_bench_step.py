@@ -1,9 +1,10 @@
-"""The step, eval and peak benchmarks run end to end at a toy size and report what issue 8 asks for."""
+"""The step, eval, losses and peak benchmarks run end to end at a toy size and report what issue 8 asks for."""
 
 import jax
 import pytest
 
 from mofgseg_jax.bench import eval as eval_bench
+from mofgseg_jax.bench import losses as losses_bench
 from mofgseg_jax.bench import peak as peak_bench
 from mofgseg_jax.bench import step as step_bench
 
@@ -60,3 +61,14 @@ def test_step_benchmark_ratio_to_the_reference_is_paired_by_round():
     per_round = sorted(a / b for a, b in zip(ours["round_median_s"], ref["round_median_s"]))
     assert r["segformer_vs_hf"] == pytest.approx(per_round[1])
     assert r["segformer_vs_hf_cpu"] == pytest.approx(ours["cpu_median_s"] / ref["cpu_median_s"])
+
+
+def test_losses_benchmark_times_the_factored_form_of_the_same_loss():
+    r = losses_bench.run(["--batch", "2", "--size", "16", "--classes", "3", "--rep-dim", "16", "--feature-dim", "8",
+                          "--queries", "8", "--negatives", "8", "--iters", "1", "--skip-reference",
+                          "--skip-other-losses"])
+    formed, factored = r["contrastive"], r["contrastive_factored"]
+    # The benchmark's representation is the head applied to the features: one loss, two forms.
+    assert factored["loss"] == pytest.approx(formed["loss"], rel=1e-5)
+    for part in (formed, factored):
+        assert part["forward"]["median_s"] > 0 and part["forward_backward"]["median_s"] > 0

@@ -4,8 +4,11 @@ Contrastive loss: forward and forward+backward (gradient w.r.t. the representati
 call after compile, compile time, XLA's memory analysis of each executable, and the same-input time
 of the published ReCo/MOFGSeg loop code (PyTorch, `tests/loss_references.py`), forward and
 forward+backward; wall times and process CPU times (the machine may be shared). Also the jitted
-time of the supervised (CE, OHEM), unsupervised and boundary losses. Defaults: 4 images of 256x256, 14 classes (all present), 512-d rep, 256 queries, 512
-negatives — the published settings scaled to CPU.
+time of the supervised (CE, OHEM), unsupervised and boundary losses. Defaults: 4 images of 256x256,
+14 classes (all present), 512-d rep, 256 queries, 512 negatives — the published settings scaled to
+CPU. The representation is a linear head of 256-d features, as in the model; `contrastive_factored`
+times the form the train step uses: the same loss on those features with the head's kernel and bias
+(`rep_kernel`, `rep_bias`), gradients to all three.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=256, help="H = W of rep, labels and probs")
     p.add_argument("--classes", type=int, default=14)
     p.add_argument("--rep-dim", type=int, default=512)
+    p.add_argument("--feature-dim", type=int, default=256,
+                   help="width of the representation head's input (the factored form)")
     p.add_argument("--queries", type=int, default=256)
     p.add_argument("--negatives", type=int, default=512)
     p.add_argument("--rep-dtype", default="float32", choices=("float32", "bfloat16"),
@@ -52,21 +57,28 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _inputs(args: argparse.Namespace):
-    """Blocky label maps with every class present, class-clustered reps, half-confident probs."""
-    n, s, k, d = args.batch, args.size, args.classes, args.rep_dim
-    keys = jax.random.split(jax.random.PRNGKey(args.seed), 6)
+    """Blocky label maps with every class present, half-confident logits, and a representation that
+    is a linear head (torch-initialised kernel `[F,D]`, bias) of class-clustered `[N,S,S,F]` features,
+    as in the model: `(rep, labels, logits, (features, kernel, bias))`."""
+    n, s, k, f, d = args.batch, args.size, args.classes, args.feature_dim, args.rep_dim
+    keys = jax.random.split(jax.random.PRNGKey(args.seed), 8)
     block = max(s // 16, 1)
     coarse = jax.random.randint(keys[0], (n, -(-s // block), -(-s // block)), 0, k)
     labels = jnp.repeat(jnp.repeat(coarse, block, 1), block, 2)[:, :s, :s]
     labels = labels.at[:, 0, :k].set(jnp.arange(k))  # every class present
     labels = jnp.where(jax.random.uniform(keys[1], (n, s, s)) < args.ignore_frac, 255, labels)
-    centers = jax.random.normal(keys[2], (k, d))
-    rep = 0.5 * centers[jnp.clip(labels, 0, k - 1)] + jax.random.normal(keys[3], (n, s, s, d))
+    centers = jax.random.normal(keys[2], (k, f))
+    feats = 0.5 * centers[jnp.clip(labels, 0, k - 1)] + jax.random.normal(keys[3], (n, s, s, f))
+    bound = 1.0 / np.sqrt(f)
+    kernel = jax.random.uniform(keys[6], (f, d), minval=-bound, maxval=bound)
+    bias = jax.random.uniform(keys[7], (d,), minval=-bound, maxval=bound)
+    rep = jnp.dot(feats, kernel, precision=jax.lax.Precision.HIGHEST) + bias
     # Logits favour the true class with a random margin: about half of the pixels are confident.
     margin = jax.random.uniform(keys[4], (n, s, s), minval=0.0, maxval=9.0)
     logits = jax.random.normal(keys[5], (n, s, s, k)) + margin[..., None] * jax.nn.one_hot(
         jnp.clip(labels, 0, k - 1), k)
-    return rep.astype(args.rep_dtype), labels.astype(jnp.int32), logits.astype(jnp.float32)
+    head = (feats.astype(args.rep_dtype), kernel, bias)
+    return rep.astype(args.rep_dtype), labels.astype(jnp.int32), logits.astype(jnp.float32), head
 
 
 def _memory_mb(compiled) -> dict[str, float]:
@@ -116,7 +128,7 @@ def _load_reference():
 
 def run(argv: list[str]) -> dict[str, Any]:
     args = _parse(argv)
-    rep, labels, logits = _inputs(args)
+    rep, labels, logits, (feats, kernel, bias) = _inputs(args)
     probs = jax.nn.softmax(logits, axis=-1)
     key = jax.random.PRNGKey(args.seed + 1)
     kw = dict(num_classes=args.classes, strong_threshold=args.strong_threshold,
@@ -137,9 +149,22 @@ def run(argv: list[str]) -> dict[str, Any]:
     donated = jax.jit(contrastive_grad, donate_argnums=0).lower(rep, key, labels, probs).compile()
     forward_backward["memory_rep_donated"] = _memory_mb(donated)
     loss, aux = jax.jit(contrastive)(key, rep, labels, probs)
+
+
+    def factored(key, feats, kernel, bias, labels, probs):
+        return weighted_contrastive_loss(key, feats, labels, probs, rep_kernel=kernel, rep_bias=bias, **kw)[0]
+
+    def factored_grad(feats, kernel, bias, key, labels, probs):
+        return jax.value_and_grad(lambda *a: factored(key, *a, labels, probs), argnums=(0, 1, 2))(
+            feats, kernel, bias)
+
+    factored_args = (feats, kernel, bias, key, labels, probs)
+    factored_result = {"forward": _timed(factored, (key, feats, kernel, bias, labels, probs), args.iters),
+                       "forward_backward": _timed(factored_grad, factored_args, args.iters),
+                       "loss": float(jax.jit(factored)(key, feats, kernel, bias, labels, probs))}
     result: dict[str, Any] = {
         "sizes": {"batch": args.batch, "size": args.size, "classes": args.classes,
-                  "rep_dim": args.rep_dim, "queries": args.queries, "negatives": args.negatives,
+                  "rep_dim": args.rep_dim, "feature_dim": args.feature_dim, "queries": args.queries, "negatives": args.negatives,
                   "rep_dtype": args.rep_dtype},
         "load_average_1m": os.getloadavg()[0],
         "contrastive": {
@@ -147,6 +172,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             "num_valid_classes": int(aux["num_valid_classes"]),
             "forward": forward, "forward_backward": forward_backward,
         },
+        "contrastive_factored": factored_result,
     }
     c = result["contrastive"]
     c["peak_host_rss_mb_before_reference"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
