@@ -22,3 +22,12 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
     ours = {"round_median_s": [2.0, 2.2, 20.0, 1.8, 5.0]}
     reference = {"round_median_s": [1.0, 1.0, 10.0, 1.0, 2.0]}
     assert paired_ratio(ours, reference) == pytest.approx(2.0)
+
+
+def test_benchmark_json_names_the_code_it_measured():
+    from mofgseg_jax.bench.common import code_version, device_info
+
+    version = code_version()
+    # A git checkout (tests run from one): an abbreviated commit, with -dirty for local changes.
+    assert version is None or version.split("-")[0].isalnum()
+    assert device_info()["code_version"] == version

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import resource
 import statistics
+import subprocess
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -17,13 +19,24 @@ import jax
 from mofgseg_jax.train.host_memory import allocator_info
 
 
+def code_version() -> str | None:
+    """`git describe` of the checkout this package runs from (`-dirty` with local changes), or None
+    outside a git checkout: which code a benchmark JSON measured."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def device_info() -> dict[str, Any]:
-    """Kind and count of the devices this process sees, the jax version, the host's cores and the
-    XLA flags in force (they change what is measured, e.g. GPU autotuning off)."""
+    """Kind and count of the devices this process sees, the jax version, the host's cores, the
+    XLA flags in force (they change what is measured, e.g. GPU autotuning off) and the code version."""
     devices = jax.devices()
     return {"device_kind": devices[0].device_kind, "device_count": len(devices),
             "platform": devices[0].platform, "jax_version": jax.__version__, "host_cpus": os.cpu_count(),
-            "xla_flags": os.environ.get("XLA_FLAGS", ""), **allocator_info()}
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "code_version": code_version(), **allocator_info()}
 
 
 def load_average() -> float:
