@@ -56,7 +56,7 @@ def _uniform_below(key: jax.Array, shape: tuple[int, ...], n: jax.Array) -> jax.
     `bits * n` for uniform 32-bit `bits` (Lemire's multiply-shift), bias below n / 2^32.
 
     Why not `jax.random.randint`: it draws twice the bits and takes three integer remainders, which
-    CPUs do not vectorise; for the loss's K*Q*M negatives it cost more than the rest of the sampling.
+    CPUs do not vectorise; for the loss's K*Q*M negatives it cost as much as the rest of the sampling.
     The 64-bit product is assembled from 16-bit halves, so it needs no `jax_enable_x64`.
     """
     bits = jax.random.bits(key, shape, jnp.uint32)
