@@ -9,10 +9,10 @@ import jax.numpy as jnp
 from mofgseg_jax.models.boundary import EAM
 from mofgseg_jax.models.mit import MiT
 from mofgseg_jax.models.resize import resize_bilinear
-from mofgseg_jax.models.segformer_head import SegFormerHead
+from mofgseg_jax.models.segformer_head import BatchNormSettings, SegFormerHead
 
 
-class MOFGSeg(nn.Module):
+class MOFGSeg(BatchNormSettings):
     """images [B,H,W,3] (normalised float) -> dict of float32 outputs at input resolution.
 
     'logits' [B,H,W,K] and 'rep' [B,H,W,D] resized bilinear align_corners=True (or 'rep' kept at
@@ -33,21 +33,18 @@ class MOFGSeg(nn.Module):
     rep_dim: int = 512
     rep_at_stride4: bool = False
     dropout_rate: float = 0.1
-    bn_momentum: float = 0.9
-    bn_eps: float = 1e-5
-    bn_axis_name: str | None = None
     eam_low_dim: int = 64
     eam_high_dim: int = 256
     eam_mid_dim: int = 256
-    dtype: Any = jnp.float32
+    # BatchNorm settings (bn_momentum, bn_eps, bn_axis_name) and the compute dtype: keyword-only,
+    # from `BatchNormSettings`, handed down to the decoder and the boundary module.
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, train: bool = False, edge_images: int | None = None,
                  rep_as_features: bool = False) -> dict[str, jnp.ndarray]:
         h, w = images.shape[1:3]
         c1, c2, c3, c4 = self.backbone(images, train)  # a Module field: its params live under 'backbone' 
-        bn = dict(bn_momentum=self.bn_momentum, bn_eps=self.bn_eps, bn_axis_name=self.bn_axis_name,
-                  dtype=self.dtype)
+        bn = self.bn_settings()
         # The representation, or with rep_as_features its head's input: resized alike.
         logits, rep_or_features = SegFormerHead(
             self.num_classes, self.embed_dim, self.rep_dim, self.dropout_rate, name="decode_head", **bn)(
