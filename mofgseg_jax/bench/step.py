@@ -59,7 +59,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                    help="rematerialise the transformer blocks (default: configs/common.py)")
     p.add_argument("--modes", default="semi,sup,segformer", help="comma-separated: " + ", ".join(MODES))
     p.add_argument("--iters", type=int, default=10, help="timed steps of each mode and of the reference")
-    p.add_argument("--rounds", type=int, default=5,
+    p.add_argument("--rounds", type=int, default=10,
                    help="alternating rounds the timed steps are split into (all modes and the reference "
                         "in each), so that a slow phase of a shared machine hits them alike")
     p.add_argument("--warmup", type=int, default=2)
