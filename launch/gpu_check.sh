@@ -7,6 +7,8 @@
 #   SKIP_INSTALL=1 bash launch/gpu_check.sh   # the current python already has CUDA jax
 #   OUT=results/ bash launch/gpu_check.sh     # also writes each JSON to $OUT/step_<backbone>_<dtype>.json
 #   MODES=semi,sup BACKBONES="b0 b5" DTYPES="float32 bfloat16" bash launch/gpu_check.sh   # the defaults
+#   XLA_FLAGS=--xla_gpu_autotune_level=0 bash launch/gpu_check.sh   # no GPU autotuning: shorter compiles,
+#                                             # maybe slower steps (each JSON records its `xla_flags`)
 #
 # When the python has a CUDA build of torch and transformers, each run also times the Hugging Face
 # SegFormer reference on the same GPU (`--hf-device cuda`: TF32 for f32, bf16 autocast for bf16), so
