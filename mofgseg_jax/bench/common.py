@@ -10,6 +10,7 @@ import os
 import resource
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +38,11 @@ def device_info() -> dict[str, Any]:
     return {"device_kind": devices[0].device_kind, "device_count": len(devices),
             "platform": devices[0].platform, "jax_version": jax.__version__, "host_cpus": os.cpu_count(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "code_version": code_version(), **allocator_info()}
+
+
+def log(message: str) -> None:
+    """A progress line on stderr (stdout carries the benchmark's JSON)."""
+    print(f"# {message}", file=sys.stderr, flush=True)
 
 
 def load_average() -> float:
@@ -101,10 +107,10 @@ def time_host(fn: Callable[[], Any], *, iters: int = 3) -> dict[str, float]:
     return _summary(times, cpu, load_before)
 
 
-def time_interleaved(calls: dict[str, Callable[[], Any]], *, rounds: int,
-                     iters: int | dict[str, int], untimed: int = 0) -> dict[str, dict[str, Any]]:
+def time_interleaved(calls: dict[str, Callable[[], Any]], *, rounds: int, iters: int | dict[str, int],
+                     untimed: int = 0, progress: str | None = None) -> dict[str, dict[str, Any]]:
     """Times several warmed-up calls in alternating rounds: each round runs every call `iters` times
-    (a per-name dict allowed), after `untimed` untimed calls.
+    (a per-name dict allowed), after `untimed` untimed calls. With `progress`, logs each round done.
 
     Why rounds: a shared machine has slow phases of a minute or more; timing one side after the
     other puts a phase on one side only and skews their ratio. Per call, the summary of all its
@@ -115,13 +121,15 @@ def time_interleaved(calls: dict[str, Callable[[], Any]], *, rounds: int,
     cpu: dict[str, list[float]] = {name: [] for name in calls}
     round_medians: dict[str, list[float]] = {name: [] for name in calls}
     load_before = load_average()
-    for _ in range(rounds):
+    for done in range(1, rounds + 1):
         for name, fn in calls.items():
             for _ in range(untimed):
                 jax.block_until_ready(fn())
             before = len(times[name])
             _timed(fn, per_name[name], times[name], cpu[name])
             round_medians[name].append(statistics.median(times[name][before:]))
+        if progress:
+            log(f"{progress}: round {done}/{rounds}")
     return {name: {**_summary(times[name], cpu[name], load_before), "rounds": rounds,
                    "round_median_s": round_medians[name]} for name in calls}
 

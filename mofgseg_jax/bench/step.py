@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mofgseg_jax.bench.common import model_config, paired_ratio, peak_memory_bytes, time_interleaved
+from mofgseg_jax.bench.common import log, model_config, paired_ratio, peak_memory_bytes, time_interleaved
 from mofgseg_jax.bench.profile import time_by_module, top_ops, trace_steps
 from mofgseg_jax.train.host_memory import trimming_free_memory
 
@@ -112,6 +112,7 @@ def prepare_ours(args: argparse.Namespace, mode: str):
     from mofgseg_jax.train.step import AXIS, make_train_step
 
     config = _config(args, mode)
+    log(f"step: building and compiling {mode} (MiT-{args.backbone}, crop {args.crop}, {args.dtype})")
     model = build_model(config.model, bn_axis_name=AXIS)
     start = time.perf_counter()
     variables = jax.block_until_ready(init_variables(model, jax.random.key(0), (1, args.crop, args.crop, 3)))
@@ -129,6 +130,7 @@ def prepare_ours(args: argparse.Namespace, mode: str):
     with trimming_free_memory():  # as the training loop's first step
         compiled = par.step.lower(holder["state"], batch, rng).compile()  # trace + lower + XLA compile
     compile_s = time.perf_counter() - start
+    log(f"step: {mode} compiled in {compile_s:.1f} s")
     rss_after_compile = peak_memory_bytes()["peak_host_rss_mb"]
     try:
         mem = compiled.memory_analysis()
@@ -251,7 +253,8 @@ def run(argv: list[str]) -> dict[str, Any]:
     # longer on CPU (its temporaries' memory is fetched afresh), which training, running one
     # program over and over, never pays.
     rounds = max(min(args.rounds, args.iters), 1)
-    timings = time_interleaved(calls, rounds=rounds, iters=-(-args.iters // rounds), untimed=1)
+    timings = time_interleaved(calls, rounds=rounds, iters=-(-args.iters // rounds), untimed=1,
+                               progress="step: timing " + ", ".join(calls))
     for mode, (call, compiled, info) in prepared.items():
         result[f"{mode}_step"] = _finish_ours(args, mode, call, compiled, info, timings[mode])
     result["peak_after"] = peak_memory_bytes()
