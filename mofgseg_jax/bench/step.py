@@ -187,8 +187,8 @@ def _finish_ours(args: argparse.Namespace, mode: str, one, compiled, info: dict[
 
 
 def prepare_hf(args: argparse.Namespace):
-    """The Hugging Face reference step, warmed up: `(call, info, peak)`, `peak()` its device memory
-    peak (empty on CPU: the process RSS is shared), or None without torch/transformers."""
+    """The Hugging Face reference step, warmed up: `(call, info, device_peak)`, where `device_peak()`
+    reports its GPU memory peak; None without torch/transformers."""
     try:
         import torch
         from transformers import SegformerConfig, SegformerForSemanticSegmentation
@@ -226,8 +226,11 @@ def prepare_hf(args: argparse.Namespace):
         step()  # warm-up (allocator, lazy init, cuDNN autotuning)
     info = {"images_per_step": args.batch_labeled, "torch_threads": torch.get_num_threads(),
             "device": torch.cuda.get_device_name(device) if cuda else "cpu"}
-    peak_mb = (lambda: {"peak_device_mb": torch.cuda.max_memory_allocated(device) / 2**20}) if cuda else dict
-    return step, info, peak_mb
+
+    def device_peak() -> dict[str, float]:  # on CPU the process RSS is shared with our steps
+        return {"peak_device_mb": torch.cuda.max_memory_allocated(device) / 2**20} if cuda else {}
+
+    return step, info, device_peak
 
 
 def run(argv: list[str]) -> dict[str, Any]:
@@ -247,7 +250,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     calls = {mode: call for mode, (call, _, _) in prepared.items()}
     hf = None if args.no_reference else prepare_hf(args)
     if hf is not None:
-        calls["hf_reference"] = hf[0]
+        calls["hf_reference"] = hf[0]  # (call, info, device_peak)
     # All steps in alternating rounds, so a slow phase of a shared machine hits them alike. One
     # untimed step each per round: the first `semi` step after other programs ran takes up to 0.2 s
     # longer on CPU (its temporaries' memory is fetched afresh), which training, running one
@@ -263,7 +266,8 @@ def run(argv: list[str]) -> dict[str, Any]:
     if hf is None:
         result["hf_reference"] = "skipped: torch/transformers not installed"
         return result
-    hf_timing, hf_info = timings["hf_reference"], {**hf[1], **hf[2]()}
+    _, hf_info, hf_device_peak = hf
+    hf_timing, hf_info = timings["hf_reference"], {**hf_info, **hf_device_peak()}
     result["hf_reference"] = {**hf_info, **hf_timing,
                               "images_per_s": hf_info["images_per_step"] / hf_timing["median_s"]}
     for mode in modes:
