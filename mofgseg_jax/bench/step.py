@@ -14,8 +14,10 @@ the median of the per-round ratios, so that a slow phase of a shared machine can
 
 Modes: `semi` (the full step: teacher forward, student forwards on labelled and perturbed unlabelled,
 all four losses, update, EMA), `sup` (MOFGSeg on labelled images: cross-entropy + boundary Dice, the
-`:sup` baseline) and `segformer` (the same step with the boundary weight 0: encoder, decoder and
-cross-entropy only — the work the Hugging Face reference does, so its ratio compares frameworks).
+`:sup` variant) and `segformer` (the same step with the boundary weight 0, `:sup,no_boundary`:
+encoder, decoder and cross-entropy only — the work the Hugging Face reference does, so its ratio
+compares frameworks; it is also the published supervised baseline, whose `train_baseline_sup.py`
+trains on cross-entropy alone and discards the boundary module's output).
 """
 
 from __future__ import annotations
