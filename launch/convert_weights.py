@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"             representation head rep_dim {info['rep_dim']}")
     else:
         print("decode head: none (backbone only; the decoder starts from its initialisation)")
-    print(f"boundary:    {'EAM included' if info.get('has_boundary') else 'none (starts from its initialisation)'}")
+    if info.get("has_boundary"):
+        print(f"boundary:    EAM included, width {info.get('eam_mid_dim')} (model.eam_mid_dim; published 256)")
+    else:
+        print("boundary:    none (starts from its initialisation)")
     print(f"tensors:     {info['num_tensors']} ({n_all / 1e6:.2f}M values)")
     print(f"written:     {out}  ->  set config.model.pretrained={out} and config.model.backbone={info['preset']}")
     print("note:        LayerNorm eps is a model setting, not a weight: released mit_b* weights use "

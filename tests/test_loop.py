@@ -145,6 +145,18 @@ def test_resuming_with_a_shape_changing_config_is_refused_by_name(tmp_path, tmp_
         loop.train_and_evaluate(config, str(tmp_path))
 
 
+def test_a_model_key_added_since_a_run_resumes_at_its_default_and_is_refused_otherwise(tmp_path):
+    # A config.json written before `model.eam_mid_dim` existed: the network then had width 256.
+    loop.write_config({"model": {"num_classes": 8}}, str(tmp_path), resuming=False)
+    loop.write_config({"model": {"num_classes": 8, "eam_mid_dim": 256}}, str(tmp_path), resuming=True)
+    loop.write_config({"model": {"num_classes": 8}}, str(tmp_path), resuming=False)
+    with pytest.raises(ValueError, match=r"changes parameter shapes \(model.eam_mid_dim: '<absent>' -> 64\)"):
+        loop.write_config({"model": {"num_classes": 8, "eam_mid_dim": 64}}, str(tmp_path), resuming=True)
+    with pytest.raises(ValueError, match=r"changes parameter shapes \(model.eam_mid_dim: 256 -> 64\)"):
+        loop.write_config({"model": {"num_classes": 8, "eam_mid_dim": 256}}, str(tmp_path), resuming=False)
+        loop.write_config({"model": {"num_classes": 8, "eam_mid_dim": 64}}, str(tmp_path), resuming=True)
+
+
 def test_a_corrupt_stored_config_is_a_one_line_error_and_left_in_place(tmp_path):
     (tmp_path / "config.json").write_text('{"optim": {"lr": 0.')  # an interrupted write
     with pytest.raises(ValueError, match=r"config.json: cannot read the stored config"):

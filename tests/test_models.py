@@ -167,6 +167,19 @@ def test_bad_config_is_one_clear_error():
         build_model(dict(TINY, dims=(16, 32, 64, 128))).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
 
 
+def test_eam_mid_dim_sets_the_boundary_convs_width():
+    model, variables, x = _tiny(eam_mid_dim=16)
+    boundary = variables["params"]["boundary"]
+    assert boundary["block1"]["conv"]["kernel"].shape == (3, 3, 256 + 64, 16)  # concat(c4-, c1-branch)
+    assert boundary["block2"]["conv"]["kernel"].shape == (3, 3, 16, 16)
+    assert boundary["edge"]["kernel"].shape == (1, 1, 16, 1)
+    assert model.apply(variables, x)["edge"].shape == (B, H, W, 1)
+    published = _tiny()[1]["params"]["boundary"]["block2"]["conv"]["kernel"]
+    assert published.shape == (3, 3, 256, 256)  # the default stays the published width
+    with pytest.raises(ValueError, match=r"model.eam_mid_dim=0: must be a positive channel count"):
+        build_model(dict(TINY, eam_mid_dim=0))
+
+
 def test_depthwise_conv_value_and_gradients_match_a_grouped_convolution():
     from mofgseg_jax.models.mit import depthwise3x3
 

@@ -24,7 +24,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from mofgseg_jax.models import MiT, build_model  # noqa: E402
-from mofgseg_jax.weights import CheckpointError, load_pretrained  # noqa: E402
+from mofgseg_jax.weights import CheckpointError, convert_file, load_pretrained  # noqa: E402
 
 TOL = 1e-4
 SIZES = ((2, 64, 64), (1, 97, 131))
@@ -267,8 +267,13 @@ def test_published_mofgseg_checkpoint_reproduces_logits_rep_and_edge(tmp_path):
     path = tmp_path / "mofgseg_published.pth"
     torch.save({"model": {f"module.{k}": v for k, v in state.items()}}, path)  # DDP-wrapped, as trained
 
+    info = convert_file(path)[1]
+    assert info["has_boundary"] and info["eam_mid_dim"] == 256 and info["rep_dim"] == 48
     model = build_model(dict(backbone="b0", num_classes=7, rep_dim=48, **ALIGNED_EPS))
     variables = load_pretrained(path, _skeleton(model, (1, 64, 64, 3)))
+    narrow = build_model(dict(backbone="b0", num_classes=7, rep_dim=48, eam_mid_dim=64, **ALIGNED_EPS))
+    with pytest.raises(CheckpointError, match=r"boundary.*wrong backbone preset, dims or model.eam_mid_dim"):
+        load_pretrained(path, _skeleton(narrow, (1, 64, 64, 3)))
     forward = jax.jit(lambda v, x: model.apply(v, x))
     for (b, h, w), (x, _, _) in reference.items():
         with torch.no_grad():

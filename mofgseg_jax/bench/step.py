@@ -59,6 +59,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                    help="contrastive loss on stride-4 features (default: configs/common.py)")
     p.add_argument("--remat", action=argparse.BooleanOptionalAction, default=None,
                    help="rematerialise the transformer blocks (default: configs/common.py)")
+    p.add_argument("--eam-mid-dim", type=int, default=None,
+                   help="width of the boundary module's 3x3 convs (default: configs/common.py, the published 256)")
     p.add_argument("--modes", default="semi,sup,segformer", help="comma-separated: " + ", ".join(MODES))
     p.add_argument("--iters", type=int, default=10, help="timed steps of each mode and of the reference")
     p.add_argument("--rounds", type=int, default=10,
@@ -86,6 +88,8 @@ def _config(args: argparse.Namespace, mode: str):
         c.model.rep_at_stride4 = bool(args.rep_at_stride4)
     if args.remat is not None:
         c.model.remat = bool(args.remat)
+    if args.eam_mid_dim is not None:
+        c.model.eam_mid_dim = int(args.eam_mid_dim)
     c.data.crop_size = args.crop
     c.data.batch_size_labeled = args.batch_labeled
     c.data.batch_size_unlabeled = args.batch_unlabeled
@@ -242,7 +246,8 @@ def run(argv: list[str]) -> dict[str, Any]:
                                          "batch_labeled": args.batch_labeled,
                                          "batch_unlabeled": args.batch_unlabeled, "classes": args.classes,
                                          "dtype": args.dtype, "rep_at_stride4": bool(effective.model.rep_at_stride4),
-                                         "remat": bool(effective.model.remat), "smoke": bool(args.smoke)}}
+                                         "remat": bool(effective.model.remat),
+                                         "eam_mid_dim": int(effective.model.eam_mid_dim), "smoke": bool(args.smoke)}}
     modes = [m for m in args.modes.split(",") if m]
     for mode in modes:
         if mode not in MODES:

@@ -14,7 +14,7 @@ from mofgseg_jax.models.resize import resize_bilinear
 MODEL_DEFAULTS: dict[str, Any] = dict(
     backbone="b0", num_classes=0, embed_dim=0, rep_dim=512, rep_at_stride4=False, drop_path_rate=0.1,
     dropout_rate=0.1, depths=(), dims=(), block_ln_eps=1e-6, embed_ln_eps=1e-5, dtype="float32",
-    remat=False, bn_momentum=0.9, bn_eps=1e-5,
+    remat=False, bn_momentum=0.9, bn_eps=1e-5, eam_mid_dim=256,
 )
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -45,6 +45,9 @@ def build_model(model_cfg: Any, *, bn_axis_name: str | None = None) -> nn.Module
     if len(dims) != 4 or len(depths) != 4:
         raise ValueError(f"model.dims={dims} / model.depths={depths}: need 4 stages each")
     embed_dim = int(_get(model_cfg, "embed_dim")) or DECODER_DIMS[name]
+    eam_mid_dim = int(_get(model_cfg, "eam_mid_dim"))
+    if eam_mid_dim <= 0:
+        raise ValueError(f"model.eam_mid_dim={eam_mid_dim}: must be a positive channel count (256 = published)")
     backbone = MiT(dims=dims, depths=depths, drop_path_rate=float(_get(model_cfg, "drop_path_rate")),
                    block_ln_eps=float(_get(model_cfg, "block_ln_eps")),
                    embed_ln_eps=float(_get(model_cfg, "embed_ln_eps")), dtype=dtype,
@@ -53,7 +56,7 @@ def build_model(model_cfg: Any, *, bn_axis_name: str | None = None) -> nn.Module
         backbone=backbone, num_classes=num_classes, embed_dim=embed_dim, rep_dim=int(_get(model_cfg, "rep_dim")),
         rep_at_stride4=bool(_get(model_cfg, "rep_at_stride4")), dropout_rate=float(_get(model_cfg, "dropout_rate")),
         bn_momentum=float(_get(model_cfg, "bn_momentum")), bn_eps=float(_get(model_cfg, "bn_eps")),
-        bn_axis_name=bn_axis_name, dtype=dtype,
+        bn_axis_name=bn_axis_name, dtype=dtype, eam_mid_dim=eam_mid_dim,
     )
 
 

@@ -40,7 +40,7 @@ log = logging.getLogger("mofgseg")
 
 # Keys whose change alters parameter shapes: a checkpoint written with other values cannot be loaded.
 SHAPE_KEYS = ("model.backbone", "model.num_classes", "model.embed_dim", "model.rep_dim", "model.depths",
-              "model.dims", "model.rep_at_stride4")
+              "model.dims", "model.rep_at_stride4", "model.eam_mid_dim")
 CONFIG_FILE = "config.json"
 BatchHook = Callable[[int, Any], None]
 
@@ -71,6 +71,15 @@ def config_differences(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
     return {k: (a.get(k, "<absent>"), b.get(k, "<absent>")) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
+def _added_at_default(key: str, old: Any, new: Any) -> bool:
+    """A model key that a config written by an older version lacks, now at the value that version's
+    model had built in (`MODEL_DEFAULTS`): no shape changed, e.g. `model.eam_mid_dim` 256."""
+    from mofgseg_jax.models import MODEL_DEFAULTS  # noqa: PLC0415
+
+    name = key.removeprefix("model.")
+    return old == "<absent>" and name in MODEL_DEFAULTS and new == MODEL_DEFAULTS[name]
+
+
 def write_config(config_dict: dict, workdir: str, *, resuming: bool) -> None:
     """Writes `<workdir>/config.json`; when resuming, checks it against the stored one first.
 
@@ -88,7 +97,7 @@ def write_config(config_dict: dict, workdir: str, *, resuming: bool) -> None:
     _barrier("mofgseg_config_read")
     diff = config_differences(old, config_dict) if old is not None else {}
     if diff and resuming:
-        shape = {k: v for k, v in diff.items() if k in SHAPE_KEYS}
+        shape = {k: v for k, v in diff.items() if k in SHAPE_KEYS and not _added_at_default(k, *v)}
         if shape:
             changes = "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in shape.items())
             raise ValueError(

@@ -94,7 +94,7 @@ def load_pretrained(path: str | Path, variables: dict[str, Any], *, reinit_class
                     f"{tuple(dst[key].shape)} (class count differs); set model.reinit_classifier=True "
                     "to keep a freshly initialised classifier")
             raise CheckpointError(f"{path}: tensor {name} has shape {tuple(value.shape)}, model needs "
-                                  f"{tuple(dst[key].shape)} (wrong backbone preset or dims?)")
+                                  f"{tuple(dst[key].shape)} (wrong backbone preset, dims or model.eam_mid_dim?)")
         dst[key] = jax.numpy.asarray(value, dtype=dst[key].dtype)
     return traverse_util.unflatten_dict(dst)
 

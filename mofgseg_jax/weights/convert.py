@@ -190,4 +190,6 @@ def describe(canonical: dict[str, np.ndarray]) -> dict[str, Any]:
     if "decode_head.representation.weight" in canonical:
         info["rep_dim"] = int(canonical["decode_head.representation.weight"].shape[0])
     info["has_boundary"] = any(k.startswith("boundary.") for k in canonical)
+    if "boundary.block2.conv.weight" in canonical:
+        info["eam_mid_dim"] = int(canonical["boundary.block2.conv.weight"].shape[0])
     return info
