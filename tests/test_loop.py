@@ -152,8 +152,8 @@ def test_a_model_key_added_since_a_run_resumes_at_its_default_and_is_refused_oth
     loop.write_config({"model": {"num_classes": 8}}, str(tmp_path), resuming=False)
     with pytest.raises(ValueError, match=r"changes parameter shapes \(model.eam_mid_dim: '<absent>' -> 64\)"):
         loop.write_config({"model": {"num_classes": 8, "eam_mid_dim": 64}}, str(tmp_path), resuming=True)
+    loop.write_config({"model": {"num_classes": 8, "eam_mid_dim": 256}}, str(tmp_path), resuming=False)
     with pytest.raises(ValueError, match=r"changes parameter shapes \(model.eam_mid_dim: 256 -> 64\)"):
-        loop.write_config({"model": {"num_classes": 8, "eam_mid_dim": 256}}, str(tmp_path), resuming=False)
         loop.write_config({"model": {"num_classes": 8, "eam_mid_dim": 64}}, str(tmp_path), resuming=True)
 
 

@@ -93,8 +93,9 @@ def load_pretrained(path: str | Path, variables: dict[str, Any], *, reinit_class
                     f"{path}: classifier {name} has shape {tuple(value.shape)} but the model needs "
                     f"{tuple(dst[key].shape)} (class count differs); set model.reinit_classifier=True "
                     "to keep a freshly initialised classifier")
+            hint = "model.eam_mid_dim differs?" if key[1] == "boundary" else "wrong backbone preset or dims?"
             raise CheckpointError(f"{path}: tensor {name} has shape {tuple(value.shape)}, model needs "
-                                  f"{tuple(dst[key].shape)} (wrong backbone preset, dims or model.eam_mid_dim?)")
+                                  f"{tuple(dst[key].shape)} ({hint})")
         dst[key] = jax.numpy.asarray(value, dtype=dst[key].dtype)
     return traverse_util.unflatten_dict(dst)
 
