@@ -41,11 +41,12 @@ def get_config(arg=None):
     config.augment.hue = (-0.05, 0.05)
     config.augment.blur_sigma = (0.1, 0.5)
 
-    # Semi-supervised recipe for a from-scratch network (measured with seeds 0 / 1 / 2; README): ClassMix
-    # instead of the published cutout (seed 1: 70.6; cutmix 70.2; cutout 65.2), the unlabelled losses
-    # ramped up over the first 2000 steps and the contrastive weight at 0.1: at the published weight 1
-    # (ramp 1000) seed 1 was still on the colour-only plateau at step 1500 (19.4 mIoU); weight 0.1 with
-    # a 1000-step ramp scored 58.7 / 65.0 at seeds 1 / 2.
+    # Semi-supervised recipe for a from-scratch network (measured with seeds 0 / 1 / 2;
+    # launch/results/demo/history.md): ClassMix instead of the published cutout (seed 1: 70.6;
+    # cutmix 70.2; cutout 65.2), the unlabelled losses ramped up over the first 2000 steps and the
+    # contrastive weight at 0.1: at the published weight 1 (ramp 1000) seed 1 was still on the
+    # colour-only plateau at step 1500 (19.4 mIoU); weight 0.1 with a 1000-step ramp scored 58.7 /
+    # 65.0 at seeds 1 / 2.
     config.augment.mix_mode = "classmix"
     config.loss.semi_rampup_steps = 2000
     config.loss.contrastive_weight = 0.1
@@ -64,14 +65,16 @@ def get_config(arg=None):
 
     # AdamW (SegFormer's own recipe) instead of the published SGD, which fine-tunes ImageNet weights:
     # from scratch, SGD (lr 0.01-0.2) leaves this MiT at its colour-only plateau (~18 mIoU) for
-    # thousands of steps; AdamW finds the textures within the budget (measured; README).
+    # thousands of steps; AdamW finds the textures within the budget (measured;
+    # launch/results/demo/history.md).
     config.optim.name = "adamw"
     config.optim.lr = 0.003
     config.optim.lr_multi = 1.0
 
     config.train.num_epochs = 0
     # 3500 steps: sup-only has flattened by step 2500 (its train loss still falls) while the semi
-    # run, whose unlabelled losses reach full weight at step 2000, is still rising there (README).
+    # run, whose unlabelled losses reach full weight at step 2000, is still rising there
+    # (launch/results/demo/history.md).
     config.train.num_steps = 3500
     config.train.log_every = 20
     config.train.eval_every = 500
