@@ -11,6 +11,8 @@
   --rerun                         retrain runs that already finished (default: reuse them)
   --no_train                      only summarise the finished runs (the others are left out, not trained)
   --compilation_cache DIR         persistent XLA cache shared by the runs (default OUT/jax_cache; 'none')
+  --cores 0,1                     train one run per listed CPU core side by side, each pinned to its
+                                  core (one XLA thread per run); default: one run at a time, all cores
 
 Every run is `launch/train.py` in its own subprocess, so an interrupted comparison resumes where it
 stopped. Logic in mofgseg_jax/experiments/{compare,figure}.py.
@@ -52,6 +54,8 @@ def parse_args(argv):
     p.add_argument("--no_train", action="store_true", help="summarise finished runs only; train nothing")
     p.add_argument("--compilation_cache", default="", help="persistent XLA cache shared by the runs "
                    "(default: OUT/jax_cache; 'none' to disable)")
+    p.add_argument("--cores", default="", help="train one run per listed CPU core side by side, each pinned "
+                   "to its core, e.g. 0,1 (default: one run at a time on all cores)")
     p.add_argument("--grid_images", type=int, default=4, help="validation images in the figure (0 = none)")
     p.add_argument("--grid_network", choices=compare.NETWORKS, default="teacher")
     p.add_argument("--title", default="")
@@ -68,6 +72,14 @@ def parse_args(argv):
         args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         p.error(f"--seeds {args.seeds!r}: expected comma-separated integers")
+    try:
+        args.core_list = [int(c) for c in args.cores.split(",") if c.strip()]
+    except ValueError:
+        p.error(f"--cores {args.cores!r}: expected comma-separated CPU core numbers, e.g. 0,1")
+    usable = sorted(os.sched_getaffinity(0))
+    if len(set(args.core_list)) != len(args.core_list) or not set(args.core_list) <= set(usable):
+        p.error(f"--cores {args.cores!r}: expected distinct cores among those this process may use: "
+                f"{','.join(map(str, usable))}")
     return args
 
 
@@ -104,7 +116,8 @@ def main(argv=None) -> dict:
             print(f"generated the demo dataset in {root} ({time.perf_counter() - t0:.0f} s)")
 
     results = compare.run_all(args.config, runs, steps=steps, overrides=args.overrides, rerun=args.rerun,
-                               base_variant=args.base_variant, cache_dir=cache_dir, train_missing=not args.no_train)
+                               base_variant=args.base_variant, cache_dir=cache_dir, train_missing=not args.no_train,
+                               cores=args.core_list)
     if not results:
         raise SystemExit(f"error: no finished run in {runs_dir} for --variants {args.variants} --seeds {args.seeds}")
     summary = compare.summarize(results, args.variant_list)

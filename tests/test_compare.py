@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -59,6 +60,56 @@ def test_no_train_leaves_unfinished_runs_out_instead_of_training(tmp_path):
     _write_run(runs[0].workdir, 8, 30.0, 31.0)  # only sup seed 0 finished
     results = compare.run_all("no/such/config.py", runs, steps=8, train_missing=False, echo=lambda *_: None)
     assert [(r["variant"], r["seed"]) for r in results] == [("sup", 0)]
+
+
+# A stand-in for `launch/train.py`: records the CPU cores it may run on and when it ran, sleeps, then
+# writes an evaluation at the final step as the training loop does (`_write_run`).
+_FAKE_TRAIN = """
+import json, os, sys, time
+sys.path.insert(0, {tests!r})
+from test_compare import _write_run
+workdir, miou = sys.argv[1], float(sys.argv[2])
+os.makedirs(workdir, exist_ok=True)
+start = time.time()
+time.sleep(1.5)
+with open(os.path.join(workdir, "ran.json"), "w") as f:
+    json.dump({{"cores": sorted(os.sched_getaffinity(0)), "start": start, "end": time.time()}}, f)
+_write_run(workdir, 8, miou, miou + 1)
+"""
+
+needs_two_cores = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two usable CPU cores")
+
+
+@needs_two_cores
+def test_side_by_side_runs_each_train_pinned_to_one_core_at_the_same_time(tmp_path, monkeypatch):
+    script = _FAKE_TRAIN.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    mious = {"sup": 30.0, "semi": 36.0}
+    monkeypatch.setattr(compare, "train_command", lambda config, run, **_: [
+        sys.executable, "-c", script, run.workdir, str(mious[run.variant] + run.seed)])
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    runs = compare.plan_runs(["sup", "semi"], [0, 1], str(tmp_path))
+    results = compare.run_all("configs/demo.py", runs, steps=8, cores=cores, echo=lambda *_: None)
+
+    assert [(r["variant"], r["seed"], r["student_miou"], r["reused"]) for r in results] == [
+        ("sup", 0, 30.0, False), ("semi", 0, 36.0, False), ("sup", 1, 31.0, False), ("semi", 1, 37.0, False)]
+    ran = [json.loads((tmp_path / f"{r['variant']}_seed{r['seed']}" / "ran.json").read_text()) for r in results]
+    assert all(len(r["cores"]) == 1 and r["cores"][0] in cores for r in ran)
+    assert ran[0]["cores"] != ran[1]["cores"]  # the first two started together, one per core
+    assert ran[1]["start"] < ran[0]["end"] and ran[0]["start"] < ran[1]["end"]
+    assert all(r["wall_s"] >= 1.5 for r in results)
+    assert all(json.loads((tmp_path / f"{r['variant']}_seed{r['seed']}" / compare.RUN_RECORD).read_text())["wall_s"]
+               == r["wall_s"] for r in results)
+
+
+@needs_two_cores
+def test_a_failed_side_by_side_run_stops_the_other_and_raises_with_its_log(tmp_path):
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    jobs = [([sys.executable, "-c", "import time; time.sleep(60)"], str(tmp_path / "slow.log")),
+            ([sys.executable, "-c", "import sys; print('bad input'); sys.exit(3)"], str(tmp_path / "bad.log"))]
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"(?s)exit 3.*bad input"):
+        compare.execute_side_by_side(jobs, cores, poll_s=0.1)
+    assert time.perf_counter() - started < 30  # the 60 s run was stopped, not waited for
 
 
 def test_train_command_pins_seed_steps_and_variant():

@@ -149,18 +149,74 @@ def run_result(workdir: str, steps: int | None = None) -> dict[str, Any] | None:
 # Running
 
 
+class _Training:
+    """One training subprocess: its output goes to `log_path`; optionally pinned to one CPU core."""
+
+    def __init__(self, cmd: Sequence[str], log_path: str, env: Mapping[str, str] | None, core: int | None):
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+        self.cmd, self.log_path, self.core = list(cmd), log_path, core
+        self.start = time.perf_counter()
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=dict(env or os.environ))
+        if core is not None:
+            # Pinned from here rather than in a preexec_fn (unsafe beside threads): Popen returns once
+            # the child has exec'd, long before its interpreter starts a thread or XLA sizes its thread
+            # pool from the affinity, and threads inherit it. Why pin: a run on one core is one XLA
+            # thread, the setting the README's table was trained in (summation order moves results).
+            os.sched_setaffinity(self.proc.pid, {core})
+
+    def finish(self) -> float:
+        """Waits for the process; returns its wall seconds; raises with the log's tail if it failed."""
+        code = self.proc.wait()
+        seconds = time.perf_counter() - self.start
+        self._log.close()
+        if code != 0:
+            with open(self.log_path, errors="replace") as f:
+                tail = f.read()[-3000:]
+            raise RuntimeError(f"training run failed (exit {code}): {' '.join(self.cmd)}\n--- {self.log_path} "
+                               f"(tail) ---\n{tail}")
+        return seconds
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+        self._log.close()
+
+
 def execute(cmd: Sequence[str], log_path: str, *, env: Mapping[str, str] | None = None) -> float:
     """Runs `cmd` with stdout+stderr to `log_path`; returns wall seconds; raises with the log's tail."""
-    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-    start = time.perf_counter()
-    with open(log_path, "w") as log:
-        code = subprocess.call(list(cmd), stdout=log, stderr=subprocess.STDOUT, env=dict(env or os.environ))
-    seconds = time.perf_counter() - start
-    if code != 0:
-        with open(log_path, errors="replace") as f:
-            tail = f.read()[-3000:]
-        raise RuntimeError(f"training run failed (exit {code}): {' '.join(cmd)}\n--- {log_path} (tail) ---\n{tail}")
-    return seconds
+    return _Training(cmd, log_path, env, None).finish()
+
+
+def execute_side_by_side(jobs: Sequence[tuple[Sequence[str], str]], cores: Sequence[int], *,
+                         env: Mapping[str, str] | None = None, on_start=lambda i, core: None,
+                         on_finish=lambda i, wall_s: None, poll_s: float = 1.0) -> None:
+    """Runs the jobs `(cmd, log_path)` in order, at most one per listed CPU core at a time, each
+    pinned to its core. When one fails, the others are stopped (their runs resume from their
+    checkpoints next time) and its error is raised. on_start(job index, core) and on_finish(job
+    index, wall seconds) are called as each job starts and succeeds."""
+    if len(set(cores)) != len(cores) or not cores:
+        raise ValueError(f"cores {list(cores)}: expected distinct CPU core numbers")
+    running: dict[int, _Training] = {}  # job index -> its process
+    pending = list(range(len(jobs)))
+    try:
+        while pending or running:
+            busy = {t.core for t in running.values()}
+            for core in [c for c in cores if c not in busy]:
+                if pending:
+                    i = pending.pop(0)
+                    on_start(i, core)
+                    running[i] = _Training(*jobs[i], env, core)
+            done = [i for i, t in running.items() if t.proc.poll() is not None]
+            for i in done:
+                on_finish(i, running.pop(i).finish())
+            if not done:
+                time.sleep(poll_s)
+    except BaseException:
+        for t in running.values():
+            t.stop()
+        raise
 
 
 def compile_cache_env(cache_dir: str) -> dict[str, str]:
@@ -175,45 +231,65 @@ def compile_cache_env(cache_dir: str) -> dict[str, str]:
 
 def run_all(config_file: str, runs: Sequence[Run], *, steps: int, overrides: Mapping[str, str] = (),
             rerun: bool = False, base_variant: str = "", cache_dir: str = "", train_missing: bool = True,
-            echo=print) -> list[dict[str, Any]]:
+            cores: Sequence[int] = (), echo=print) -> list[dict[str, Any]]:
     """Trains every run not already finished (a finished run: evaluated at `steps`); returns their results
-    [{'variant', 'seed', 'workdir', 'wall_s' (None when reused), **run_result}].
+    [{'variant', 'seed', 'workdir', 'wall_s' (None when reused without a record), 'reused', **run_result}].
     cache_dir: persistent compilation cache shared by the runs ('' = none).
-    train_missing: False = only collect finished runs, leaving the others out (a partial summary, e.g.
-    of runs trained by several comparisons side by side)."""
+    train_missing: False = only collect finished runs, leaving the others out (a partial summary).
+    cores: train one run per listed CPU core side by side, each pinned to its core (() = one run at a
+    time on every core)."""
     env = compile_cache_env(cache_dir)
-    results = []
+    to_train: list[tuple[int, Run, list[str]]] = []  # (position in runs, run, command)
     for i, run in enumerate(runs):
         if rerun and os.path.isdir(run.workdir):
             shutil.rmtree(run.workdir)
-        found = run_result(run.workdir, steps)
-        record = os.path.join(run.workdir, RUN_RECORD)
-        if found is None and not train_missing:
-            echo(f"[{i + 1}/{len(runs)}] {run.variant} seed {run.seed}: not finished, left out")
-            continue
-        if found is None:
-            cmd = train_command(config_file, run, steps=steps, overrides=overrides, base_variant=base_variant)
-            echo(f"[{i + 1}/{len(runs)}] {run.variant} seed {run.seed}: {' '.join(cmd)}")
-            wall = execute(cmd, run.workdir + ".log", env=env)
-            found = run_result(run.workdir, steps)
-            if found is None:
-                raise RuntimeError(f"{run.workdir}: the run finished without an evaluation at step {steps}; "
-                                   f"see {run.workdir}.log")
-            with open(record, "w") as f:
-                json.dump({"wall_s": wall, "command": cmd}, f)
-            reused = False
-        else:
+        if run_result(run.workdir, steps) is not None:
             echo(f"[{i + 1}/{len(runs)}] {run.variant} seed {run.seed}: reusing the finished run in {run.workdir}")
-            wall = None
-            if os.path.exists(record):
-                with open(record) as f:
-                    wall = json.load(f).get("wall_s")
-            reused = True
+        elif not train_missing:
+            echo(f"[{i + 1}/{len(runs)}] {run.variant} seed {run.seed}: not finished, left out")
+        else:
+            cmd = train_command(config_file, run, steps=steps, overrides=overrides, base_variant=base_variant)
+            to_train.append((i, run, cmd))
+
+    walls: dict[int, float] = {}  # position in runs -> wall seconds of its training
+
+    def started(k: int, core: int | None) -> None:
+        i, run, cmd = to_train[k]
+        where = "" if core is None else f" (CPU core {core})"
+        echo(f"[{i + 1}/{len(runs)}] {run.variant} seed {run.seed}{where}: {' '.join(cmd)}")
+
+    def finished(k: int, wall: float) -> None:
+        i, run, cmd = to_train[k]
+        found = run_result(run.workdir, steps)
+        if found is None:
+            raise RuntimeError(f"{run.workdir}: the run finished without an evaluation at step {steps}; "
+                               f"see {run.workdir}.log")
+        walls[i] = wall
+        with open(os.path.join(run.workdir, RUN_RECORD), "w") as f:
+            json.dump({"wall_s": wall, "command": cmd}, f)
+        echo(f"    {run.variant} seed {run.seed}: student mIoU {found['student_miou']:.2f}, "
+             f"teacher mIoU {found['teacher_miou']:.2f} ({wall:.0f} s)")
+
+    if cores:
+        execute_side_by_side([(cmd, run.workdir + ".log") for _, run, cmd in to_train], cores, env=env,
+                             on_start=started, on_finish=finished)
+    else:
+        for k, (_, run, cmd) in enumerate(to_train):
+            started(k, None)
+            finished(k, execute(cmd, run.workdir + ".log", env=env))
+
+    results = []
+    for i, run in enumerate(runs):
+        found = run_result(run.workdir, steps)
+        if found is None:
+            continue  # left out (train_missing=False)
+        wall = walls.get(i)
+        record = os.path.join(run.workdir, RUN_RECORD)
+        if wall is None and os.path.exists(record):
+            with open(record) as f:
+                wall = json.load(f).get("wall_s")
         results.append({"variant": run.variant, "seed": run.seed, "workdir": run.workdir, "wall_s": wall,
-                        "reused": reused, **found})
-        if not reused:
-            echo(f"    student mIoU {found['student_miou']:.2f}, teacher mIoU {found['teacher_miou']:.2f} "
-                 f"({wall:.0f} s)")
+                        "reused": i not in walls, **found})
     return results
 
 
