@@ -175,6 +175,17 @@ def test_results_files_hold_every_seed_and_the_means(tmp_path):
     assert "python launch/compare.py" in md
 
 
+def test_results_show_each_runs_learning_curve_read_from_its_events(tmp_path):
+    runs = compare.plan_runs(["sup", "semi"], [0, 1], str(tmp_path / "runs"))
+    for run, miou in zip(runs, (30.0, 36.0, 31.0, 37.0)):
+        _write_run(run.workdir, 8, miou, miou + 1, extra_step=4)  # mIoU 1.0 at step 4
+    results = compare.run_all("no/such/config.py", runs, steps=8, echo=lambda *_: None)
+    assert results[1]["student_curve"] == [[4, 1.0], [8, 36.0]]
+    md = compare.markdown(compare.summarize(results, ["sup", "semi"]), results, {})
+    assert "| variant | 4 | 8 |" in md
+    assert "| `sup` | 1.0 / 1.0 | 30.0 / 31.0 |" in md and "| `semi` | 1.0 / 1.0 | 36.0 / 37.0 |" in md
+
+
 def test_figure_is_a_png_with_bars_and_prediction_grid(tmp_path):
     summary = compare.summarize(_fake_results(), compare.VARIANTS)
     rng = np.random.default_rng(0)

@@ -132,7 +132,8 @@ def run_result(workdir: str, steps: int | None = None) -> dict[str, Any] | None:
     if not curve or (steps is not None and curve[-1][0] != steps):
         return None
     step = curve[-1][0]
-    result: dict[str, Any] = {"step": step}
+    # The learning curve: on the demo, when a run leaves its early plateau decides its result.
+    result: dict[str, Any] = {"step": step, "student_curve": [[s, v] for s, v in curve]}
     for net in NETWORKS:
         result[f"{net}_miou"] = dict(scalars[f"eval/{net}/mIoU"])[step]
         prefix = f"eval/{net}/IoU/"
@@ -330,7 +331,8 @@ def summarize(results: Sequence[Mapping[str, Any]], variants: Sequence[str]) -> 
 
 
 def markdown(summary: Mapping[str, Any], results: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
-    """Markdown: a mean +- std table per variant, a per-seed table, and how it was produced."""
+    """Markdown: a mean +- std table per variant, a per-seed table, the student's mIoU at every
+    evaluation, and how it was produced."""
     variants = [v for v in VARIANTS if v in summary]
     lines = [f"# {meta.get('title', 'Comparison')}", ""]
     lines += ["| variant | student mIoU | teacher mIoU | seeds |", "|---|---|---|---|"]
@@ -361,7 +363,23 @@ def markdown(summary: Mapping[str, Any], results: Sequence[Mapping[str, Any]], m
     for key in ("command", "steps", "config", "machine", "total_wall_min", "git_commit"):
         if key in meta:
             lines.append(f"- {key}: `{meta[key]}`")
+    lines += _curve_table(variants, seeds, by)
     return "\n".join(lines) + "\n"
+
+
+def _curve_table(variants: Sequence[str], seeds: Sequence[int], by: Mapping[tuple[str, int], Any]) -> list[str]:
+    """Markdown lines: student mIoU at each evaluation step, a row per variant, seeds joined by ' / '."""
+    curves = {key: dict((int(s), v) for s, v in r.get("student_curve", ())) for key, r in by.items()}
+    steps = sorted({s for c in curves.values() for s in c})
+    if not steps:
+        return []
+    lines = ["", "Student mIoU at each evaluation (seeds " + " / ".join(map(str, seeds)) + "):", "",
+             "| variant | " + " | ".join(map(str, steps)) + " |", "|---|" + "---|" * len(steps)]
+    for v in variants:
+        cells = [" / ".join(f"{curves[(v, seed)][s]:.1f}" if s in curves.get((v, seed), {}) else "—"
+                            for seed in seeds) for s in steps]
+        lines.append(f"| `{v}` | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_results(out: str, summary: Mapping[str, Any], results: Sequence[Mapping[str, Any]],
