@@ -165,7 +165,10 @@ class _Training:
             # the child has exec'd, long before its interpreter starts a thread or XLA sizes its thread
             # pool from the affinity, and threads inherit it. Why pin: a run on one core is one XLA
             # thread, the setting the README's table was trained in (summation order moves results).
-            os.sched_setaffinity(self.proc.pid, {core})
+            try:
+                os.sched_setaffinity(self.proc.pid, {core})
+            except ProcessLookupError:
+                pass  # it has exited already; finish() reports how
 
     def finish(self) -> float:
         """Waits for the process; returns its wall seconds; raises with the log's tail if it failed."""
