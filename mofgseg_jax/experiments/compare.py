@@ -244,10 +244,13 @@ def run_all(config_file: str, runs: Sequence[Run], *, steps: int, overrides: Map
     time on every core)."""
     env = compile_cache_env(cache_dir)
     to_train: list[tuple[int, Run, list[str]]] = []  # (position in runs, run, command)
+    found: dict[int, dict[str, Any]] = {}  # position in runs -> its result (reused or just trained)
     for i, run in enumerate(runs):
         if rerun and os.path.isdir(run.workdir):
             shutil.rmtree(run.workdir)
-        if run_result(run.workdir, steps) is not None:
+        result = run_result(run.workdir, steps)
+        if result is not None:
+            found[i] = result
             echo(f"[{i + 1}/{len(runs)}] {run.variant} seed {run.seed}: reusing the finished run in {run.workdir}")
         elif not train_missing:
             echo(f"[{i + 1}/{len(runs)}] {run.variant} seed {run.seed}: not finished, left out")
@@ -264,15 +267,15 @@ def run_all(config_file: str, runs: Sequence[Run], *, steps: int, overrides: Map
 
     def finished(k: int, wall: float) -> None:
         i, run, cmd = to_train[k]
-        found = run_result(run.workdir, steps)
-        if found is None:
+        result = run_result(run.workdir, steps)
+        if result is None:
             raise RuntimeError(f"{run.workdir}: the run finished without an evaluation at step {steps}; "
                                f"see {run.workdir}.log")
-        walls[i] = wall
+        found[i], walls[i] = result, wall
         with open(os.path.join(run.workdir, RUN_RECORD), "w") as f:
             json.dump({"wall_s": wall, "command": cmd}, f)
-        echo(f"    {run.variant} seed {run.seed}: student mIoU {found['student_miou']:.2f}, "
-             f"teacher mIoU {found['teacher_miou']:.2f} ({wall:.0f} s)")
+        echo(f"    {run.variant} seed {run.seed}: student mIoU {result['student_miou']:.2f}, "
+             f"teacher mIoU {result['teacher_miou']:.2f} ({wall:.0f} s)")
 
     if cores:
         execute_side_by_side([(cmd, run.workdir + ".log") for _, run, cmd in to_train], cores, env=env,
@@ -284,8 +287,7 @@ def run_all(config_file: str, runs: Sequence[Run], *, steps: int, overrides: Map
 
     results = []
     for i, run in enumerate(runs):
-        found = run_result(run.workdir, steps)
-        if found is None:
+        if i not in found:
             continue  # left out (train_missing=False)
         wall = walls.get(i)
         record = os.path.join(run.workdir, RUN_RECORD)
@@ -293,7 +295,7 @@ def run_all(config_file: str, runs: Sequence[Run], *, steps: int, overrides: Map
             with open(record) as f:
                 wall = json.load(f).get("wall_s")
         results.append({"variant": run.variant, "seed": run.seed, "workdir": run.workdir, "wall_s": wall,
-                        "reused": i not in walls, **found})
+                        "reused": i not in walls, **found[i]})
     return results
 
 
