@@ -31,3 +31,23 @@ def test_benchmark_json_names_the_code_it_measured():
     # A git checkout (tests run from one): an abbreviated commit, with -dirty for local changes.
     assert version is None or version.split("-")[0].isalnum()
     assert device_info()["code_version"] == version
+
+
+def test_benchmark_json_names_the_host_cpu(tmp_path):
+    from mofgseg_jax.bench.common import host_cpu
+
+    cpuinfo = tmp_path / "cpuinfo"
+    core = ("processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+            "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx fma avx2 bmi2\n")
+    cpuinfo.write_text(core.format(n=0) + "\n" + core.format(n=1).replace("avx2", "avx512f avx2"))
+    caches = tmp_path / "cache"
+    for index, (level, kind, size) in enumerate([(1, "Data", "32K"), (1, "Instruction", "32K"),
+                                                 (2, "Unified", "512K"), (3, "Unified", "32768K")]):
+        (caches / f"index{index}").mkdir(parents=True)
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            (caches / f"index{index}" / name).write_text(f"{value}\n")
+    # The first processor's entry; only the SIMD flags that pick kernels; unified caches by level.
+    assert host_cpu(str(cpuinfo), str(caches)) == {
+        "model_name": "AMD EPYC", "family": "25", "model": "1", "simd": ["avx2"],
+        "l2_cache": "512K", "l3_cache": "32768K"}
+    assert host_cpu(str(tmp_path / "missing"), str(caches)) == {}

@@ -31,13 +31,46 @@ def code_version() -> str | None:
     return out.stdout.strip() or None
 
 
+# The vector extensions that decide XLA:CPU's and PyTorch's kernels, widest first.
+_SIMD_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+
+
+def host_cpu(cpuinfo: str = "/proc/cpuinfo", caches: str = "/sys/devices/system/cpu/cpu0/cache") -> dict[str, Any]:
+    """The host CPU as far as the guest can tell: model name, family/model numbers (a VM may mask
+    the name, and "AMD EPYC" has been more than one generation here), the SIMD extensions it
+    reports and its per-core L2 and shared L3 sizes. Ratios to the PyTorch reference differ between
+    such hosts, so two benchmark JSONs compare only where these agree. Empty where unreadable."""
+    info: dict[str, Any] = {}
+    try:
+        first = Path(cpuinfo).read_text().split("\n\n")[0]
+    except OSError:
+        return info
+    fields = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    for key, name in (("model name", "model_name"), ("cpu family", "family"), ("model", "model")):
+        if key in fields:
+            info[name] = fields[key]
+    flags = set(fields.get("flags", "").split())
+    info["simd"] = [f for f in _SIMD_FLAGS if f in flags]
+    for index in sorted(Path(caches).glob("index*")):
+        try:
+            level, kind, size = ((index / f).read_text().strip() for f in ("level", "type", "size"))
+        except OSError:
+            continue
+        if kind == "Unified":
+            info[f"l{level}_cache"] = size
+    return info
+
+
 def device_info() -> dict[str, Any]:
-    """Kind and count of the devices this process sees, the jax version, the host's cores, the
-    XLA flags in force (they change what is measured, e.g. GPU autotuning off) and the code version."""
+    """Kind and count of the devices this process sees, the jax version, the host's cores and CPU,
+    the XLA flags in force (they change what is measured, e.g. GPU autotuning off) and the code
+    version."""
     devices = jax.devices()
     return {"device_kind": devices[0].device_kind, "device_count": len(devices),
             "platform": devices[0].platform, "jax_version": jax.__version__, "host_cpus": os.cpu_count(),
-            "xla_flags": os.environ.get("XLA_FLAGS", ""), "code_version": code_version(), **allocator_info()}
+            "host_cpu": host_cpu(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "code_version": code_version(), **allocator_info()}
 
 
 def log(message: str) -> None:
