@@ -51,3 +51,7 @@ def test_benchmark_json_names_the_host_cpu(tmp_path):
         "model_name": "AMD EPYC", "family": "25", "model": "1", "simd": ["avx2"],
         "l2_cache": "512K", "l3_cache": "32768K"}
     assert host_cpu(str(tmp_path / "missing"), str(caches)) == {}
+    # Every benchmark JSON carries this host's (launch/benchmark.py adds device_info to each).
+    from mofgseg_jax.bench.common import device_info
+
+    assert device_info()["host_cpu"] == host_cpu()

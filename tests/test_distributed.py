@@ -54,6 +54,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Slow (two processes each compile the demo step: ~2 min on an AVX2 CI host); `.ci/run` runs it
+# after the default suite. The default suite keeps the 2-device mapped step (test_train_step).
+@pytest.mark.slow
 def test_two_processes_train_together_and_agree_on_parameters(tmp_path):
     from mofgseg_jax.data import demo
 

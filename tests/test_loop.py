@@ -193,6 +193,9 @@ def test_pretrained_weights_with_another_class_count_are_a_clear_error(tmp_path,
         loop.train_and_evaluate(config, str(tmp_path / "run"))
 
 
+# Slow (~1.5 min on an AVX2 CI host); `.ci/run` runs it after the default suite, which keeps the
+# step-level check that pmap mode computes what shard_map mode does (test_train_step).
+@pytest.mark.slow
 def test_pmap_mode_trains_evaluates_and_checkpoints_end_to_end(tmp_path, tmp_path_factory):
     """The loop under `parallel.mode='pmap'` (2 fake devices): replicated state in, single-copy
     checkpoints and an evaluation out."""
