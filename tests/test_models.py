@@ -88,7 +88,8 @@ def test_edge_images_limits_the_boundary_module_to_the_leading_images():
     full = _eval_out()
     first = jax.jit(lambda v, x: model.apply(v, x, train=False, edge_images=1))(variables, x)
     assert first["edge"].shape == (1, H, W, 1)
-    np.testing.assert_allclose(first["edge"], full["edge"][:1], atol=1e-6)
+    # Round-off only: the batch size changes the blocking of the (Winograd, on CPU) conv's matmuls.
+    np.testing.assert_allclose(first["edge"], full["edge"][:1], atol=5e-6)
     np.testing.assert_array_equal(first["logits"], full["logits"])
     none = jax.jit(lambda v, x: model.apply(v, x, train=False, edge_images=0))(variables, x)
     assert "edge" not in none

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from mofgseg_jax.models.conv import Conv
+from mofgseg_jax.models.conv import Conv, conv3x3_same
 from mofgseg_jax.models.resize import interpolation_matrix
 from mofgseg_jax.models.segformer_head import BatchNormSettings, ConvBNReLU, ConvKernel, torch_default_init
 
@@ -41,8 +41,7 @@ class ResizeConcatConvBNReLU(BatchNormSettings):
         kernel = ConvKernel(ch + low.shape[-1], self.features, 3, name="conv")()
         dtype = self.dtype or low.dtype
         kernel, high, low = kernel.astype(dtype), high.astype(dtype), low.astype(dtype)
-        out = lax.conv_general_dilated(low, kernel[:, :, ch:], (1, 1), ((1, 1), (1, 1)),
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        out = conv3x3_same(low, kernel[:, :, ch:])
         taps = jnp.einsum("bhwc,ijcf->bhwijf", high, kernel[:, :, :ch])  # [B,h,w,3,3,F]
         rows = jnp.asarray(_shifted_interpolation(high.shape[1], low.shape[1]), dtype)
         cols = jnp.asarray(_shifted_interpolation(high.shape[2], low.shape[2]), dtype)

@@ -1,33 +1,57 @@
-"""Convolutions whose windows do not overlap (1x1, or kernel = stride) computed as matmuls.
+"""Convolutions computed as matmuls where XLA:CPU's convolution is the slower way.
 
-Same parameters and function as `nn.Conv`; only the XLA op differs. Why: XLA:CPU runs a 1x1
-convolution's *weight gradient* as a convolution at ~50 GFLOP/s, where the same contraction as a
-matmul runs at ~300 (the boundary module, the decoder's heads and the MiT's spatial-reduction convs
-are all of this kind; issue 8). On a GPU the dot is a GEMM as the 1x1 conv was (not re-measured there
-since this change).
+Same parameters and function as `nn.Conv`; only the XLA ops differ. Two cases (issue 8):
+
+* windows that do not overlap (1x1, or kernel = stride): one matmul on any backend. XLA:CPU runs a
+  1x1 convolution's *weight gradient* as a convolution at ~50 GFLOP/s, where the same contraction as
+  a matmul runs at ~300 (the boundary module, the decoder's heads and the MiT's spatial-reduction
+  convs are all of this kind). On a GPU the dot is a GEMM as the 1x1 conv was.
+* float32 3x3 stride-1 'same' convolutions on CPU: Winograd F(4x4, 3x3) (`models/winograd.py`),
+  4x fewer multiply-adds. The boundary module's two 3x3 convs at stride 4 are compute-bound at the
+  CPU's matmul rate: on a 2-core AVX2 EPYC their forward+backward took 291 ms (256 channels) and
+  64 ms (64 input channels) directly, 160 and 37 ms by Winograd. GPUs keep XLA's convolution (cuDNN
+  picks its own algorithm, Winograd included).
 """
 
 import functools
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 from jax import lax
 
+from mofgseg_jax.models.winograd import winograd_conv3x3
 
-def patch_matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def conv3x3_same(x, kernel, precision=None):
+    """3x3 stride-1 convolution with zero padding 1 (NHWC x, HWIO kernel), by the fastest route
+    this process's backend has: Winograd for float32 on CPU, XLA's convolution otherwise."""
+    if jax.default_backend() == "cpu" and x.dtype == jnp.float32 and kernel.dtype == jnp.float32:
+        return winograd_conv3x3(x, kernel, precision=precision)
+    return lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_NHWC,
+                                    precision=precision)
+
+
+def matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                       dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
     """Drop-in for `lax.conv_general_dilated` as `nn.Conv` calls it (NHWC input, HWIO kernel).
 
     Non-overlapping windows without padding (kernel == stride, e.g. 1x1 stride 1) become a reshape
-    into patches and one `dot_general`; every other convolution goes to `lax.conv_general_dilated`.
+    into patches and one `dot_general`; 3x3 stride-1 convolutions padded by 1 go to `conv3x3_same`;
+    every other convolution goes to `lax.conv_general_dilated`.
     """
     kh, kw = rhs.shape[:2]
     pads = (lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
             if isinstance(padding, str) else padding)
-    non_overlapping = (
-        tuple(window_strides) == (kh, kw) and all(tuple(p) == (0, 0) for p in pads)
-        and all(d in (None, 1) for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
-        and feature_group_count == 1 and lhs.ndim == 4 and not kwargs
-        and dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")))
+    plain = (all(d in (None, 1) for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
+             and feature_group_count == 1 and lhs.ndim == 4 and not kwargs
+             and dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
+    if (plain and (kh, kw) == (3, 3) and tuple(window_strides) == (1, 1)
+            and all(tuple(p) == (1, 1) for p in pads)):
+        return conv3x3_same(lhs, rhs, precision=precision)
+    non_overlapping = plain and tuple(window_strides) == (kh, kw) and all(tuple(p) == (0, 0) for p in pads)
     if not non_overlapping:
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
@@ -43,5 +67,5 @@ def patch_matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_
                            precision=precision)
 
 
-# `nn.Conv` with the matmul path for non-overlapping windows; identical parameters.
-Conv = functools.partial(nn.Conv, conv_general_dilated=patch_matmul_conv)
+# `nn.Conv` with the matmul routes above; identical parameters.
+Conv = functools.partial(nn.Conv, conv_general_dilated=matmul_conv)
