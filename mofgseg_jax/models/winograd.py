@@ -6,8 +6,8 @@ multiply-adds than the direct convolution (36 per 16 outputs instead of 144), fo
 (autodiff transposes the linear transforms; the weight gradient is the same 36 matmuls transposed).
 Why: on a CPU the boundary module's 3x3 convolutions are compute-bound at the machine's matmul
 rate (issue 8); GPU libraries choose Winograd variants themselves, so `models/conv.py` uses this on
-CPU only. The tile transforms are single matmuls with the 36x36 / 16x36 Kronecker products of the
-1-D transforms (memory-bound, one pass each); the tiles are 36/16 = 2.25x the input.
+CPU only. The transforms are single matmuls with the 36x36 / 36x9 / 16x36 Kronecker products of
+the 1-D transforms (memory-bound, one pass each); the tiles are 36/16 = 2.25x the input.
 
 Accuracy: F(4x4, 3x3) in float32 differs from the direct convolution by ~1e-5 relative to the
 output's scale, values and gradients (tested against PyTorch's conv2d); cuDNN ships the same variant.
@@ -70,10 +70,10 @@ def winograd_conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, precision=None) -> jnp
     # B^T d B for every tile and channel at once: (B^T kron B^T) [36, 36] times the tiles' elements.
     input_transform = jnp.asarray(np.kron(_BT, _BT), x.dtype)
     v = jnp.dot(input_transform, tiles, precision=_HI).reshape(_TILE * _TILE, b * nh * nw, cin)
-    # G g G^T: [36, Cin, Cout], computed in float32 (1/6 and 1/24 are not exact in bfloat16).
-    g = jnp.asarray(_G, jnp.float32)
-    u = jnp.einsum("ai,ijcf->ajcf", g, kernel.astype(jnp.float32), precision=_HI)
-    u = jnp.einsum("bj,ajcf->abcf", g, u, precision=_HI).reshape(_TILE * _TILE, cin, cout).astype(x.dtype)
+    # G g G^T: (G kron G) [36, 9] times the kernel's taps, in float32 (1/6, 1/24 are inexact in bf16).
+    filter_transform = jnp.asarray(np.kron(_G, _G), jnp.float32)
+    u = jnp.dot(filter_transform, kernel.astype(jnp.float32).reshape(9, -1), precision=_HI)
+    u = u.reshape(_TILE * _TILE, cin, cout).astype(x.dtype)
     m = lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))), precision=precision)  # [36, tiles, Cout]
     # A^T m A: (A^T kron A^T) [16, 36] gives each tile's 4x4 outputs.
     output_transform = jnp.asarray(np.kron(_AT, _AT), x.dtype)
