@@ -58,6 +58,9 @@ def test_peak_benchmark_reports_rates_that_match_the_flop_counts():
     assert f32["matmul"]["gflop"] == 2 * 64**3 / 1e9
     assert f32["conv3x3_forward"]["gflop"] == 2 * 2 * 8 * 8 * 9 * 320 * 256 / 1e9
     assert f32["conv3x3_forward_backward"]["gflop"] == 3 * f32["conv3x3_forward"]["gflop"]
+    # The model's route (Winograd here) is rated in the direct convolution's FLOPs.
+    assert f32["conv3x3_model_forward"]["gflop"] == f32["conv3x3_forward"]["gflop"]
+    assert f32["conv3x3_model_forward_backward"]["gflop"] == f32["conv3x3_forward_backward"]["gflop"]
     for part in f32.values():
         assert part["gflops_per_s"] == pytest.approx(part["gflop"] / part["median_s"]) and part["median_s"] > 0
 

@@ -1,10 +1,12 @@
 """`python launch/benchmark.py peak`: the FLOP rate XLA attains on this device, for scale.
 
 CPUs have no datasheet peak in `step`'s MFU table, so this measures what a step could hope for: a
-large square matmul and the boundary module's first 3x3 convolution (the network's largest layer:
-320 -> 256 channels at stride 4), forward and forward+backward, in float32 and bfloat16 (f32
-accumulation). A step's FLOPs (`step` prints them) divided by these rates is a floor on its time.
-Pass the matmul rate to `step --peak-flops` for an MFU against it.
+large square matmul and a 3x3 convolution the size of the boundary module's (320 -> 256 channels at
+stride 4, the published module's first conv), forward and forward+backward, in float32 and bfloat16
+(f32 accumulation): XLA's convolution (`conv3x3_*`), and the route the model takes
+(`conv3x3_model_*`, `models.conv.conv3x3_same`: Winograd for float32 on CPU), its rate in the direct
+convolution's FLOPs. A step's FLOPs (`step` prints them) divided by these rates is a floor on its
+time. Pass the matmul rate to `step --peak-flops` for an MFU against it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from mofgseg_jax.bench.common import time_calls
+from mofgseg_jax.models.conv import conv3x3_same
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -58,14 +61,19 @@ def run(argv: list[str]) -> dict[str, Any]:
         # A random cotangent: with d(sum)/dy = 1 XLA may reduce the weight gradient to sums of
         # shifted inputs, which is not the work a training step does.
         dy = jax.random.normal(key_b, (args.batch, s, s, 256), jnp.float32)  # _conv outputs float32
-        def conv_grad(x, w, dy):  # returns the forward too, or XLA would drop it as unused
-            y, pullback = jax.vjp(_conv, x, w)
-            return y, pullback(dy)
+        def forward_backward(conv):
+            def conv_grad(x, w, dy):  # returns the forward too, or XLA would drop it as unused
+                y, pullback = jax.vjp(conv, x, w)
+                return y, pullback(dy.astype(y.dtype))
+            return conv_grad
+
         out[name] = {
             "matmul": _rate(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32), (a, b),
                             2.0 * n**3, args.iters),
-            "conv3x3_forward": _rate(_conv, (x, w), conv_flops, args.iters),
-            # backward = input gradient + weight gradient, each as many FLOPs as the forward
-            "conv3x3_forward_backward": _rate(conv_grad, (x, w, dy), 3 * conv_flops, args.iters),
         }
+        for prefix, conv in (("conv3x3", _conv), ("conv3x3_model", conv3x3_same)):
+            out[name][f"{prefix}_forward"] = _rate(conv, (x, w), conv_flops, args.iters)
+            # backward = input gradient + weight gradient, each as many FLOPs as the forward
+            out[name][f"{prefix}_forward_backward"] = _rate(forward_backward(conv), (x, w, dy),
+                                                            3 * conv_flops, args.iters)
     return out
