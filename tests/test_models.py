@@ -181,6 +181,22 @@ def test_eam_mid_dim_sets_the_boundary_convs_width():
         build_model(dict(TINY, eam_mid_dim=0))
 
 
+def test_conv3x3_picks_how_the_boundary_convs_are_computed_not_what_they_compute():
+    model, variables, x = _tiny()  # 'auto': Winograd here (float32 on CPU)
+    xla_model = _tiny(conv3x3="xla")[0]
+
+    def edge_hlo(m):
+        return jax.jit(lambda v, x: m.apply(v, x)["edge"]).lower(variables, x).as_text()
+
+    # The boundary module's two 3x3 convs are XLA convolutions only with 'xla'.
+    assert edge_hlo(xla_model).count("stablehlo.convolution") == edge_hlo(model).count("stablehlo.convolution") + 2
+    ours, theirs = model.apply(variables, x), xla_model.apply(variables, x)
+    np.testing.assert_array_equal(ours["logits"], theirs["logits"])
+    np.testing.assert_allclose(ours["edge"], theirs["edge"], atol=1e-5)
+    with pytest.raises(ValueError, match=r"model.conv3x3='fft': choose from auto, winograd, xla"):
+        build_model(dict(TINY, conv3x3="fft"))
+
+
 def test_depthwise_conv_value_and_gradients_match_a_grouped_convolution():
     from mofgseg_jax.models.mit import depthwise3x3
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from mofgseg_jax.bench.common import log, model_config, paired_ratio, peak_memory_bytes, time_interleaved
 from mofgseg_jax.bench.profile import time_by_module, top_ops, trace_steps
+from mofgseg_jax.models.conv import CONV3X3_ALGORITHMS
 from mofgseg_jax.train.host_memory import trimming_free_memory
 
 MODES = ("semi", "sup", "segformer")
@@ -61,6 +62,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                    help="rematerialise the transformer blocks (default: configs/common.py)")
     p.add_argument("--eam-mid-dim", type=int, default=None,
                    help="width of the boundary module's 3x3 convs (default: configs/common.py, the published 256)")
+    p.add_argument("--conv3x3", default=None, choices=CONV3X3_ALGORITHMS,
+                   help="the boundary module's 3x3 conv algorithm (default: configs/common.py, 'auto')")
     p.add_argument("--modes", default="semi,sup,segformer", help="comma-separated: " + ", ".join(MODES))
     p.add_argument("--iters", type=int, default=10, help="timed steps of each mode and of the reference")
     p.add_argument("--rounds", type=int, default=10,
@@ -90,6 +93,8 @@ def _config(args: argparse.Namespace, mode: str):
         c.model.remat = bool(args.remat)
     if args.eam_mid_dim is not None:
         c.model.eam_mid_dim = int(args.eam_mid_dim)
+    if args.conv3x3 is not None:
+        c.model.conv3x3 = args.conv3x3
     c.data.crop_size = args.crop
     c.data.batch_size_labeled = args.batch_labeled
     c.data.batch_size_unlabeled = args.batch_unlabeled
@@ -247,7 +252,8 @@ def run(argv: list[str]) -> dict[str, Any]:
                                          "batch_unlabeled": args.batch_unlabeled, "classes": args.classes,
                                          "dtype": args.dtype, "rep_at_stride4": bool(effective.model.rep_at_stride4),
                                          "remat": bool(effective.model.remat),
-                                         "eam_mid_dim": int(effective.model.eam_mid_dim), "smoke": bool(args.smoke)}}
+                                         "eam_mid_dim": int(effective.model.eam_mid_dim),
+                                         "conv3x3": str(effective.model.conv3x3), "smoke": bool(args.smoke)}}
     modes = [m for m in args.modes.split(",") if m]
     for mode in modes:
         if mode not in MODES:

@@ -5,6 +5,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mofgseg_jax.models.conv import CONV3X3_ALGORITHMS
 from mofgseg_jax.models.mit import DECODER_DIMS, PRESETS, MiT
 from mofgseg_jax.models.mofgseg import MOFGSeg
 from mofgseg_jax.models.resize import resize_bilinear
@@ -14,7 +15,7 @@ from mofgseg_jax.models.resize import resize_bilinear
 MODEL_DEFAULTS: dict[str, Any] = dict(
     backbone="b0", num_classes=0, embed_dim=0, rep_dim=512, rep_at_stride4=False, drop_path_rate=0.1,
     dropout_rate=0.1, depths=(), dims=(), block_ln_eps=1e-6, embed_ln_eps=1e-5, dtype="float32",
-    remat=False, bn_momentum=0.9, bn_eps=1e-5, eam_mid_dim=256,
+    remat=False, bn_momentum=0.9, bn_eps=1e-5, eam_mid_dim=256, conv3x3="auto",
 )
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -48,6 +49,9 @@ def build_model(model_cfg: Any, *, bn_axis_name: str | None = None) -> nn.Module
     eam_mid_dim = int(_get(model_cfg, "eam_mid_dim"))
     if eam_mid_dim <= 0:
         raise ValueError(f"model.eam_mid_dim={eam_mid_dim}: must be a positive channel count (256 = published)")
+    conv3x3 = str(_get(model_cfg, "conv3x3"))
+    if conv3x3 not in CONV3X3_ALGORITHMS:
+        raise ValueError(f"model.conv3x3={conv3x3!r}: choose from {', '.join(CONV3X3_ALGORITHMS)}")
     backbone = MiT(dims=dims, depths=depths, drop_path_rate=float(_get(model_cfg, "drop_path_rate")),
                    block_ln_eps=float(_get(model_cfg, "block_ln_eps")),
                    embed_ln_eps=float(_get(model_cfg, "embed_ln_eps")), dtype=dtype,
@@ -56,7 +60,7 @@ def build_model(model_cfg: Any, *, bn_axis_name: str | None = None) -> nn.Module
         backbone=backbone, num_classes=num_classes, embed_dim=embed_dim, rep_dim=int(_get(model_cfg, "rep_dim")),
         rep_at_stride4=bool(_get(model_cfg, "rep_at_stride4")), dropout_rate=float(_get(model_cfg, "dropout_rate")),
         bn_momentum=float(_get(model_cfg, "bn_momentum")), bn_eps=float(_get(model_cfg, "bn_eps")),
-        bn_axis_name=bn_axis_name, dtype=dtype, eam_mid_dim=eam_mid_dim,
+        bn_axis_name=bn_axis_name, dtype=dtype, eam_mid_dim=eam_mid_dim, conv3x3=conv3x3,
     )
 
 

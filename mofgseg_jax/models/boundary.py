@@ -34,6 +34,7 @@ class ResizeConcatConvBNReLU(BatchNormSettings):
     """
 
     features: int
+    conv3x3: str = "auto"  # algorithm of the low channels' conv (`models.conv.conv3x3_same`)
 
     @nn.compact
     def __call__(self, high: jnp.ndarray, low: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -41,7 +42,7 @@ class ResizeConcatConvBNReLU(BatchNormSettings):
         kernel = ConvKernel(ch + low.shape[-1], self.features, 3, name="conv")()
         dtype = self.dtype or low.dtype
         kernel, high, low = kernel.astype(dtype), high.astype(dtype), low.astype(dtype)
-        out = conv3x3_same(low, kernel[:, :, ch:])
+        out = conv3x3_same(low, kernel[:, :, ch:], algorithm=self.conv3x3)
         taps = jnp.einsum("bhwc,ijcf->bhwijf", high, kernel[:, :, :ch])  # [B,h,w,3,3,F]
         rows = jnp.asarray(_shifted_interpolation(high.shape[1], low.shape[1]), dtype)
         cols = jnp.asarray(_shifted_interpolation(high.shape[2], low.shape[2]), dtype)
@@ -56,6 +57,7 @@ class EAM(BatchNormSettings):
     c1 -> 1x1 conv(low_dim)+BN+ReLU; c4 -> 1x1 conv(high_dim)+BN+ReLU, resized to c1's size
     (bilinear, align_corners=False); concat (c4-branch, c1-branch) -> 3x3 conv+BN+ReLU twice
     -> 1x1 conv(1). Input channels follow the backbone (the published code hard-codes 64/512).
+    `conv3x3`: how the 3x3 convs are computed (`models.conv.conv3x3_same`; the same function).
     Names follow the published module (`reduce1`, `reduce4`, `block.0/1` -> `block1/2`, `block.2`
     -> `edge`) so its checkpoints convert by a short table.
     """
@@ -63,6 +65,7 @@ class EAM(BatchNormSettings):
     low_dim: int = 64
     high_dim: int = 256
     mid_dim: int = 256
+    conv3x3: str = "auto"
 
     @nn.compact
     def __call__(self, c1: jnp.ndarray, c4: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -70,6 +73,6 @@ class EAM(BatchNormSettings):
         low = ConvBNReLU(self.low_dim, 1, use_bias=True, name="reduce1", **bn)(c1, train)
         high = ConvBNReLU(self.high_dim, 1, use_bias=True, name="reduce4", **bn)(c4, train)
         # = ConvBNReLU(3x3) over concat(resize(high) to c1's size, low).
-        x = ResizeConcatConvBNReLU(self.mid_dim, name="block1", **bn)(high, low, train)
-        x = ConvBNReLU(self.mid_dim, 3, name="block2", **bn)(x, train)
+        x = ResizeConcatConvBNReLU(self.mid_dim, self.conv3x3, name="block1", **bn)(high, low, train)
+        x = ConvBNReLU(self.mid_dim, 3, conv3x3=self.conv3x3, name="block2", **bn)(x, train)
         return Conv(1, (1, 1), kernel_init=torch_default_init, dtype=self.dtype, name="edge")(x)

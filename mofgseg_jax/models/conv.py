@@ -25,22 +25,34 @@ from mofgseg_jax.models.winograd import winograd_conv3x3
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def conv3x3_same(x, kernel, precision=None):
-    """3x3 stride-1 convolution with zero padding 1 (NHWC x, HWIO kernel), by the fastest route
-    this process's backend has: Winograd for float32 on CPU, XLA's convolution otherwise."""
-    if jax.default_backend() == "cpu" and x.dtype == jnp.float32 and kernel.dtype == jnp.float32:
+CONV3X3_ALGORITHMS = ("auto", "winograd", "xla")
+
+
+def conv3x3_same(x, kernel, precision=None, algorithm: str = "auto"):
+    """3x3 stride-1 convolution with zero padding 1 (NHWC x, HWIO kernel).
+
+    `algorithm`: 'winograd', 'xla' (`lax.conv_general_dilated`), or 'auto' = Winograd for float32
+    on CPU (this process's default backend), XLA's convolution otherwise.
+    """
+    if algorithm not in CONV3X3_ALGORITHMS:
+        raise ValueError(f"conv3x3 algorithm {algorithm!r}: choose from {', '.join(CONV3X3_ALGORITHMS)}")
+    if algorithm == "auto":
+        cpu_f32 = jax.default_backend() == "cpu" and x.dtype == kernel.dtype == jnp.float32
+        algorithm = "winograd" if cpu_f32 else "xla"
+    if algorithm == "winograd":
         return winograd_conv3x3(x, kernel, precision=precision)
     return lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_NHWC,
                                     precision=precision)
 
 
 def matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                      dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+                dimension_numbers=None, feature_group_count=1, precision=None, conv3x3: str = "auto",
+                **kwargs):
     """Drop-in for `lax.conv_general_dilated` as `nn.Conv` calls it (NHWC input, HWIO kernel).
 
     Non-overlapping windows without padding (kernel == stride, e.g. 1x1 stride 1) become a reshape
-    into patches and one `dot_general`; 3x3 stride-1 convolutions padded by 1 go to `conv3x3_same`;
-    every other convolution goes to `lax.conv_general_dilated`.
+    into patches and one `dot_general`; 3x3 stride-1 convolutions padded by 1 go to `conv3x3_same`
+    (with `conv3x3` as its algorithm); every other convolution goes to `lax.conv_general_dilated`.
     """
     kh, kw = rhs.shape[:2]
     pads = (lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
@@ -50,7 +62,7 @@ def matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
              and dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
     if (plain and (kh, kw) == (3, 3) and tuple(window_strides) == (1, 1)
             and all(tuple(p) == (1, 1) for p in pads)):
-        return conv3x3_same(lhs, rhs, precision=precision)
+        return conv3x3_same(lhs, rhs, precision=precision, algorithm=conv3x3)
     non_overlapping = plain and tuple(window_strides) == (kh, kw) and all(tuple(p) == (0, 0) for p in pads)
     if not non_overlapping:
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,

@@ -1,5 +1,6 @@
 """SegFormer all-MLP decoder with a classifier and a representation head (MOFGSeg)."""
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -7,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mofgseg_jax.models.conv import Conv
+from mofgseg_jax.models.conv import Conv, matmul_conv
 from mofgseg_jax.models.resize import interpolation_matrix, resize_bilinear
 
 Dtype = Any
@@ -50,12 +51,14 @@ class ConvBNReLU(BatchNormSettings):
     features: int
     kernel_size: int = 1
     use_bias: bool = False  # the published EAM's 1x1 reductions keep a (redundant) conv bias
+    conv3x3: str = "auto"  # algorithm of a 3x3 conv (`models.conv.conv3x3_same`)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         k, p = self.kernel_size, self.kernel_size // 2
         x = Conv(self.features, (k, k), padding=((p, p), (p, p)), use_bias=self.use_bias,
-                 kernel_init=kaiming_init, dtype=self.dtype, name="conv")(x)
+                 kernel_init=kaiming_init, dtype=self.dtype, name="conv",
+                 conv_general_dilated=functools.partial(matmul_conv, conv3x3=self.conv3x3))(x)
         return self.bn_relu(x, train)
 
 
