@@ -10,7 +10,8 @@ CPU only. The transforms are single matmuls with the 36x36 / 36x9 / 16x36 Kronec
 the 1-D transforms (memory-bound, one pass each); the tiles are 36/16 = 2.25x the input.
 
 Accuracy: F(4x4, 3x3) in float32 differs from the direct convolution by ~1e-5 relative to the
-output's scale, values and gradients (tested against PyTorch's conv2d); cuDNN ships the same variant.
+output's scale, values and gradients (tested against PyTorch's conv2d); GPU libraries ship Winograd
+variants of their own.
 """
 
 import jax.numpy as jnp
