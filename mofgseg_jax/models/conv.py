@@ -9,8 +9,8 @@ Same parameters and function as `nn.Conv`; only the XLA ops differ. Two cases (i
 * float32 3x3 stride-1 'same' convolutions on CPU: Winograd F(4x4, 3x3) (`models/winograd.py`),
   4x fewer multiply-adds. The boundary module's two 3x3 convs at stride 4 are compute-bound at the
   CPU's matmul rate: on a 2-core AVX2 EPYC their forward+backward took 291 ms (256 channels) and
-  64 ms (64 input channels) directly, 160 and 37 ms by Winograd. GPUs keep XLA's convolution (cuDNN
-  picks its own algorithm, Winograd included).
+  64 ms (64 input channels) directly, 128-160 and 31-37 ms by Winograd. GPUs keep XLA's
+  convolution (cuDNN picks its own algorithm, Winograd included); `model.conv3x3` can force either.
 """
 
 import functools
@@ -23,8 +23,6 @@ from jax import lax
 from mofgseg_jax.models.winograd import winograd_conv3x3
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
-
-
 CONV3X3_ALGORITHMS = ("auto", "winograd", "xla")
 
 

@@ -60,8 +60,8 @@ class MOFGSeg(BatchNormSettings):
             # The edge is only supervised on labelled images (DESIGN.md §3 step 5): running the EAM on
             # those alone halves its cost in the semi step, where its two 3x3 256-channel convs at
             # stride 4 are the largest layers of a B0 network. Its BatchNorm then sees those images.
-            edge = EAM(self.eam_low_dim, self.eam_high_dim, self.eam_mid_dim, self.conv3x3, name="boundary", **bn)(
-                c1[:n], c4[:n], train)
+            edge = EAM(self.eam_low_dim, self.eam_high_dim, self.eam_mid_dim, self.conv3x3, name="boundary",
+                       **bn)(c1[:n], c4[:n], train)
             out["edge"] = resize_bilinear(jax.nn.sigmoid(edge.astype(f32)), (h, w), align_corners=False)
         return out
 
