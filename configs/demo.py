@@ -2,10 +2,11 @@
 
 The built-in procedural demo (8 fine-grained texture classes, 96 x 96 images; mofgseg_jax/data/demo.py),
 sized to train the full method on 2 CPU cores in minutes, data generation and compilation included
-(about 5 on the first CI host, 12 on an AVX2 EPYC: README). The data is generated into `data.root` on first use (or: python launch/make_demo_data.py
---out demo_data). Variants: `:semi` (default), `:sup` (labelled only), `:no_contrast`, `:no_boundary`,
-`:published_teacher_bn`, `:smoke` (a seconds-long run: python launch/train.py --config
-configs/demo.py:smoke --workdir /tmp/smoke); combine with commas (`:sup,smoke`).
+(about 5 on the first CI host, 12 on an AVX2 EPYC: README). The data is generated into `data.root`
+on first use (or: python launch/make_demo_data.py --out demo_data). Variants: `:semi` (default),
+`:sup` (labelled only), `:no_contrast`, `:no_boundary`, `:published_teacher_bn`, `:smoke` (a
+seconds-long run: python launch/train.py --config configs/demo.py:smoke --workdir /tmp/smoke);
+combine with commas (`:sup,smoke`).
 """
 
 from configs.common import apply_variant, base_config

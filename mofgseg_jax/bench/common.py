@@ -45,8 +45,7 @@ def host_cpu(cpuinfo: str = "/proc/cpuinfo", caches: str = "/sys/devices/system/
         first = Path(cpuinfo).read_text().split("\n\n")[0]
     except OSError:
         return info
-    fields = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first.splitlines() if ":" in line)}
     for key, name in (("model name", "model_name"), ("cpu family", "family"), ("model", "model")):
         if key in fields:
             info[name] = fields[key]
