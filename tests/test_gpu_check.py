@@ -1,0 +1,37 @@
+"""launch/gpu_check.sh picks its runs from RUNS (or BACKBONES x DTYPES x MODES) and refuses bad ones
+before it installs or compiles anything. The GPU part itself runs only on a lent GPU machine."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "launch" / "gpu_check.sh"
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+def _run(**env):
+    return subprocess.run(["bash", str(SCRIPT)], env={**os.environ, "DRY_RUN": "1", **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_default_runs_are_every_backbone_dtype_and_mode_b0_and_sup_first():
+    out = _run()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [f"{b}:{d}:{m}" for b in ("b0", "b5") for d in ("float32", "bfloat16")
+                                  for m in ("sup", "semi")]
+
+
+def test_runs_keep_the_given_order_and_modes_may_be_comma_separated():
+    assert _run(RUNS="b5:bfloat16:semi b0:float32:sup").stdout.split() == ["b5:bfloat16:semi", "b0:float32:sup"]
+    assert _run(BACKBONES="b5", DTYPES="bfloat16", MODES="semi,sup").stdout.split() == [
+        "b5:bfloat16:semi", "b5:bfloat16:sup"]
+
+
+def test_a_bad_run_is_one_line_naming_it():
+    out = _run(RUNS="b5:bfloat16:semi b5:fp8:sup")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == [
+        "gpu_check.sh: RUNS entry 'b5:fp8:sup' is not backbone:dtype:mode (e.g. b5:bfloat16:semi)"]
