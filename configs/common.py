@@ -136,6 +136,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 0  # steps; 0 = at every evaluation
     config.train.keep_checkpoints = 2  # latest N kept, plus the best by mIoU
     config.train.num_predictions_logged = 4  # colourised predictions written to TensorBoard
+    # Persistent XLA compilation cache: restarts and resumes load the compiled step instead of
+    # compiling it again. 'auto' = $JAX_COMPILATION_CACHE_DIR, else ~/.cache/mofgseg_jax/xla;
+    # 'none' = off; or a directory.
+    config.train.compilation_cache = "auto"
 
     config.eval = ml_collections.ConfigDict()
     config.eval.mode = "sliding_window"  # 'original' | 'center_crop' | 'sliding_window'

@@ -1,12 +1,21 @@
 """Test session setup: fake CPU devices for the multi-device step, import path, markers."""
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 # Must happen before jax is imported anywhere: two fake CPU devices let tests exercise the
 # mapped train step exactly as it runs across GPUs.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# Runs that tests start use the default persistent compilation cache (config.train.compilation_cache
+# 'auto'): keep it, and any other per-user cache, out of the home directory.
+_TEST_CACHE_HOME = tempfile.mkdtemp(prefix="mofgseg-test-cache-")
+os.environ["XDG_CACHE_HOME"] = _TEST_CACHE_HOME
+atexit.register(shutil.rmtree, _TEST_CACHE_HOME, ignore_errors=True)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DIR = os.path.join(os.path.dirname(REPO_ROOT), "shared")

@@ -34,6 +34,7 @@ import numpy as np
 from mofgseg_jax.train import checkpoint as ckpt
 from mofgseg_jax.train import evaluate as ev
 from mofgseg_jax.train import tb
+from mofgseg_jax.train.compile_cache import enable_compilation_cache
 from mofgseg_jax.train.host_memory import trimming_free_memory
 
 log = logging.getLogger("mofgseg")
@@ -239,6 +240,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         checkpointer = ckpt.Checkpointer(workdir, keep=int(config.train.keep_checkpoints))
         write_config(config_dict, workdir, resuming=bool(checkpointer.all_steps()))
         log.info("workdir %s\nconfig:\n%s", workdir, json.dumps(config_dict, indent=2, sort_keys=True))
+
+        cache_dir = enable_compilation_cache(config.train.compilation_cache)
+        log.info("compilation cache: %s", cache_dir or "off")
 
         spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
                          class_names=tuple(config.data.class_names or ()))
