@@ -55,3 +55,12 @@ def test_benchmark_json_names_the_host_cpu(tmp_path):
     from mofgseg_jax.bench.common import device_info
 
     assert device_info()["host_cpu"] == host_cpu()
+
+
+def test_benchmark_json_names_a_compilation_cache_in_force(monkeypatch):
+    from mofgseg_jax.bench.common import device_info
+
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    assert device_info()["compilation_cache_dir"] == ""
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/tmp/some-cache")
+    assert device_info()["compilation_cache_dir"] == "/tmp/some-cache"

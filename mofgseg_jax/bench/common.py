@@ -63,12 +63,13 @@ def host_cpu(cpuinfo: str = "/proc/cpuinfo", caches: str = "/sys/devices/system/
 
 def device_info() -> dict[str, Any]:
     """Kind and count of the devices this process sees, the jax version, the host's cores and CPU,
-    the XLA flags in force (they change what is measured, e.g. GPU autotuning off) and the code
-    version."""
+    the XLA flags in force (they change what is measured, e.g. GPU autotuning off), the persistent
+    compilation cache if one is set (a hit makes `compile_s` a load time) and the code version."""
     devices = jax.devices()
     return {"device_kind": devices[0].device_kind, "device_count": len(devices),
             "platform": devices[0].platform, "jax_version": jax.__version__, "host_cpus": os.cpu_count(),
             "host_cpu": host_cpu(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "compilation_cache_dir": os.environ.get("JAX_COMPILATION_CACHE_DIR", ""),
             "code_version": code_version(), **allocator_info()}
 
 
