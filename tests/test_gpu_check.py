@@ -35,3 +35,31 @@ def test_a_bad_run_is_one_line_naming_it():
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.strip().splitlines() == [
         "gpu_check.sh: RUNS entry 'b5:fp8:sup' is not backbone:dtype:mode (e.g. b5:bfloat16:semi)"]
+
+
+_FAKE_PYTHON = """#!/usr/bin/env bash
+# Stands in for a CUDA python: a GPU is visible, torch is not, and `benchmark.py step` echoes its
+# arguments as JSON (and fails for MiT-B5, to check that the script goes on with the next run).
+case "$1" in
+  -) cat > /dev/null ;;
+  -c) case "$2" in *device_count*) echo 1 ;; *torch*) exit 1 ;; esac ;;
+  launch/benchmark.py) shift; [[ " $* " == *" --backbone b5 "* ]] && exit 3
+     printf '{"args": "%s"}\\n' "$*" ;;
+esac
+"""
+
+
+def test_each_run_writes_its_own_json_and_a_failed_run_does_not_stop_the_rest(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text(_FAKE_PYTHON)
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    result = _run(DRY_RUN="", PYTHON=str(fake), SKIP_INSTALL="1", OUT=str(out),
+                  RUNS="b5:bfloat16:semi b0:float32:sup b0:bfloat16:semi")
+    assert result.returncode == 1  # the B5 run failed
+    assert "# step b5 bfloat16 semi FAILED" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["step_b0_bfloat16_semi.json", "step_b0_float32_sup.json"]
+    args = (out / "step_b0_float32_sup.json").read_text()
+    for expected in ("--backbone b0", "--crop 513", "--dtype float32", "--batch-labeled 2", "--batch-unlabeled 2",
+                     "--modes sup", "--no-reference"):
+        assert expected in args
