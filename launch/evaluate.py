@@ -40,15 +40,14 @@ def main(argv):
     from mofgseg_jax.models import build_model  # noqa: PLC0415
     from mofgseg_jax.train import evaluate as ev  # noqa: PLC0415
     from mofgseg_jax.train import inference  # noqa: PLC0415
-    from mofgseg_jax.train.compile_cache import enable_compilation_cache  # noqa: PLC0415
+    from mofgseg_jax.train.compile_cache import enable_for_config  # noqa: PLC0415
     from mofgseg_jax.train.parallel import make_mesh, replicate_on_mesh  # noqa: PLC0415
 
     f = flags.FLAGS
     step_dir = inference.find_checkpoint(workdir=f.workdir, checkpoint=f.checkpoint, which=f.which)
     variables, stored, step = inference.load_variables(step_dir)
     config = inference.run_config(f.config, stored, f.workdir)
-    # The run's compiled eval step, if training left it in the cache (runs from before the key: 'auto').
-    enable_compilation_cache(config.train.get("compilation_cache", "auto"))
+    enable_for_config(config)  # the eval step that training compiled, if it left it in the cache
     config.unlock()
     if f.mode:
         config.eval.mode = f.mode

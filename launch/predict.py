@@ -59,15 +59,14 @@ def main(argv):
     from mofgseg_jax.models import build_model  # noqa: PLC0415
     from mofgseg_jax.train import evaluate as ev  # noqa: PLC0415
     from mofgseg_jax.train import inference, tb  # noqa: PLC0415
-    from mofgseg_jax.train.compile_cache import enable_compilation_cache  # noqa: PLC0415
+    from mofgseg_jax.train.compile_cache import enable_for_config  # noqa: PLC0415
 
     f = flags.FLAGS
     images = list_images(f.input)
     step_dir = inference.find_checkpoint(workdir=f.workdir, checkpoint=f.checkpoint, which=f.which)
     variables, stored, step = inference.load_variables(step_dir)
     config = inference.run_config(f.config, stored, f.workdir)
-    # The run's compiled eval step, if training left it in the cache (runs from before the key: 'auto').
-    enable_compilation_cache(config.train.get("compilation_cache", "auto"))
+    enable_for_config(config)  # the eval step that training compiled, if it left it in the cache
     mode = f.mode or str(config.eval.mode)
     spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
                      class_names=tuple(config.data.class_names or ()))

@@ -65,3 +65,15 @@ def test_a_second_process_loads_the_compiled_program_from_the_cache(tmp_path):
     # One program each: the one compiled before the switch stays where jax started, the other went to ours.
     assert len(list((tmp_path / "before").iterdir())) == 1 and len(list(cache.iterdir())) == 1
     assert run() == {"hits": 2, "misses": 0}
+
+
+def test_a_config_stored_before_the_key_existed_gets_the_default(monkeypatch):
+    import ml_collections
+
+    from mofgseg_jax.train import compile_cache
+
+    seen = []
+    monkeypatch.setattr(compile_cache, "enable_compilation_cache", lambda setting: seen.append(setting))
+    compile_cache.enable_for_config(ml_collections.ConfigDict({"train": {"num_steps": 4}}))
+    compile_cache.enable_for_config(ml_collections.ConfigDict({"train": {"compilation_cache": "none"}}))
+    assert seen == ["auto", "none"]

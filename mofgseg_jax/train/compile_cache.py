@@ -17,7 +17,7 @@ can write (the default is created private to you), never in a directory shared w
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Any, Mapping
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache
@@ -61,3 +61,9 @@ def enable_compilation_cache(setting: str) -> str | None:
     # it; reset it so that this directory takes over in a process that has compiled before.
     compilation_cache.reset_cache()
     return path
+
+
+def enable_for_config(config: Any) -> str | None:
+    """`enable_compilation_cache` with a run's `config.train.compilation_cache`; configs stored by
+    runs from before the key existed get its default, 'auto'."""
+    return enable_compilation_cache(config.train.get("compilation_cache", "auto"))

@@ -34,7 +34,7 @@ import numpy as np
 from mofgseg_jax.train import checkpoint as ckpt
 from mofgseg_jax.train import evaluate as ev
 from mofgseg_jax.train import tb
-from mofgseg_jax.train.compile_cache import enable_compilation_cache
+from mofgseg_jax.train.compile_cache import enable_for_config
 from mofgseg_jax.train.host_memory import trimming_free_memory
 
 log = logging.getLogger("mofgseg")
@@ -241,7 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         write_config(config_dict, workdir, resuming=bool(checkpointer.all_steps()))
         log.info("workdir %s\nconfig:\n%s", workdir, json.dumps(config_dict, indent=2, sort_keys=True))
 
-        cache_dir = enable_compilation_cache(config.train.compilation_cache)
+        cache_dir = enable_for_config(config)
         log.info("compilation cache: %s", cache_dir or "off")
 
         spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
