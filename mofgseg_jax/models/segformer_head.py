@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mofgseg_jax.models.conv import Conv, matmul_conv
-from mofgseg_jax.models.resize import interpolation_matrix, resize_bilinear
+from mofgseg_jax.models.resize import apply_along_axis1, interpolation_matrix
 
 Dtype = Any
 
@@ -131,17 +131,23 @@ class LinearFuse(BatchNormSettings):
             start += proj.shape[-1]
             merged = jnp.dot(proj, w, precision=hp).astype(dtype)
             bias = bias + jnp.dot(proj_bias, w, precision=hp)
-            y = resize_bilinear(jnp.dot(x.astype(dtype), merged), (out_h, x.shape[2]), align_corners=False)
-            if y.shape[2] == out_w:
+            y = jnp.dot(x.astype(dtype), merged)
+            b, h, w, f = y.shape
+            if h != out_h:
+                rows = jnp.asarray(interpolation_matrix(h, out_h, align_corners=False), dtype)
+                y = apply_along_axis1(rows, y.reshape(b, h, w * f)).reshape(b, out_h, w, f)
+            if w == out_w:
                 out = out + y
             else:
                 narrow.append(y)
-                narrow_cols.append(interpolation_matrix(y.shape[2], out_w, align_corners=False))
+                narrow_cols.append(interpolation_matrix(w, out_w, align_corners=False))
         if narrow:
             # sum_i resize_W(y_i) = one matmul over the stages' concatenated columns: the full-size
             # map is written once, not once per stage.
             cols = jnp.asarray(np.concatenate(narrow_cols, axis=1), dtype)
-            out = out + jnp.einsum("ow,bhwc->bhoc", cols, jnp.concatenate(narrow, axis=2), precision=hp)
+            joined = jnp.concatenate(narrow, axis=2)  # [B, H, sum w_i, F]
+            b, h, w, f = joined.shape
+            out = out + apply_along_axis1(cols, joined.reshape(b * h, w, f)).reshape(b, h, out_w, f)
         return self.bn_relu(out + bias.astype(dtype), train)
 
 
