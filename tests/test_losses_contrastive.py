@@ -302,16 +302,16 @@ def test_inactive_anchor_chunks_are_zero_and_leave_the_others_unchanged():
     rng = np.random.RandomState(0)
     a, d, p, m, chunk = 8, 6, 20, 5, 2
     anchors = jnp.asarray(rng.randn(a, d), jnp.float32)
-    pos = jnp.asarray(rng.randn(a, d), jnp.float32)
+    offsets, pos = (jnp.asarray(rng.randn(a), jnp.float32) for _ in range(2))
     keys = jnp.asarray(rng.randn(p, d), jnp.float32)
     inv = jnp.asarray(rng.rand(p) + 0.5, jnp.float32)
     idx = jnp.asarray(rng.randint(0, p, (a, m)), jnp.int32)
     active = jnp.asarray([True, True, False, False, True, True, False, False])
 
     def ce_and_grad(flags):
-        ce = _anchor_ce(anchors, pos, keys, inv, idx, flags, None, None, 2.0, 0.5, chunk)
+        ce = _anchor_ce(anchors, offsets, pos, keys, inv, idx, flags, 2.0, 0.5, chunk)
         grad = jax.grad(lambda x: jnp.sum(jnp.where(flags, _anchor_ce(
-            x, pos, keys, inv, idx, flags, None, None, 2.0, 0.5, chunk), 0.0)))(anchors)
+            x, offsets, pos, keys, inv, idx, flags, 2.0, 0.5, chunk), 0.0)))(anchors)
         return np.asarray(ce), np.asarray(grad)
 
     all_ce, all_grad = ce_and_grad(jnp.ones(a, bool))

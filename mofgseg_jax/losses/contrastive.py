@@ -13,10 +13,11 @@ DESIGN.md §3 step 6. Same sampling distribution as the published loop code
   constants, so that gradient only needs the softmax the forward pass has just computed). The
   negatives are read from memory once per forward+backward and never stored;
 * when the representation is a linear head's output (`rep_kernel`, `rep_bias`: the train step's
-  case), the loss works on the head's input features: a = f_a W + b for the anchors only, and for
-  the keys a . (f W + b) = (a W^T) . f + a . b, with |f W + b| from the F x F Gram matrix W W^T.
-  The gathers that dominate the loss's time move F-wide rows instead of D-wide ones (256 vs 512 in
-  MOFGSeg), and no [P, D] representation is formed, forward or backward.
+  case), the loss works on the head's input features: for the keys a . (f W + b) = (a W^T) . f + a . b,
+  with |f W + b| from the F x F Gram matrix W W^T, and the anchors' terms a W^T, a . b and |a| come
+  from their features f_a through W W^T too (`_unit_anchor_terms`). The gathers that dominate the
+  loss's time move F-wide rows instead of D-wide ones (256 vs 512 in MOFGSeg), and no [P, D] or
+  anchors' [K*Q, D] representation is formed, forward or backward.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ def _chunked_anchor_ce(queries, offsets, pos_logits, keys, key_inv_norm, neg_idx
 
     An anchor's negative logit against key row k is `(queries . keys[k] + offset) * key_inv_norm[k]`:
     with `queries` the anchors themselves and offset 0 when `keys` are representation rows, or the
-    anchors mapped back through the representation head (see `weighted_contrastive_loss`'s
-    `rep_kernel`) when `keys` are its input features. The chunk's `[chunk, M, D]` block of gathered
+    anchors mapped back through the representation head (`_unit_anchor_terms`) when `keys` are its
+    input features. The chunk's `[chunk, M, D]` block of gathered
     keys is small enough to stay in cache, and it is used twice while it is there: for the logits and
     for `sum_m p_m key_inv_norm_m key_m`, which the gradient needs with the softmax the forward pass
     has just computed. So forward+backward reads the keys from memory once.
@@ -119,44 +120,62 @@ def _chunked_anchor_ce(queries, offsets, pos_logits, keys, key_inv_norm, neg_idx
     return ce.reshape(num_anchors), p0.reshape(num_anchors), key_sum.reshape(num_anchors, d), key_mass.reshape(num_anchors)
 
 
-def _queries(anchors, kernel, bias):
-    """Anchors in the key table's space, and the bias term of their dot products (see above)."""
-    if kernel is None:
-        return anchors, jnp.zeros(anchors.shape[:1], jnp.float32)
+def _unit_anchor_terms(anchors, protos_n, kernel, bias, kernel_sg, bias_sg, eps):
+    """What the logits need of the unit-normalised anchors a/|a|: `(queries, offsets, pos_logits)`.
+
+    `anchors` `[K, Q, D]` are representation rows (no kernel: queries = a/|a|, offsets 0), or `[K, Q, F]`
+    features f of the anchor pixels, whose representation is a = f W + b. Then every term stays in
+    the F-wide space, through the F x F product W W^T instead of the `[K*Q, D]` anchors:
+    queries = a W^T / |a| (dotted with raw key features), offsets = a . b / |a| (the bias of those
+    dots), |a|^2 = (f W W^T + b W^T) . f + f . W b + b . b. The key side of each product (the second
+    W or b) is a gradient-free constant, as the loss's keys are; |a|^2 = t with t = a . sg(a) and its
+    gradient doubled (2t - sg(t)). Why: forming a and mapping it back through W^T (forward, and
+    three such matmuls backward) was 4 of the loss's 5 [K*Q, F] x [F, D] matmuls; here forward and
+    backward are three [K*Q, F] x [F, F] ones (D = 2F in MOFGSeg: ~3x fewer FLOPs).
+    pos_logits = a . proto_c / |a| for anchors of class c (`protos_n` `[K, D]`, unit, constant).
+    """
     hi = jax.lax.Precision.HIGHEST
-    return jnp.dot(anchors, kernel.T, precision=hi), jnp.dot(anchors, bias, precision=hi)
+    if kernel is None:
+        unit = anchors * _inv_norm(anchors, eps)[..., None]
+        return unit, jnp.zeros(anchors.shape[:-1], jnp.float32), jnp.einsum("kqd,kd->kq", unit, protos_n, precision=hi)
+    kernel, bias = jnp.asarray(kernel, jnp.float32), jnp.asarray(bias, jnp.float32)
+    queries = (jnp.dot(anchors, jnp.dot(kernel, kernel_sg.T, precision=hi), precision=hi)
+               + jnp.dot(kernel_sg, bias, precision=hi))  # a W^T
+    offsets = jnp.dot(anchors, jnp.dot(kernel, bias_sg, precision=hi), precision=hi) + jnp.dot(bias, bias_sg)
+    pos = (jnp.einsum("kqf,kf->kq", anchors, jnp.dot(protos_n, kernel.T, precision=hi), precision=hi)
+           + jnp.dot(protos_n, bias, precision=hi)[:, None])  # a . proto_c
+    half = jnp.sum(queries * jax.lax.stop_gradient(anchors), axis=-1) + offsets  # a . sg(a)
+    sq = 2.0 * half - jax.lax.stop_gradient(half)
+    inv = jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
+    return queries * inv[..., None], offsets * inv, pos * inv
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(8, 9, 10))
-def _anchor_ce(anchors, pos_keys, keys, key_inv_norm, neg_idx, active, kernel, bias, weight, temperature,
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
+def _anchor_ce(queries, offsets, pos_logits, keys, key_inv_norm, neg_idx, active, weight, temperature,
                chunk):
-    """CE of each anchor `[A, D]` (unit norm) against `[pos_key | negatives]`; grad to anchors only.
+    """CE of each anchor against `[positive | negatives]`, from `_unit_anchor_terms`' three terms
+    `[A, D]`, `[A]`, `[A]`; gradient to those terms only.
 
-    Negative k is row `neg_idx` of `keys`, or, with a `kernel` `[F, D]` and `bias` `[D]`, that row
-    mapped by them (`keys` are then `[P, F]` features); normalised by `key_inv_norm`. Anchors not
-    `active` get CE 0 (chunks of `chunk` anchors share one flag)."""
-    queries, offsets = _queries(anchors, kernel, bias)
-    return _chunked_anchor_ce(queries, offsets, jnp.sum(anchors * pos_keys, axis=-1), keys, key_inv_norm,
-                              neg_idx, active, weight, temperature, chunk, with_grad=False)
+    Negative k of anchor i has the logit `weight * (queries_i . keys[neg_idx[i, k]] + offsets_i) *
+    key_inv_norm[neg_idx[i, k]]`. Anchors not `active` get CE 0 (chunks of `chunk` anchors share one
+    flag)."""
+    return _chunked_anchor_ce(queries, offsets, pos_logits, keys, key_inv_norm, neg_idx, active, weight,
+                              temperature, chunk, with_grad=False)
 
 
-def _anchor_ce_fwd(anchors, pos_keys, keys, key_inv_norm, neg_idx, active, kernel, bias, weight, temperature,
+def _anchor_ce_fwd(queries, offsets, pos_logits, keys, key_inv_norm, neg_idx, active, weight, temperature,
                    chunk):
-    queries, offsets = _queries(anchors, kernel, bias)
-    ce, p0, key_sum, key_mass = _chunked_anchor_ce(
-        queries, offsets, jnp.sum(anchors * pos_keys, axis=-1), keys, key_inv_norm, neg_idx, active, weight,
-        temperature, chunk, with_grad=True)
-    # dCE/da = ((p0 - 1) proto + w * sum_m p_m key_m / |key_m|) / T, the sum mapped to the anchors'
-    # space by the kernel (one matmul for all anchors instead of one per chunk).
-    if kernel is not None:
-        key_sum = jnp.dot(key_sum, kernel, precision=jax.lax.Precision.HIGHEST) + key_mass[:, None] * bias
-    grad = ((p0 - 1.0) / temperature)[:, None] * pos_keys + (weight / temperature) * key_sum
-    return ce, grad
+    ce, p0, key_sum, key_mass = _chunked_anchor_ce(queries, offsets, pos_logits, keys, key_inv_norm, neg_idx,
+                                                   active, weight, temperature, chunk, with_grad=True)
+    # dCE/dq = w/T sum_m p_m key_m / |key_m|, dCE/doffset = w/T sum_m p_m / |key_m|, dCE/dpos = (p0 - 1)/T.
+    scale = weight / temperature
+    return ce, (scale * key_sum, scale * key_mass, (p0 - 1.0) / temperature)
 
 
-def _anchor_ce_bwd(weight, temperature, chunk, grad, g):
-    # Keys (prototypes and negatives, and the kernel that maps them) are constants of the loss.
-    return g[:, None] * grad, None, None, None, None, None, None, None
+def _anchor_ce_bwd(weight, temperature, chunk, grads, g):
+    # Keys (their features, norms and indices) are constants of the loss.
+    grad_q, grad_off, grad_pos = grads
+    return g[:, None] * grad_q, g * grad_off, g * grad_pos, None, None, None, None
 
 
 _anchor_ce.defvjp(_anchor_ce_fwd, _anchor_ce_bwd)
@@ -326,22 +345,18 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
 
     # Anchors keep their gradient; cosine normalisation on the gathered rows only.
     anchors = _gather_rows(parts, anchor_idx, rep_sg).astype(jnp.float32)  # [K, Q, D] (or F)
-    if factored:
-        anchors = jnp.dot(anchors, jnp.asarray(rep_kernel, jnp.float32),
-                          precision=jax.lax.Precision.HIGHEST) + jnp.asarray(rep_bias, jnp.float32)
-    anchors = anchors * _inv_norm(anchors, eps)[..., None]
+    queries, offsets, pos_logits = _unit_anchor_terms(anchors, protos_n, rep_kernel, rep_bias, kernel_sg,
+                                                      bias_sg, eps)
     # [P]: avoids a normalised copy of rep (and, factored, forming rep at all)
     key_inv_norm = _inv_norm_linear(rep_sg, kernel_sg, bias_sg, eps) if factored else _inv_norm(rep_sg, eps)
-    d_rep = anchors.shape[-1]
-    pos_keys = jnp.broadcast_to(protos_n[:, None, :], anchors.shape)
     if anchor_chunk is None:
         anchor_chunk = _BLOCK_BYTES // (m * rep_sg.shape[-1] * 4)
     chunk = math.gcd(q, max(int(anchor_chunk), 1))
     # Only classes that enter the loss are computed (none when fewer than two are present: loss 0).
     active = jnp.repeat(use_class & (num_present >= 2), q)
-    per_anchor = _anchor_ce(anchors.reshape(k_cls * q, d_rep), pos_keys.reshape(k_cls * q, d_rep), rep_sg,
-                            key_inv_norm, neg_idx.reshape(k_cls * q, m), active, kernel_sg, bias_sg,
-                            negative_weight, temperature, chunk)
+    per_anchor = _anchor_ce(queries.reshape(k_cls * q, -1), offsets.reshape(-1), pos_logits.reshape(-1), rep_sg,
+                            key_inv_norm, neg_idx.reshape(k_cls * q, m), active, negative_weight, temperature,
+                            chunk)
     per_class = jnp.mean(per_anchor.reshape(k_cls, q), axis=1)  # [K]
     total = jnp.sum(jnp.where(use_class, per_class, 0.0))
     loss = jnp.where(num_present >= 2, total / jnp.maximum(num_present, 1), 0.0)
