@@ -75,10 +75,10 @@ def _chunked_anchor_ce(queries, offsets, pos_logits, keys, key_inv_norm, neg_idx
     An anchor's negative logit against key row k is `(queries . keys[k] + offset) * key_inv_norm[k]`:
     with `queries` the anchors themselves and offset 0 when `keys` are representation rows, or the
     anchors mapped back through the representation head (`_unit_anchor_terms`) when `keys` are its
-    input features. The chunk's `[chunk, M, D]` block of gathered
-    keys is small enough to stay in cache, and it is used twice while it is there: for the logits and
-    for `sum_m p_m key_inv_norm_m key_m`, which the gradient needs with the softmax the forward pass
-    has just computed. So forward+backward reads the keys from memory once.
+    input features. The chunk's `[chunk, M, D]` block of gathered keys is small enough to stay in
+    cache, and it is used twice while it is there: for the logits and for
+    `sum_m p_m key_inv_norm_m key_m`, which the gradient needs with the softmax the forward pass has
+    just computed. So forward+backward reads the keys from memory once.
 
     Chunks whose anchors are not `active` (their class is absent or has no hard anchor: the caller
     discards their CE) skip all of it and return zeros, so the loss costs what the classes present
@@ -137,7 +137,8 @@ def _unit_anchor_terms(anchors, protos_n, kernel, bias, kernel_sg, bias_sg, eps)
     hi = jax.lax.Precision.HIGHEST
     if kernel is None:
         unit = anchors * _inv_norm(anchors, eps)[..., None]
-        return unit, jnp.zeros(anchors.shape[:-1], jnp.float32), jnp.einsum("kqd,kd->kq", unit, protos_n, precision=hi)
+        pos = jnp.einsum("kqd,kd->kq", unit, protos_n, precision=hi)
+        return unit, jnp.zeros(anchors.shape[:-1], jnp.float32), pos
     kernel, bias = jnp.asarray(kernel, jnp.float32), jnp.asarray(bias, jnp.float32)
     queries = (jnp.dot(anchors, jnp.dot(kernel, kernel_sg.T, precision=hi), precision=hi)
                + jnp.dot(kernel_sg, bias, precision=hi))  # a W^T
@@ -267,8 +268,8 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
       rep_kernel, rep_bias: `[F, D]` and `[D]`. When given, `rep` holds `[.., F]` features and the
         representation is `rep @ rep_kernel + rep_bias` (a 1x1 conv head): the same loss, computed
         without forming every pixel's representation. Keys are gathered as F-wide features (half
-        the bytes at F=256, D=512) and mapped through the kernel in the dot products; anchors are
-        formed with gradient to features, kernel and bias. Their key side is gradient-free as above.
+        the bytes at F=256, D=512) and mapped through the kernel in the dot products; the anchors'
+        terms carry gradient to features, kernel and bias. Their key side is gradient-free as above.
     Returns:
       `(loss, aux)`: float32 scalar and `{'num_present_classes', 'num_valid_classes'}` (int32;
       valid = present and with at least one hard anchor).
