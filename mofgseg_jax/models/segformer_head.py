@@ -146,8 +146,8 @@ class LinearFuse(BatchNormSettings):
             # map is written once, not once per stage.
             cols = jnp.asarray(np.concatenate(narrow_cols, axis=1), dtype)
             joined = jnp.concatenate(narrow, axis=2)  # [B, H, sum w_i, F]
-            b, h, w, f = joined.shape
-            out = out + apply_along_axis1(cols, joined.reshape(b * h, w, f)).reshape(b, h, out_w, f)
+            b, _, sum_w, f = joined.shape
+            out = out + apply_along_axis1(cols, joined.reshape(b * out_h, sum_w, f)).reshape(b, out_h, out_w, f)
         return self.bn_relu(out + bias.astype(dtype), train)
 
 
