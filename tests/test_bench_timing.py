@@ -17,6 +17,23 @@ def test_time_interleaved_alternates_rounds_of_every_call():
         assert 0 <= t["min_s"] <= t["median_s"] <= t["p90_s"]
 
 
+def test_timings_report_system_time_and_page_faults_per_call():
+    import mmap
+
+    def touch_fresh_pages():  # a new 4 MB anonymous mapping, written page by page: >= 1 fault per page
+        block = mmap.mmap(-1, 4 << 20)
+        for offset in range(0, len(block), mmap.PAGESIZE):
+            block[offset] = 1
+        block.close()
+
+    timing = time_interleaved({"touch": touch_fresh_pages, "idle": lambda: None}, rounds=1, iters=3)
+    touch, idle = timing["touch"], timing["idle"]
+    # Huge pages would fault once per 2 MB; the kernel's default for such a mapping is 4 KB pages.
+    assert touch["minor_faults_median"] >= 2 and touch["minor_faults_median"] > idle["minor_faults_median"]
+    for t in (touch, idle):
+        assert 0 <= t["sys_median_s"] <= t["cpu_median_s"] + 0.01
+
+
 def test_paired_ratio_is_the_median_of_per_round_ratios():
     # Per-round ratios 2, 2.2, 2, 1.8, 2.5 -> 2; the overall medians' ratio would be 2.2 / 1.
     ours = {"round_median_s": [2.0, 2.2, 20.0, 1.8, 5.0]}

@@ -96,20 +96,29 @@ def _p90(sorted_times: list[float]) -> float:
     return sorted_times[min(len(sorted_times) - 1, int(round(0.9 * (len(sorted_times) - 1))))]
 
 
-def _summary(times: list[float], cpu: list[float], load_before: float) -> dict[str, Any]:
+def _summary(times: list[float], cpu: list[tuple[float, float, int]], load_before: float) -> dict[str, Any]:
     times = sorted(times)
+    total, system, faults = zip(*cpu)
     return {"median_s": statistics.median(times), "p90_s": _p90(times), "min_s": times[0],
-            "cpu_median_s": statistics.median(cpu), "timed_iters": len(times),
+            "cpu_median_s": statistics.median(total), "sys_median_s": statistics.median(system),
+            "minor_faults_median": statistics.median(faults), "timed_iters": len(times),
             "load_avg": [load_before, load_average()]}
 
 
-def _timed(fn: Callable[[], Any], iters: int, times: list[float], cpu: list[float]) -> None:
-    """Appends the wall and process CPU time of `iters` blocking calls of `fn`."""
+def _timed(fn: Callable[[], Any], iters: int, times: list[float], cpu: list[tuple[float, float, int]]) -> None:
+    """Appends the wall time of `iters` blocking calls of `fn`, and per call the process's CPU time,
+    its system part and its minor page faults (all threads).
+
+    Why the last two: on CPU, the kernel's share (zeroing fresh pages for a step's temporaries) is
+    part of the step's cost, and it tells a code change from a slow phase of the machine."""
     for _ in range(iters):
+        before = resource.getrusage(resource.RUSAGE_SELF)
         start, cpu_start = time.perf_counter(), time.process_time()
         jax.block_until_ready(fn())  # a no-op on host results (references)
         times.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - cpu_start)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu.append((time.process_time() - cpu_start, after.ru_stime - before.ru_stime,
+                    after.ru_minflt - before.ru_minflt))
 
 
 def time_calls(fn: Callable[[], Any], *, warmup: int = 2, iters: int = 10) -> dict[str, float]:
@@ -117,7 +126,8 @@ def time_calls(fn: Callable[[], Any], *, warmup: int = 2, iters: int = 10) -> di
 
     `fn` takes no arguments; close over inputs. The first call's time includes tracing and
     compilation, so it is reported separately and never mixed into the steady-state numbers.
-    Also reports the median process CPU time per call (`cpu_median_s`, all threads).
+    Also reports the median process CPU time per call (`cpu_median_s`, all threads), its system part
+    (`sys_median_s`) and the median minor page faults per call (`minor_faults_median`).
     """
     start = time.perf_counter()
     jax.block_until_ready(fn())
@@ -125,7 +135,7 @@ def time_calls(fn: Callable[[], Any], *, warmup: int = 2, iters: int = 10) -> di
     for _ in range(max(warmup - 1, 0)):
         jax.block_until_ready(fn())
     times: list[float] = []
-    cpu: list[float] = []
+    cpu: list[tuple[float, float, int]] = []
     load_before = load_average()
     _timed(fn, iters, times, cpu)
     return {"compile_s": compile_s, **_summary(times, cpu, load_before)}
@@ -134,7 +144,7 @@ def time_calls(fn: Callable[[], Any], *, warmup: int = 2, iters: int = 10) -> di
 def time_host(fn: Callable[[], Any], *, iters: int = 3) -> dict[str, float]:
     """Median/p90 wall time (and median process CPU time) of a plain host function (references)."""
     times: list[float] = []
-    cpu: list[float] = []
+    cpu: list[tuple[float, float, int]] = []
     load_before = load_average()
     _timed(fn, iters, times, cpu)
     return _summary(times, cpu, load_before)
@@ -151,7 +161,7 @@ def time_interleaved(calls: dict[str, Callable[[], Any]], *, rounds: int, iters:
     """
     per_name = {name: iters if isinstance(iters, int) else iters[name] for name in calls}
     times: dict[str, list[float]] = {name: [] for name in calls}
-    cpu: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[tuple[float, float, int]]] = {name: [] for name in calls}
     round_medians: dict[str, list[float]] = {name: [] for name in calls}
     load_before = load_average()
     for done in range(1, rounds + 1):
