@@ -96,29 +96,33 @@ def _p90(sorted_times: list[float]) -> float:
     return sorted_times[min(len(sorted_times) - 1, int(round(0.9 * (len(sorted_times) - 1))))]
 
 
-def _summary(times: list[float], cpu: list[tuple[float, float, int]], load_before: float) -> dict[str, Any]:
+# Per timed call: process CPU time (all threads), its system part, minor page faults.
+_Usage = tuple[float, float, int]
+
+
+def _summary(times: list[float], usage: list[_Usage], load_before: float) -> dict[str, Any]:
     times = sorted(times)
-    total, system, faults = zip(*cpu)
+    total, system, faults = zip(*usage)
     return {"median_s": statistics.median(times), "p90_s": _p90(times), "min_s": times[0],
             "cpu_median_s": statistics.median(total), "sys_median_s": statistics.median(system),
             "minor_faults_median": statistics.median(faults), "timed_iters": len(times),
             "load_avg": [load_before, load_average()]}
 
 
-def _timed(fn: Callable[[], Any], iters: int, times: list[float], cpu: list[tuple[float, float, int]]) -> None:
-    """Appends the wall time of `iters` blocking calls of `fn`, and per call the process's CPU time,
-    its system part and its minor page faults (all threads).
+def _timed(fn: Callable[[], Any], iters: int, times: list[float], usage: list[_Usage]) -> None:
+    """Appends the wall time of `iters` blocking calls of `fn`, and each call's `_Usage`.
 
-    Why the last two: on CPU, the kernel's share (zeroing fresh pages for a step's temporaries) is
-    part of the step's cost, and it tells a code change from a slow phase of the machine."""
+    Why system time and faults: on CPU, the kernel's share (zeroing fresh pages for a step's
+    temporaries) is part of the step's cost, and it tells a code change from a slow phase of the
+    machine."""
     for _ in range(iters):
         before = resource.getrusage(resource.RUSAGE_SELF)
-        start, cpu_start = time.perf_counter(), time.process_time()
+        start = time.perf_counter()
         jax.block_until_ready(fn())  # a no-op on host results (references)
         times.append(time.perf_counter() - start)
         after = resource.getrusage(resource.RUSAGE_SELF)
-        cpu.append((time.process_time() - cpu_start, after.ru_stime - before.ru_stime,
-                    after.ru_minflt - before.ru_minflt))
+        system = after.ru_stime - before.ru_stime
+        usage.append((after.ru_utime - before.ru_utime + system, system, after.ru_minflt - before.ru_minflt))
 
 
 def time_calls(fn: Callable[[], Any], *, warmup: int = 2, iters: int = 10) -> dict[str, float]:
@@ -135,19 +139,19 @@ def time_calls(fn: Callable[[], Any], *, warmup: int = 2, iters: int = 10) -> di
     for _ in range(max(warmup - 1, 0)):
         jax.block_until_ready(fn())
     times: list[float] = []
-    cpu: list[tuple[float, float, int]] = []
+    usage: list[_Usage] = []
     load_before = load_average()
-    _timed(fn, iters, times, cpu)
-    return {"compile_s": compile_s, **_summary(times, cpu, load_before)}
+    _timed(fn, iters, times, usage)
+    return {"compile_s": compile_s, **_summary(times, usage, load_before)}
 
 
 def time_host(fn: Callable[[], Any], *, iters: int = 3) -> dict[str, float]:
     """Median/p90 wall time (and median process CPU time) of a plain host function (references)."""
     times: list[float] = []
-    cpu: list[tuple[float, float, int]] = []
+    usage: list[_Usage] = []
     load_before = load_average()
-    _timed(fn, iters, times, cpu)
-    return _summary(times, cpu, load_before)
+    _timed(fn, iters, times, usage)
+    return _summary(times, usage, load_before)
 
 
 def time_interleaved(calls: dict[str, Callable[[], Any]], *, rounds: int, iters: int | dict[str, int],
@@ -161,7 +165,7 @@ def time_interleaved(calls: dict[str, Callable[[], Any]], *, rounds: int, iters:
     """
     per_name = {name: iters if isinstance(iters, int) else iters[name] for name in calls}
     times: dict[str, list[float]] = {name: [] for name in calls}
-    cpu: dict[str, list[tuple[float, float, int]]] = {name: [] for name in calls}
+    usage: dict[str, list[_Usage]] = {name: [] for name in calls}
     round_medians: dict[str, list[float]] = {name: [] for name in calls}
     load_before = load_average()
     for done in range(1, rounds + 1):
@@ -169,11 +173,11 @@ def time_interleaved(calls: dict[str, Callable[[], Any]], *, rounds: int, iters:
             for _ in range(untimed):
                 jax.block_until_ready(fn())
             before = len(times[name])
-            _timed(fn, per_name[name], times[name], cpu[name])
+            _timed(fn, per_name[name], times[name], usage[name])
             round_medians[name].append(statistics.median(times[name][before:]))
         if progress:
             log(f"{progress}: round {done}/{rounds}")
-    return {name: {**_summary(times[name], cpu[name], load_before), "rounds": rounds,
+    return {name: {**_summary(times[name], usage[name], load_before), "rounds": rounds,
                    "round_median_s": round_medians[name]} for name in calls}
 
 
