@@ -73,6 +73,8 @@ def test_step_benchmark_ratio_to_the_reference_is_paired_by_round(step_report):
         assert ref["timed_iters"] == ours["timed_iters"] == 3 and len(ref["round_median_s"]) == 3
         per_round = sorted(a / b for a, b in zip(ours["round_median_s"], ref["round_median_s"]))
         assert r[f"{mode}_vs_hf"] == pytest.approx(per_round[1])
+        low, high = r[f"{mode}_vs_hf_ci90"]  # resampled rounds: within their ratios' range
+        assert per_round[0] - 1e-9 <= low <= r[f"{mode}_vs_hf"] <= high <= per_round[-1] + 1e-9
         assert r[f"{mode}_vs_hf_cpu"] == pytest.approx(ours["cpu_median_s"] / ref["cpu_median_s"])
 
 

@@ -2,7 +2,9 @@
 
 import pytest
 
-from mofgseg_jax.bench.common import paired_ratio, time_interleaved
+import numpy as np
+
+from mofgseg_jax.bench.common import paired_ratio, paired_ratio_interval, time_interleaved
 
 
 def test_time_interleaved_alternates_rounds_of_every_call():
@@ -39,6 +41,36 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
     ours = {"round_median_s": [2.0, 2.2, 20.0, 1.8, 5.0]}
     reference = {"round_median_s": [1.0, 1.0, 10.0, 1.0, 2.0]}
     assert paired_ratio(ours, reference) == pytest.approx(2.0)
+
+
+def test_paired_ratio_interval_covers_the_true_ratio_at_its_level():
+    # Simulated runs whose per-round ratios scatter (lognormal, sigma 0.2, as a noisy host's) around a
+    # true median of 2.5: a 90% interval must hold it in about 90% of them; [min, max] of the rounds
+    # would hold it in ~99.8% at 10 rounds, a too-narrow interval far less often.
+    rng = np.random.default_rng(1)
+
+    def runs(rounds, count=200):
+        for _ in range(count):
+            reference = rng.uniform(0.3, 0.5, rounds)
+            ours = reference * 2.5 * np.exp(rng.normal(0.0, 0.2, rounds))
+            yield paired_ratio_interval({"round_median_s": list(ours)}, {"round_median_s": list(reference)},
+                                        resamples=1000)
+
+    ten = list(runs(10))
+    coverage = np.mean([low <= 2.5 <= high for low, high in ten])
+    assert 0.82 <= coverage <= 0.97
+    # The interval narrows as 1/sqrt(rounds): 40 rounds about halve it.
+    width = lambda intervals: np.median([high - low for low, high in intervals])  # noqa: E731
+    assert width(runs(40)) < 0.7 * width(ten)
+
+
+def test_paired_ratio_interval_is_a_point_when_every_round_agrees_and_is_reproducible():
+    ours, reference = {"round_median_s": [0.9, 1.2, 0.6]}, {"round_median_s": [0.3, 0.4, 0.2]}
+    assert paired_ratio_interval(ours, reference) == pytest.approx([3.0, 3.0])
+    noisy = {"round_median_s": [0.9, 1.5, 0.5, 1.1]}
+    low, high = paired_ratio_interval(noisy, {"round_median_s": [0.3, 0.4, 0.2, 0.5]})
+    assert low <= paired_ratio(noisy, {"round_median_s": [0.3, 0.4, 0.2, 0.5]}) <= high
+    assert [low, high] == paired_ratio_interval(noisy, {"round_median_s": [0.3, 0.4, 0.2, 0.5]})
 
 
 def test_benchmark_json_names_the_code_it_measured():

@@ -10,7 +10,8 @@ images/s, XLA's FLOPs per step, host peak RSS after our compiles. The reference,
 same run, is Hugging Face `SegformerForSemanticSegmentation` forward + backward + SGD step on the
 labelled batch at the same size (PyTorch is a test-only dependency: skipped when absent). Every
 mode and the reference are timed in `--rounds` alternating rounds, and each `<mode>_vs_hf` ratio is
-the median of the per-round ratios, so that a slow phase of a shared machine cannot fall on one side.
+the median of the per-round ratios, so that a slow phase of a shared machine cannot fall on one side;
+`<mode>_vs_hf_ci90` is a bootstrap interval of it over the rounds (how far one run can be trusted).
 
 Modes: `semi` (the full step: teacher forward, student forwards on labelled and perturbed unlabelled,
 all four losses, update, EMA), `sup` (MOFGSeg on labelled images: cross-entropy + boundary Dice, the
@@ -29,7 +30,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from mofgseg_jax.bench.common import log, model_config, paired_ratio, peak_memory_bytes, time_interleaved
+from mofgseg_jax.bench.common import (log, model_config, paired_ratio, paired_ratio_interval, peak_memory_bytes,
+                                      time_interleaved)
 from mofgseg_jax.bench.profile import time_by_module, top_ops, trace_steps
 from mofgseg_jax.models.conv import CONV3X3_ALGORITHMS
 from mofgseg_jax.train.host_memory import trimming_free_memory
@@ -65,7 +67,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--conv3x3", default=None, choices=CONV3X3_ALGORITHMS,
                    help="the boundary module's 3x3 conv algorithm (default: configs/common.py, 'auto')")
     p.add_argument("--modes", default="semi,sup,segformer", help="comma-separated: " + ", ".join(MODES))
-    p.add_argument("--iters", type=int, default=10, help="timed steps of each mode and of the reference")
+    p.add_argument("--iters", type=int, default=30,
+                   help="timed steps of each mode and of the reference (30: 3 per round, whose median is "
+                        "steadier than one step's time on a noisy host)")
     p.add_argument("--rounds", type=int, default=10,
                    help="alternating rounds the timed steps are split into (all modes and the reference "
                         "in each), so that a slow phase of a shared machine hits them alike")
@@ -286,5 +290,6 @@ def run(argv: list[str]) -> dict[str, Any]:
     for mode in modes:
         # Paired per round (see `paired_ratio`); the CPU-time ratio is robust to other load too.
         result[f"{mode}_vs_hf"] = paired_ratio(timings[mode], hf_timing)
+        result[f"{mode}_vs_hf_ci90"] = paired_ratio_interval(timings[mode], hf_timing)
         result[f"{mode}_vs_hf_cpu"] = timings[mode]["cpu_median_s"] / hf_timing["cpu_median_s"]
     return result
