@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mofgseg_jax.models.conv import Conv, matmul_conv
-from mofgseg_jax.models.resize import apply_along_axis, interpolation_matrix
+from mofgseg_jax.models.resize import apply_along_axis1, interpolation_matrix
 
 Dtype = Any
 
@@ -112,7 +112,7 @@ class LinearFuse(BatchNormSettings):
     `[C_i, features]` weight (C_1 = 32 at MiT-B0, where E = 256: the stride-4 matmul shrinks 9x),
     and neither the E-channel projections nor their `[B,H,W,sum E]` concatenation are built. The
     resizes are separable: each stage is resized along H alone, and the W resizes of all stages are
-    one resize of their concatenated columns, so the full-size map is written once.
+    one matmul over their concatenated columns, so the full-size map is written once.
     """
 
     features: int
@@ -132,19 +132,22 @@ class LinearFuse(BatchNormSettings):
             merged = jnp.dot(proj, w, precision=hp).astype(dtype)
             bias = bias + jnp.dot(proj_bias, w, precision=hp)
             y = jnp.dot(x.astype(dtype), merged)
-            h, w = y.shape[1:3]
+            b, h, w, f = y.shape
             if h != out_h:
-                y = apply_along_axis(interpolation_matrix(h, out_h, align_corners=False), y, axis=1)
+                rows = jnp.asarray(interpolation_matrix(h, out_h, align_corners=False), dtype)
+                y = apply_along_axis1(rows, y.reshape(b, h, w * f)).reshape(b, out_h, w, f)
             if w == out_w:
                 out = out + y
             else:
                 narrow.append(y)
                 narrow_cols.append(interpolation_matrix(w, out_w, align_corners=False))
         if narrow:
-            # sum_i resize_W(y_i) = one resize of the stages' concatenated columns by the concatenated
-            # matrices: the full-size map is written once, not once per stage.
+            # sum_i resize_W(y_i) = one matmul over the stages' concatenated columns: the full-size
+            # map is written once, not once per stage.
+            cols = jnp.asarray(np.concatenate(narrow_cols, axis=1), dtype)
             joined = jnp.concatenate(narrow, axis=2)  # [B, H, sum w_i, F]
-            out = out + apply_along_axis(np.concatenate(narrow_cols, axis=1), joined, axis=2)
+            b, _, sum_w, f = joined.shape
+            out = out + apply_along_axis1(cols, joined.reshape(b * out_h, sum_w, f)).reshape(b, out_h, out_w, f)
         return self.bn_relu(out + bias.astype(dtype), train)
 
 
