@@ -87,3 +87,29 @@ def test_losses_benchmark_times_the_factored_form_of_the_same_loss():
     assert factored["loss"] == pytest.approx(formed["loss"], rel=1e-5)
     for part in (formed, factored):
         assert part["forward"]["median_s"] > 0 and part["forward_backward"]["median_s"] > 0
+
+
+def test_step_benchmark_compare_times_an_override_in_the_same_rounds():
+    # A/B of a config option inside one process: the variant is its own compiled step (here a
+    # narrower boundary module: fewer FLOPs), paired by round with the plain mode.
+    r = step_bench.run(["--smoke", "--crop", "32", "--classes", "3", "--iters", "3", "--warmup", "1",
+                        "--modes", "sup", "--compare", "model.eam_mid_dim=8", "--no-reference"])
+    plain, narrow = r["sup_step"], r["sup[model.eam_mid_dim=8]_step"]
+    assert narrow["flops_per_image"] < plain["flops_per_image"]
+    assert narrow["timed_iters"] == plain["timed_iters"] == 3
+    per_round = sorted(a / b for a, b in zip(narrow["round_median_s"], plain["round_median_s"]))
+    assert r["sup[model.eam_mid_dim=8]_vs_sup"] == pytest.approx(per_round[1])
+    low, high = r["sup[model.eam_mid_dim=8]_vs_sup_ci90"]
+    assert per_round[0] - 1e-9 <= low <= high <= per_round[-1] + 1e-9
+
+
+@pytest.mark.parametrize("compare,message", [("model.eam_mid_dims=8", "unknown config key 'model.eam_mid_dims'"),
+                                             ("model.eam_mid_dim=wide", "model.eam_mid_dim=wide"),
+                                             ("eam_mid_dim", "is not KEY=VALUE")])
+def test_step_benchmark_compare_rejects_a_bad_override_before_compiling(compare, message, monkeypatch):
+    def no_compile(*args, **kwargs):
+        raise AssertionError("compiled before checking --compare")
+
+    monkeypatch.setattr(step_bench, "prepare_ours", no_compile)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        step_bench.run(["--smoke", "--modes", "sup", "--compare", compare, "--no-reference"])

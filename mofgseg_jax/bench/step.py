@@ -13,6 +13,13 @@ mode and the reference are timed in `--rounds` alternating rounds, and each `<mo
 the median of the per-round ratios, so that a slow phase of a shared machine cannot fall on one side;
 `<mode>_vs_hf_ci90` is a bootstrap interval of it over the rounds (how far one run can be trusted).
 
+`--compare KEY=VALUE[,KEY=VALUE]` (repeatable) also builds each mode with those config overrides
+in the same process and times it in the same rounds: `<mode>[<overrides>]_step` and its paired ratio
+to the plain mode, `<mode>[<overrides>]_vs_<mode>` (with `_ci90`). Separate processes of the same
+code differ by up to ~5% on a shared CPU, as a whole, so an A/B of an option belongs in one process:
+
+    python launch/benchmark.py step --modes sup --compare model.conv3x3=xla --compare model.eam_mid_dim=64
+
 Modes: `semi` (the full step: teacher forward, student forwards on labelled and perturbed unlabelled,
 all four losses, update, EMA), `sup` (MOFGSeg on labelled images: cross-entropy + boundary Dice, the
 `:sup` variant) and `segformer` (the same step with the boundary weight 0, `:sup,no_boundary`:
@@ -24,6 +31,8 @@ trains on cross-entropy alone and discards the boundary module's output).
 from __future__ import annotations
 
 import argparse
+import ast
+import re
 import time
 from typing import Any
 
@@ -84,12 +93,37 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--profile", default="",
                    help="directory: also write a jax.profiler (Perfetto) trace of 3 steps per mode there, "
                         "and report the costliest XLA ops")
+    p.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                   help="also time each mode with these config overrides (e.g. model.conv3x3=xla), in the "
+                        "same process and rounds, with its paired ratio to the mode; repeatable")
     p.add_argument("--peak-flops", type=float, default=0.0,
                    help="peak FLOP/s per device for MFU when the device is not in the built-in table")
     return p.parse_args(argv)
 
 
-def _config(args: argparse.Namespace, mode: str):
+def _override(config, assignment: str) -> None:
+    """Applies one `KEY=VALUE` of `--compare` (dotted key; the value a Python literal, else a string),
+    with a one-line error for an unknown key or a value of the wrong type."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--compare: {assignment!r} is not KEY=VALUE")
+    *parents, leaf = key.split(".")
+    node = config
+    for name in parents:
+        node = node.get(name) if hasattr(node, "get") else None
+    if node is None or not hasattr(node, "get") or leaf not in node:
+        raise ValueError(f"--compare: unknown config key {key!r}")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    try:
+        setattr(node, leaf, value)
+    except TypeError as e:
+        raise ValueError(f"--compare: {key}={raw}: {e}") from None
+
+
+def _config(args: argparse.Namespace, mode: str, overrides: str = ""):
     c = model_config(args)
     if args.rep_at_stride4 is not None:
         c.model.rep_at_stride4 = bool(args.rep_at_stride4)
@@ -106,6 +140,8 @@ def _config(args: argparse.Namespace, mode: str):
     if mode == "segformer":
         c.loss.boundary_weight = 0.0  # the EAM is then never run; rep head output unused (dead code)
     c.train.num_steps = 1000
+    for assignment in filter(None, overrides.split(",")):
+        _override(c, assignment)
     return c
 
 
@@ -118,16 +154,18 @@ def _batch(args: argparse.Namespace, seed: int = 0) -> dict[str, Any]:
             "unlabeled": {"image": rs.randint(0, 256, (bu, s, s, 3)).astype(np.uint8)}}
 
 
-def prepare_ours(args: argparse.Namespace, mode: str):
-    """Builds and compiles one mode's step and warms it up: `(call, compiled, info)`, where `call()`
-    runs one step (state donated and replaced) and `info` holds compile time, memory and FLOPs."""
+def prepare_ours(args: argparse.Namespace, mode: str, overrides: str = ""):
+    """Builds and compiles one mode's step (with `--compare`-style `overrides`) and warms it up:
+    `(call, compiled, info)`, where `call()` runs one step (state donated and replaced) and `info`
+    holds compile time, memory and FLOPs."""
     from mofgseg_jax.models import build_model
     from mofgseg_jax.train import parallel
     from mofgseg_jax.train.state import create_train_state, init_variables
     from mofgseg_jax.train.step import AXIS, make_train_step
 
-    config = _config(args, mode)
-    log(f"step: building and compiling {mode} (MiT-{args.backbone}, crop {args.crop}, {args.dtype})")
+    config = _config(args, mode, overrides)
+    log(f"step: building and compiling {mode}{f' [{overrides}]' if overrides else ''} "
+        f"(MiT-{args.backbone}, crop {args.crop}, {args.dtype})")
     model = build_model(config.model, bn_axis_name=AXIS)
     start = time.perf_counter()
     variables = jax.block_until_ready(init_variables(model, jax.random.key(0), (1, args.crop, args.crop, 3)))
@@ -180,19 +218,19 @@ def prepare_ours(args: argparse.Namespace, mode: str):
     return one, compiled, info
 
 
-def _finish_ours(args: argparse.Namespace, mode: str, one, compiled, info: dict[str, Any],
+def _finish_ours(args: argparse.Namespace, name: str, one, compiled, info: dict[str, Any],
                  timing: dict[str, Any]) -> dict[str, Any]:
     """The prepared step's report: its timings with images/s and MFU, optional profile, final loss."""
     out = {**info, **timing, "images_per_s": info["images_per_step"] / timing["median_s"]}
     if "flops_per_step" in info:
         total = info["flops_per_step"]
         kind = jax.devices()[0].device_kind
-        peak = args.peak_flops or next((v for (name, dt), v in PEAK_FLOPS.items()
-                                         if name in kind and dt == args.dtype), None)
+        peak = args.peak_flops or next((v for (device, dt), v in PEAK_FLOPS.items()
+                                         if device in kind and dt == args.dtype), None)
         out["mfu"] = total / timing["median_s"] / (peak * jax.device_count()) if peak else None
         out["achieved_gflops_per_s"] = total / timing["median_s"] / 1e9
     if args.profile:
-        trace_dir = f"{args.profile.rstrip('/')}/{mode}"
+        trace_dir = f"{args.profile.rstrip('/')}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}"
         trace = trace_steps(one, trace_dir, steps=3)
         out["profile"] = {"trace_dir": trace_dir,
                           "by_module_ms_per_step": time_by_module(trace, compiled, steps=3),
@@ -262,9 +300,15 @@ def run(argv: list[str]) -> dict[str, Any]:
     for mode in modes:
         if mode not in MODES:
             raise ValueError(f"--modes: unknown mode {mode!r} ({', '.join(MODES)})")
-    prepared = {mode: prepare_ours(args, mode) for mode in modes}  # semi first: its compile sets the peak
+    variants = {mode: (mode, "") for mode in modes}  # name -> (mode, --compare overrides)
+    for overrides in args.compare:
+        variants.update({f"{mode}[{overrides}]": (mode, overrides) for mode in modes})
+    for mode, overrides in variants.values():
+        _config(args, mode, overrides)  # a bad --compare fails here, before anything compiles
+    # semi first: its compile sets the peak
+    prepared = {name: prepare_ours(args, mode, overrides) for name, (mode, overrides) in variants.items()}
     result["ours_peak"] = peak_memory_bytes()
-    calls = {mode: call for mode, (call, _, _) in prepared.items()}
+    calls = {name: call for name, (call, _, _) in prepared.items()}
     hf = None if args.no_reference else prepare_hf(args)
     if hf is not None:
         calls["hf_reference"] = hf[0]  # (call, info, device_peak)
@@ -275,8 +319,12 @@ def run(argv: list[str]) -> dict[str, Any]:
     rounds = max(min(args.rounds, args.iters), 1)
     timings = time_interleaved(calls, rounds=rounds, iters=-(-args.iters // rounds), untimed=1,
                                progress="step: timing " + ", ".join(calls))
-    for mode, (call, compiled, info) in prepared.items():
-        result[f"{mode}_step"] = _finish_ours(args, mode, call, compiled, info, timings[mode])
+    for name, (call, compiled, info) in prepared.items():
+        result[f"{name}_step"] = _finish_ours(args, name, call, compiled, info, timings[name])
+    for name, (mode, overrides) in variants.items():
+        if overrides:  # the A/B: paired by round with the plain mode, in the same process
+            result[f"{name}_vs_{mode}"] = paired_ratio(timings[name], timings[mode])
+            result[f"{name}_vs_{mode}_ci90"] = paired_ratio_interval(timings[name], timings[mode])
     result["peak_after"] = peak_memory_bytes()
     if args.no_reference:
         return result
@@ -287,9 +335,9 @@ def run(argv: list[str]) -> dict[str, Any]:
     hf_timing, hf_info = timings["hf_reference"], {**hf_info, **hf_device_peak()}
     result["hf_reference"] = {**hf_info, **hf_timing,
                               "images_per_s": hf_info["images_per_step"] / hf_timing["median_s"]}
-    for mode in modes:
+    for name in variants:
         # Paired per round (see `paired_ratio`); the CPU-time ratio is robust to other load too.
-        result[f"{mode}_vs_hf"] = paired_ratio(timings[mode], hf_timing)
-        result[f"{mode}_vs_hf_ci90"] = paired_ratio_interval(timings[mode], hf_timing)
-        result[f"{mode}_vs_hf_cpu"] = timings[mode]["cpu_median_s"] / hf_timing["cpu_median_s"]
+        result[f"{name}_vs_hf"] = paired_ratio(timings[name], hf_timing)
+        result[f"{name}_vs_hf_ci90"] = paired_ratio_interval(timings[name], hf_timing)
+        result[f"{name}_vs_hf_cpu"] = timings[name]["cpu_median_s"] / hf_timing["cpu_median_s"]
     return result
