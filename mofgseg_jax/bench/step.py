@@ -16,7 +16,7 @@ the median of the per-round ratios, so that a slow phase of a shared machine can
 `--compare KEY=VALUE[,KEY=VALUE]` (repeatable) also builds each mode with those config overrides
 in the same process and times it in the same rounds: `<mode>[<overrides>]_step` and its paired ratio
 to the plain mode, `<mode>[<overrides>]_vs_<mode>` (with `_ci90`). Separate processes of the same
-code differ by up to ~5% on a shared CPU, as a whole, so an A/B of an option belongs in one process:
+code differ by 5-10% as a whole on a shared 2-core CPU (`semi`), so an A/B of an option belongs in one:
 
     python launch/benchmark.py step --modes sup --compare model.conv3x3=xla --compare model.eam_mid_dim=64
 
