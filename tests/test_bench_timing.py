@@ -1,8 +1,7 @@
 """The interleaved timing behind the step benchmark's ratios: order of calls, counts, paired ratios."""
 
-import pytest
-
 import numpy as np
+import pytest
 
 from mofgseg_jax.bench.common import paired_ratio, paired_ratio_interval, time_interleaved
 

@@ -198,9 +198,10 @@ def paired_ratio_interval(numerator: dict[str, Any], denominator: dict[str, Any]
     `paired_ratio`, at `level`.
 
     Why: on a noisy 2-core host one step varies by 20-40% between rounds, so the median of 10
-    per-round ratios moves by ~0.2 between processes of the same code (semi 2.44-2.68x); the interval
-    says how far one run's ratio can be trusted before it is compared with a target or another run.
-    Deterministic (`seed`), so that a JSON can be recomputed from its round medians.
+    per-round ratios is itself uncertain; the interval says how far one run's ratio can be trusted
+    before it is compared with a target or another run. It covers the noise between rounds, not the
+    state of a whole process, which can move every step of it by 5-10% (so an A/B belongs in one
+    process: `step --compare`). Deterministic (`seed`): a JSON's interval follows from its rounds.
     """
     ratios = _round_ratios(numerator, denominator)
     picks = np.random.default_rng(seed).integers(0, len(ratios), size=(resamples, len(ratios)))
