@@ -286,6 +286,12 @@ def prepare_hf(args: argparse.Namespace):
     return step, info, device_peak
 
 
+def _ratio_report(key: str, numerator: dict[str, Any], denominator: dict[str, Any]) -> dict[str, Any]:
+    """`{key: paired ratio, key_ci90: its 90% interval}` of two `time_interleaved` results."""
+    return {key: paired_ratio(numerator, denominator),
+            f"{key}_ci90": paired_ratio_interval(numerator, denominator)}
+
+
 def run(argv: list[str]) -> dict[str, Any]:
     args = _parse(argv)
     effective = _config(args, "semi")
@@ -323,8 +329,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         result[f"{name}_step"] = _finish_ours(args, name, call, compiled, info, timings[name])
     for name, (mode, overrides) in variants.items():
         if overrides:  # the A/B: paired by round with the plain mode, in the same process
-            result[f"{name}_vs_{mode}"] = paired_ratio(timings[name], timings[mode])
-            result[f"{name}_vs_{mode}_ci90"] = paired_ratio_interval(timings[name], timings[mode])
+            result.update(_ratio_report(f"{name}_vs_{mode}", timings[name], timings[mode]))
     result["peak_after"] = peak_memory_bytes()
     if args.no_reference:
         return result
@@ -337,7 +342,6 @@ def run(argv: list[str]) -> dict[str, Any]:
                               "images_per_s": hf_info["images_per_step"] / hf_timing["median_s"]}
     for name in variants:
         # Paired per round (see `paired_ratio`); the CPU-time ratio is robust to other load too.
-        result[f"{name}_vs_hf"] = paired_ratio(timings[name], hf_timing)
-        result[f"{name}_vs_hf_ci90"] = paired_ratio_interval(timings[name], hf_timing)
+        result.update(_ratio_report(f"{name}_vs_hf", timings[name], hf_timing))
         result[f"{name}_vs_hf_cpu"] = timings[name]["cpu_median_s"] / hf_timing["cpu_median_s"]
     return result
