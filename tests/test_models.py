@@ -102,6 +102,41 @@ def test_edge_images_limits_the_boundary_module_to_the_leading_images():
                              variables["batch_stats"]["boundary"])
     assert all(jax.tree.leaves(unchanged))
 
+def test_groups_give_what_separate_calls_in_order_give():
+    """One call on (labelled, unlabelled) groups = two calls chained through batch_stats: each group
+    normalised by its own BatchNorm statistics, running statistics updated group after group, the
+    edge for the first group only. Checked in training with dropout and drop path off."""
+    model, variables, x = _tiny(drop_path_rate=0.0, dropout_rate=0.0)
+    y = jnp.flip(x, axis=2) * 0.5 + 0.3  # a second group with other statistics
+    kw = dict(train=True, mutable=["batch_stats"], rep_as_features=True)
+
+    @jax.jit
+    def separate(v, x, y):
+        out_x, stats = model.apply(v, x, edge_images=1, **kw)
+        out_y, stats = model.apply({"params": v["params"], **stats}, y, edge_images=0, **kw)
+        return (out_x, out_y), stats
+
+    grouped = jax.jit(lambda v, x, y: model.apply(v, (x, y), edge_images=1, **kw))
+    (want_x, want_y), want_stats = separate(variables, x, y)
+    (got_x, got_y), got_stats = grouped(variables, x, y)
+    assert set(got_x) == {"logits", "rep_features", "edge"} and set(got_y) == {"logits", "rep_features"}
+    for got, want in ((got_x, want_x), (got_y, want_y)):
+        for name in want:  # round-off only: the backbone's matmuls see 2x the rows
+            np.testing.assert_allclose(got[name], want[name], atol=2e-5, rtol=1e-5)
+    assert float(jnp.max(jnp.abs(got_x["logits"] - got_y["logits"]))) > 1e-2  # the groups differ
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), got_stats, want_stats)
+    # The chain matters: statistics after one group alone differ from after both.
+    _, first_only = model.apply(variables, x, edge_images=1, **kw)
+    diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), first_only["batch_stats"]["decode_head"],
+                        got_stats["batch_stats"]["decode_head"])
+    assert max(jax.tree.leaves(diff)) > 1e-3
+    # Evaluation (running statistics): each group's outputs are the single call's.
+    eval_groups = jax.jit(lambda v, x, y: model.apply(v, [x, y], train=False))(variables, x, y)
+    single = jax.jit(lambda v, y: model.apply(v, y, train=False))(variables, y)
+    np.testing.assert_allclose(eval_groups[1]["logits"], single["logits"], atol=2e-5, rtol=1e-5)
+    assert "edge" in eval_groups[0] and "edge" not in eval_groups[1]
+
+
 def test_bfloat16_compute_with_remat_keeps_float32_params_and_outputs():
     _, variables, x = _tiny()
     bf16 = build_model(dict(TINY, dtype="bfloat16", remat=True))

@@ -1,6 +1,6 @@
 """The whole MOFGSeg network: MiT encoder, SegFormer head (+ representation), boundary module."""
 
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -41,28 +41,54 @@ class MOFGSeg(BatchNormSettings):
     # from `BatchNormSettings`, handed down to the decoder and the boundary module.
 
     @nn.compact
-    def __call__(self, images: jnp.ndarray, train: bool = False, edge_images: int | None = None,
-                 rep_as_features: bool = False) -> dict[str, jnp.ndarray]:
-        h, w = images.shape[1:3]
-        c1, c2, c3, c4 = self.backbone(images, train)  # a Module field: its params live under 'backbone' 
+    def __call__(self, images: jnp.ndarray | Sequence[jnp.ndarray], train: bool = False,
+                 edge_images: int | None = None, rep_as_features: bool = False):
+        """`images` [B,H,W,3] -> the dict above; or a sequence of such groups (same H, W) -> a list
+        of dicts, one per group, as separate calls in that order would give (`edge_images` then
+        counts images of the first group; the others get no 'edge').
+
+        Why groups: the backbone (LayerNorm only, so each image is normalised on its own) runs once
+        on their concatenation, which is faster than once per group. On a 2-core CPU, MiT-B0 crop
+        256: the backbone's forward+backward on 4 images takes 0.95x the time of two calls on 2, and
+        the semi step, whose two student forwards are the groups, 0.97-0.98x. The decoder and the
+        boundary module run per group: their BatchNorm normalises each group with its own statistics
+        and updates the running ones group after group. (In training, the backbone's drop path then
+        draws the masks of all groups from one key.)
+        """
+        grouped = not hasattr(images, "shape")
+        groups = list(images) if grouped else [images]
+        sizes = [g.shape[0] for g in groups]
+        h, w = groups[0].shape[1:3]
+        batch = groups[0] if len(groups) == 1 else jnp.concatenate(groups, axis=0)
+        features = self.backbone(batch, train)  # a Module field: its params live under 'backbone'
         bn = self.bn_settings()
+        head = SegFormerHead(self.num_classes, self.embed_dim, self.rep_dim, self.dropout_rate,
+                             name="decode_head", **bn)
+        eam = EAM(self.eam_low_dim, self.eam_high_dim, self.eam_mid_dim, self.conv3x3, name="boundary", **bn)
+        outs, start = [], 0
+        for i, size in enumerate(sizes):
+            c1, c2, c3, c4 = (f if len(sizes) == 1 else f[start:start + size] for f in features)
+            start += size
+            n = (size if edge_images is None else int(edge_images)) if i == 0 else 0
+            outs.append(self._outputs(head, eam, (c1, c2, c3, c4), (h, w), train, n, rep_as_features))
+        return outs if grouped else outs[0]
+
+    def _outputs(self, head, eam, features, size, train, edge_images, rep_as_features):
+        """One group's outputs from its backbone features (see `__call__`)."""
+        c1, _, _, c4 = features
         # The representation, or with rep_as_features its head's input: resized alike.
-        logits, rep_or_features = SegFormerHead(
-            self.num_classes, self.embed_dim, self.rep_dim, self.dropout_rate, name="decode_head", **bn)(
-                (c1, c2, c3, c4), train, rep_as_features)
+        logits, rep_or_features = head(features, train, rep_as_features)
         f32 = jnp.float32
-        logits = resize_bilinear(logits.astype(f32), (h, w), align_corners=True)
+        logits = resize_bilinear(logits.astype(f32), size, align_corners=True)
         if not self.rep_at_stride4:
-            rep_or_features = resize_bilinear(rep_or_features.astype(f32), (h, w), align_corners=True)
+            rep_or_features = resize_bilinear(rep_or_features.astype(f32), size, align_corners=True)
         out = {"logits": logits, "rep_features" if rep_as_features else "rep": rep_or_features.astype(f32)}
-        n = images.shape[0] if edge_images is None else int(edge_images)
-        if n:
+        if edge_images:
             # The edge is only supervised on labelled images (DESIGN.md §3 step 5): running the EAM on
             # those alone halves its cost in the semi step, where its two 3x3 256-channel convs at
             # stride 4 are the largest layers of a B0 network. Its BatchNorm then sees those images.
-            edge = EAM(self.eam_low_dim, self.eam_high_dim, self.eam_mid_dim, self.conv3x3, name="boundary",
-                       **bn)(c1[:n], c4[:n], train)
-            out["edge"] = resize_bilinear(jax.nn.sigmoid(edge.astype(f32)), (h, w), align_corners=False)
+            edge = eam(c1[:edge_images], c4[:edge_images], train)
+            out["edge"] = resize_bilinear(jax.nn.sigmoid(edge.astype(f32)), size, align_corners=False)
         return out
 
 

@@ -174,12 +174,11 @@ def make_train_step(config: Any, model: Any) -> StepFn:
             # published ReCo loop), not one on their concatenation: BatchNorm normalises each batch
             # with its own statistics, so the strongly perturbed mixed images never shift the
             # labelled batch's normalisation; running statistics are updated by both, in that order.
-            # (The labelled forward keeps `dropout_key`, so a sup step is what it was before.)
-            out, new_stats = student(params, state.batch_stats, normalize(x_l), dropout_key,
-                                     bl if w_bnd else 0)
-            if semi:
-                out_u, new_stats = student(params, new_stats, normalize(x_s),
-                                           jax.random.fold_in(dropout_key, 1), 0)
+            # One model call with the two as groups does exactly that, with the backbone (no
+            # BatchNorm) run once on all the images, which is faster.
+            images = (normalize(x_l), normalize(x_s)) if semi else normalize(x_l)
+            outs, new_stats = student(params, state.batch_stats, images, dropout_key, bl if w_bnd else 0)
+            out, out_u = outs if semi else (outs, None)
             # The two forwards' outputs are kept apart (edge: labelled images only): the losses
             # take them separately, so no backward has to split a concatenated gradient.
             zero = jnp.zeros((), jnp.float32)
