@@ -102,6 +102,7 @@ def test_edge_images_limits_the_boundary_module_to_the_leading_images():
                              variables["batch_stats"]["boundary"])
     assert all(jax.tree.leaves(unchanged))
 
+
 def test_groups_give_what_separate_calls_in_order_give():
     """One call on (labelled, unlabelled) groups = two calls chained through batch_stats: each group
     normalised by its own BatchNorm statistics, running statistics updated group after group, the

@@ -42,7 +42,8 @@ class MOFGSeg(BatchNormSettings):
 
     @nn.compact
     def __call__(self, images: jnp.ndarray | Sequence[jnp.ndarray], train: bool = False,
-                 edge_images: int | None = None, rep_as_features: bool = False):
+                 edge_images: int | None = None, rep_as_features: bool = False
+                 ) -> dict[str, jnp.ndarray] | list[dict[str, jnp.ndarray]]:
         """`images` [B,H,W,3] -> the dict above; or a sequence of such groups (same H, W) -> a list
         of dicts, one per group, as separate calls in that order would give (`edge_images` then
         counts images of the first group; the others get no 'edge').
@@ -55,22 +56,21 @@ class MOFGSeg(BatchNormSettings):
         and updates the running ones group after group. (In training, the backbone's drop path then
         draws the masks of all groups from one key.)
         """
-        grouped = not hasattr(images, "shape")
+        grouped = isinstance(images, (list, tuple))
         groups = list(images) if grouped else [images]
-        sizes = [g.shape[0] for g in groups]
         h, w = groups[0].shape[1:3]
-        batch = groups[0] if len(groups) == 1 else jnp.concatenate(groups, axis=0)
-        features = self.backbone(batch, train)  # a Module field: its params live under 'backbone'
+        features = self.backbone(jnp.concatenate(groups, axis=0) if grouped else images, train)
         bn = self.bn_settings()
         head = SegFormerHead(self.num_classes, self.embed_dim, self.rep_dim, self.dropout_rate,
                              name="decode_head", **bn)
         eam = EAM(self.eam_low_dim, self.eam_high_dim, self.eam_mid_dim, self.conv3x3, name="boundary", **bn)
         outs, start = [], 0
-        for i, size in enumerate(sizes):
-            c1, c2, c3, c4 = (f if len(sizes) == 1 else f[start:start + size] for f in features)
+        for i, group in enumerate(groups):
+            size = group.shape[0]
+            own = tuple(f[start:start + size] for f in features) if grouped else tuple(features)
             start += size
             n = (size if edge_images is None else int(edge_images)) if i == 0 else 0
-            outs.append(self._outputs(head, eam, (c1, c2, c3, c4), (h, w), train, n, rep_as_features))
+            outs.append(self._outputs(head, eam, own, (h, w), train, n, rep_as_features))
         return outs if grouped else outs[0]
 
     def _outputs(self, head, eam, features, size, train, edge_images, rep_as_features):
