@@ -45,11 +45,21 @@ def test_step_benchmark_reports_timings_flops_and_memory(step_report):
     assert r["peak_after"]["peak_host_rss_mb"] >= r["ours_peak"]["peak_host_rss_mb"] > 0
 
 
-def test_eval_benchmark_reports_throughput():
-    r = eval_bench.run(["--smoke", "--crop", "32", "--pad", "48", "--height", "40", "--classes", "3",
-                        "--iters", "2", "--warmup", "1"])
+def test_eval_benchmark_reports_throughput_and_counts_every_window():
+    def run(height):
+        return eval_bench.run(["--smoke", "--crop", "32", "--pad", "48", "--height", str(height), "--classes", "3",
+                               "--iters", "2", "--warmup", "1"])
+
+    r = run(40)
     assert r["config"]["mode"] == "sliding_window" and r["config"]["models"] == 2
     assert 0 < r["median_s"] <= r["p90_s"] and r["images_per_s"] > 0 and r["compile_s"] > 0
+    # Stride int(32 * 2/3) = 21: windows start at rows 0, 21 (< 40) and columns 0, 21, 42 (< 48): 6.
+    # At height 16 only row 0 runs: 3. XLA's own count would be the same for both (the loop's body
+    # counts once), so the FLOPs must follow the windows.
+    low = run(16)
+    assert (r["windows_per_image"], low["windows_per_image"]) == (6, 3)
+    assert r["flops_per_call"] == pytest.approx(2 * low["flops_per_call"])
+    assert r["flops_per_image_per_model"] == pytest.approx(r["flops_per_call"] / (2 * r["config"]["batch"]))
 
 
 def test_peak_benchmark_reports_rates_that_match_the_flop_counts():

@@ -210,6 +210,18 @@ def paired_ratio_interval(numerator: dict[str, Any], denominator: dict[str, Any]
     return [float(v) for v in np.percentile(medians, [tail, 100 - tail])]
 
 
+def xla_flops(compiled: Any) -> float | None:
+    """FLOPs of one call of a compiled (per-device) program by XLA's cost analysis, or None where the
+    backend has none. XLA counts a loop's body once, whatever its trip count: callers whose program
+    loops over its main work (the sliding-window evaluation) count that work themselves."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 (cost analysis is optional per backend)
+        return None
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float((cost or {}).get("flops", 0.0)) or None
+
+
 def model_config(args: Any):
     """The base config with the benchmark's common flags applied (--smoke, --dtype, --backbone,
     --classes); callers add what is particular to their part."""

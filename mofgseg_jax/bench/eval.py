@@ -5,8 +5,9 @@
 
 Times `make_eval_step` (shard_map under jit over every device) on a synthetic padded validation batch
 (random images of `--height` x `--width` inside a `--pad` square canvas, 14 classes): compile time,
-median/p90 over `--iters` calls after warm-up, images/s, XLA FLOPs per image. `--models 2` scores the
-student and the teacher in one call, as training's validation does.
+median/p90 over `--iters` calls after warm-up, images/s, XLA FLOPs per image (for the sliding window:
+XLA's count of one window's forward times the windows run, as XLA counts a loop's body once).
+`--models 2` scores the student and the teacher in one call, as training's validation does.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from mofgseg_jax.bench.common import model_config, time_calls
+from mofgseg_jax.bench.common import model_config, time_calls, xla_flops
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -68,13 +70,17 @@ def run(argv: list[str]) -> dict[str, Any]:
     start = time.perf_counter()
     compiled = step.lower(variables_list, batch).compile()
     compile_s = time.perf_counter() - start
-    flops = None
-    try:
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        flops = float(cost.get("flops", 0.0)) * jax.device_count() or None
-    except Exception:  # noqa: BLE001 (cost analysis is optional per backend)
-        pass
+    flops, windows = xla_flops(compiled), None
+    if flops and args.mode == "sliding_window":
+        # XLA counts the window loop's body once, so count the forwards: one per window that starts
+        # inside the images (the others are skipped) and model, each on this device's share.
+        origins = ev.window_origins(args.pad, args.pad, args.crop, float(c.eval.window_stride_ratio))
+        windows = sum(1 for r, col in origins if r < h and col < w)
+        window = jax.ShapeDtypeStruct((batch_size // len(mesh.local_devices), args.crop, args.crop, 3), jnp.float32)
+        forward = xla_flops(jax.jit(ev.logits_fn_for(model, variables)).lower(window).compile())
+        flops = forward and forward * windows * args.models
+    if flops:
+        flops *= jax.device_count()  # the per-device program runs on every device
     timing = time_calls(lambda: step(variables_list, batch), warmup=args.warmup, iters=args.iters)
     timing["first_call_s"] = timing.pop("compile_s")
     out: dict[str, Any] = {
@@ -84,6 +90,8 @@ def run(argv: list[str]) -> dict[str, Any]:
         "init_s": init_s, "compile_s": compile_s, **timing,
         "images_per_s": batch_size / timing["median_s"],
         "model_images_per_s": batch_size * args.models / timing["median_s"]}
+    if windows is not None:
+        out["windows_per_image"] = windows
     if flops:
         out["flops_per_call"] = flops
         out["flops_per_image_per_model"] = flops / (batch_size * args.models)

@@ -55,6 +55,13 @@ def window_starts(size: int, crop: int, stride: int) -> list[int]:
     return list(range(0, max(size, 1), stride))
 
 
+def window_origins(hp: int, wp: int, crop_size: int, stride_ratio: float) -> list[tuple[int, int]]:
+    """(row, col) origins of the sliding windows over an `hp` x `wp` canvas, row by row."""
+    stride = max(int(crop_size * stride_ratio), 1)
+    cols = window_starts(wp, crop_size, stride)
+    return [(r, c) for r in window_starts(hp, crop_size, stride) for c in cols]
+
+
 def predict_original(logits_fn: LogitsFn, images: jax.Array, height: jax.Array, width: jax.Array) -> jax.Array:
     """Whole-canvas prediction. images: normalised `[B, Hp, Wp, 3]` -> int32 `[B, Hp, Wp]`."""
     pred = jnp.argmax(logits_fn(images), axis=-1).astype(jnp.int32)
@@ -101,12 +108,11 @@ def predict_sliding_window(logits_fn: LogitsFn, images: jax.Array, height: jax.A
     zero padding instead of a smaller input.
     """
     b, hp, wp, _ = images.shape
-    stride = max(int(crop_size * stride_ratio), 1)
-    rows, cols = window_starts(hp, crop_size, stride), window_starts(wp, crop_size, stride)
-    hc, wc = rows[-1] + crop_size, cols[-1] + crop_size
+    origins = window_origins(hp, wp, crop_size, stride_ratio)
+    hc, wc = origins[-1][0] + crop_size, origins[-1][1] + crop_size
     canvas = _pad_canvas(images, hc, wc)
     inside = inside_mask(hc, wc, height, width)
-    origins = jnp.asarray([(r, c) for r in rows for c in cols], jnp.int32)
+    origins = jnp.asarray(origins, jnp.int32)
 
     def add_window(acc, origin):
         r, c = origin[0], origin[1]
