@@ -20,6 +20,8 @@ import importlib  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
+from mofgseg_jax.errors import one_line_errors  # noqa: E402
+
 PARTS = ("losses", "augment", "data", "step", "eval", "peak")
 
 
@@ -50,4 +52,5 @@ if __name__ == "__main__":
     from mofgseg_jax.train.host_memory import reexec_with_huge_page_malloc
 
     reexec_with_huge_page_malloc()  # before any work: glibc reads its tunables at start only
-    main()
+    with one_line_errors():
+        main()

@@ -28,6 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mofgseg_jax.errors import one_line_errors  # noqa: E402
 from mofgseg_jax.experiments import compare  # noqa: E402
 
 
@@ -156,4 +157,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

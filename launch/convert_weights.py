@@ -17,6 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mofgseg_jax.errors import one_line_errors  # noqa: E402
 from mofgseg_jax.weights import CheckpointError, convert_file, save_converted  # noqa: E402
 
 
@@ -63,4 +64,5 @@ def _leaves(tree):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with one_line_errors():
+        sys.exit(main())

@@ -18,6 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from mofgseg_jax.errors import one_line_errors  # noqa: E402
+
 config_flags.DEFINE_config_file("config", None, "config file (default: the run's stored config)", lock_config=True)
 flags.DEFINE_string("workdir", "", "training run directory")
 flags.DEFINE_string("checkpoint", "", "a checkpoint step directory (instead of --workdir)")
@@ -84,4 +86,5 @@ if __name__ == "__main__":
     from mofgseg_jax.train.host_memory import reexec_with_huge_page_malloc
 
     reexec_with_huge_page_malloc()  # before any work: glibc reads its tunables at start only
-    app.run(main)
+    with one_line_errors():
+        app.run(main)

@@ -16,6 +16,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 
 from mofgseg_jax.data import demo  # noqa: E402
+from mofgseg_jax.errors import one_line_errors  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -44,4 +45,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

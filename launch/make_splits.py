@@ -16,6 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse  # noqa: E402
 
+from mofgseg_jax.errors import one_line_errors  # noqa: E402
+
 
 def main(argv=None) -> None:
     from mofgseg_jax.data.specs import available_specs, load_spec
@@ -52,4 +54,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

@@ -18,6 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from mofgseg_jax.errors import InputError, InputNotFoundError, one_line_errors  # noqa: E402
+
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 config_flags.DEFINE_config_file("config", None, "config file (default: the run's stored config)", lock_config=True)
@@ -39,12 +41,12 @@ def list_images(spec: str) -> list[str]:
         if os.path.isdir(item):
             found = sorted(os.path.join(item, n) for n in os.listdir(item) if n.lower().endswith(IMAGE_EXTS))
             if not found:
-                raise FileNotFoundError(f"--input {item}: no images ({', '.join(IMAGE_EXTS)}) in this folder")
+                raise InputNotFoundError(f"--input {item}: no images ({', '.join(IMAGE_EXTS)}) in this folder")
             paths += found
         elif os.path.isfile(item):
             paths.append(item)
         else:
-            raise FileNotFoundError(f"--input {item}: no such file or folder")
+            raise InputNotFoundError(f"--input {item}: no such file or folder")
     return paths
 
 
@@ -87,7 +89,7 @@ def main(argv):
         try:
             image = np.asarray(Image.open(path).convert("RGB"))
         except OSError as e:
-            raise OSError(f"--input {path}: not a readable image ({e})") from e
+            raise InputError(f"--input {path}: not a readable image ({e})") from e
         h, w = image.shape[:2]
         m = max(1, int(f.pad_multiple))
         hp, wp = -(-h // m) * m, -(-w // m) * m
@@ -106,4 +108,5 @@ if __name__ == "__main__":
     from mofgseg_jax.train.host_memory import reexec_with_huge_page_malloc
 
     reexec_with_huge_page_malloc()  # before any work: glibc reads its tunables at start only
-    app.run(main)
+    with one_line_errors():
+        app.run(main)

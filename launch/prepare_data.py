@@ -19,6 +19,8 @@ import argparse  # noqa: E402
 import glob  # noqa: E402
 import json  # noqa: E402
 
+from mofgseg_jax.errors import one_line_errors  # noqa: E402
+
 
 def format_summary(summary: dict) -> str:
     """Human-readable table of a build summary (counts, lists, class pixel histogram)."""
@@ -69,4 +71,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

@@ -17,6 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from mofgseg_jax.errors import one_line_errors  # noqa: E402
+
 config_flags.DEFINE_config_file("config", None, "config file (configs/<name>.py[:variant])", lock_config=True)
 flags.DEFINE_string("workdir", None, "run directory (created; resumed when it holds checkpoints)")
 flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (multi-process runs)")
@@ -61,4 +63,5 @@ if __name__ == "__main__":
     from mofgseg_jax.train.host_memory import reexec_with_huge_page_malloc
 
     reexec_with_huge_page_malloc()  # before any work: glibc reads its tunables at start only
-    app.run(main, flags_parser=parse_flags)
+    with one_line_errors():
+        app.run(main, flags_parser=parse_flags)

@@ -114,10 +114,23 @@ def test_unknown_variant_is_a_clear_error(env, tmp_path):
     assert proc.returncode != 0 and "unknown config variant 'smokey'" in proc.stderr
 
 
+def test_a_dataset_config_without_its_data_root_is_a_one_line_error(env, tmp_path):
+    proc = run(["launch/train.py", "--config", "configs/uavseg.py:smoke", "--workdir", str(tmp_path / "run")],
+               env, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: data.root is empty: pass --config.data.root")
+
+
+def test_evaluating_a_folder_that_is_no_run_is_a_one_line_error(env, tmp_path):
+    proc = run(["launch/evaluate.py", "--workdir", str(tmp_path)], env, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"error: --workdir {tmp_path}: no checkpoints/ folder (not a training run?)"
+
+
 def test_unwritable_workdir_is_a_clear_error(env, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
     proc = run(["launch/train.py", "--config", "configs/demo.py:smoke", "--workdir", str(blocker / "run")],
                env, timeout=300)
     assert proc.returncode != 0
-    assert "cannot create or write there" in proc.stderr.strip().splitlines()[-1]
+    assert "cannot create or write there" in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr

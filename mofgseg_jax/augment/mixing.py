@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from mofgseg_jax.augment.sampling import uniform_int
+from mofgseg_jax.errors import InputError
 
 MIX_MODES = ("cutout", "cutmix", "classmix", "none")
 
@@ -70,7 +71,7 @@ def mix_sample(key: jax.Array, image: jax.Array, label: jax.Array, confidence: j
     elif mode == "classmix":
         take_next = class_mask(key, next_label, num_classes=num_classes)
     else:
-        raise ValueError(f"mixing: mix_mode must be one of {MIX_MODES}, got {mode!r}")
+        raise InputError(f"mixing: mix_mode must be one of {MIX_MODES}, got {mode!r}")
     return (jnp.where(take_next[..., None], next_image, image), jnp.where(take_next, next_label, label),
             jnp.where(take_next, next_confidence, confidence))
 
@@ -80,7 +81,7 @@ def mix_batch(keys: jax.Array, images: jax.Array, labels: jax.Array, confidence:
               ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """`mix_sample` over a batch: keys `[B]`, images `[B, H, W, C]`, labels/confidence `[B, H, W]`."""
     if mode not in MIX_MODES:
-        raise ValueError(f"mixing: mix_mode must be one of {MIX_MODES}, got {mode!r}")
+        raise InputError(f"mixing: mix_mode must be one of {MIX_MODES}, got {mode!r}")
     nxt = [jnp.roll(x, -1, axis=0) for x in (images, labels, confidence)]  # sample i gets i + 1
 
     def one(k, im, lb, cf, nim, nlb, ncf):

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import jax
 
 from mofgseg_jax.augment import geometric, mixing, photometric
+from mofgseg_jax.errors import InputError
 
 
 def perturb_unlabeled(key: jax.Array, images01: jax.Array, labels: jax.Array, confidence: jax.Array, *,
@@ -44,7 +45,7 @@ def perturb_unlabeled(key: jax.Array, images01: jax.Array, labels: jax.Array, co
       Shapes and dtypes as given.
     """
     if mix_mode not in mixing.MIX_MODES:
-        raise ValueError(f"perturb_unlabeled: mix_mode must be one of {mixing.MIX_MODES}, got {mix_mode!r}")
+        raise InputError(f"perturb_unlabeled: mix_mode must be one of {mixing.MIX_MODES}, got {mix_mode!r}")
     batch = images01.shape[0]
     keys = jax.random.split(key, batch)
     sample_keys = jax.vmap(lambda k: jax.random.split(k, 5))(keys)  # [B, 5]

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from mofgseg_jax.errors import InputError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # ITU-R 601-2 luma, as PIL's convert('L') (torchvision's tensor path uses 0.2989 for red).
@@ -162,7 +164,7 @@ def gaussian_blur(image: jax.Array, sigma: jax.Array, kernel_size: int) -> jax.A
     a traced per-image kernel this is cheaper than a batched grouped convolution on CPU and exact.
     """
     if kernel_size % 2 != 1:
-        raise ValueError(f"gaussian_blur: kernel_size must be odd, got {kernel_size}")
+        raise InputError(f"gaussian_blur: kernel_size must be odd, got {kernel_size}")
     weights = gaussian_kernel1d(sigma, kernel_size).astype(image.dtype)
     half = kernel_size // 2
     height, width = image.shape[0], image.shape[1]

@@ -25,6 +25,7 @@ from mofgseg_jax.data.decode import decode_record
 from mofgseg_jax.data.errors import DataError
 from mofgseg_jax.data.specs import DatasetSpec, cfg_get, spec_from_config
 from mofgseg_jax.data.splits import read_list, split_files
+from mofgseg_jax.errors import InputError
 
 _REPORTED: set[str] = set()  # files already reported as skipped (warn once, not every epoch)
 
@@ -43,7 +44,7 @@ def open_sources(data_cfg: Any, parts: Sequence[str] = ("labeled", "unlabeled", 
     skip = bool(cfg_get(data_cfg, "skip_invalid", False))
     edge_dir = data_cfg.edge_dir if cfg_get(data_cfg, "use_edge_maps", False) else ""
     if cfg_get(data_cfg, "use_edge_maps", False) and not edge_dir:
-        raise ValueError("data.use_edge_maps=True needs data.edge_dir (folder of <image stem>.png edge maps)")
+        raise InputError("data.use_edge_maps=True needs data.edge_dir (folder of <image stem>.png edge maps)")
     source_kind = cfg_get(data_cfg, "source", "folder")
     out = {}
     for part in parts:
@@ -56,11 +57,11 @@ def open_sources(data_cfg: Any, parts: Sequence[str] = ("labeled", "unlabeled", 
         elif source_kind == "tfds":
             from mofgseg_jax.data.tfds_builder import TfdsSource
             if not data_cfg.tfds_dir:
-                raise ValueError("data.source='tfds' needs data.tfds_dir (the --out of launch/prepare_data.py)")
+                raise InputError("data.source='tfds' needs data.tfds_dir (the --out of launch/prepare_data.py)")
             src = TfdsSource(data_cfg.tfds_dir, data_cfg.name, entries,
                              subset="val" if part == "val" else "train", **kwargs)
         else:
-            raise ValueError(f"data.source={source_kind!r}: expected 'folder' or 'tfds'")
+            raise InputError(f"data.source={source_kind!r}: expected 'folder' or 'tfds'")
         if len(src) == 0:
             raise DataError(f"{files[part]}: no usable entries left (all skipped)")
         out[part] = src
@@ -130,7 +131,7 @@ def _stream(load: Callable, augment: Callable, num_records: int, *, shuffle_seed
 
 def _per_process(global_batch: int, process_count: int, key: str) -> int:
     if global_batch % process_count:
-        raise ValueError(f"data.{key}={global_batch} (global) is not divisible by process_count={process_count}")
+        raise InputError(f"data.{key}={global_batch} (global) is not divisible by process_count={process_count}")
     return global_batch // process_count
 
 

@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any, Sequence
 
+from mofgseg_jax.errors import InputError
+
 SPEC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                         "data_specs")
 
@@ -72,27 +74,27 @@ def load_spec(name: str, *, num_classes: int = 0, class_names: Sequence[str] = (
     """
     path = os.path.join(SPEC_DIR, f"{name}.json")
     if not os.path.exists(path):
-        raise ValueError(f"data.name={name!r}: no {path}; choose one of {', '.join(available_specs())}")
+        raise InputError(f"data.name={name!r}: no {path}; choose one of {', '.join(available_specs())}")
     with open(path) as f:
         raw = json.load(f)
     class_names = tuple(class_names)
     if name == "custom":
         k = int(num_classes) or len(class_names)
         if k <= 0:
-            raise ValueError("data.name='custom' needs model.num_classes (or data.class_names) to be set")
+            raise InputError("data.name='custom' needs model.num_classes (or data.class_names) to be set")
         if class_names and len(class_names) != k:
-            raise ValueError(f"data.class_names has {len(class_names)} names but num_classes is {k}")
+            raise InputError(f"data.class_names has {len(class_names)} names but num_classes is {k}")
         raw["num_classes"] = k
         raw["class_names"] = list(class_names or (f"class_{i}" for i in range(k)))
         raw["palette"] = [list(c) for c in default_palette(k)]
     else:
         if num_classes and int(num_classes) != raw["num_classes"]:
-            raise ValueError(f"{path}: dataset has {raw['num_classes']} classes but the config says "
+            raise InputError(f"{path}: dataset has {raw['num_classes']} classes but the config says "
                              f"num_classes={num_classes}")
         if class_names and tuple(class_names) != tuple(raw["class_names"]):
-            raise ValueError(f"{path}: data.class_names differs from the spec's class names")
+            raise InputError(f"{path}: data.class_names differs from the spec's class names")
     if len(raw["class_names"]) != raw["num_classes"] or len(raw["palette"]) != raw["num_classes"]:
-        raise ValueError(f"{path}: class_names/palette length differs from num_classes={raw['num_classes']}")
+        raise InputError(f"{path}: class_names/palette length differs from num_classes={raw['num_classes']}")
     return DatasetSpec(
         name=raw["name"], num_classes=int(raw["num_classes"]), class_names=tuple(raw["class_names"]),
         palette=tuple(tuple(int(v) for v in c) for c in raw["palette"]),

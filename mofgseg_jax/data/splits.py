@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from mofgseg_jax.data.errors import DataError
+from mofgseg_jax.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +77,10 @@ def write_list(path: str, pairs: Iterable[Entry | tuple[str, str]]) -> None:
 
 def split_files(root: str, split: str, split_dir: str = "") -> dict[str, str]:
     """Paths of labeled.txt / unlabeled.txt / val.txt for a config (`split_dir` overrides root)."""
+    if not (root or split_dir):
+        # The dataset configs leave the root empty: without this, lists are looked up in ./splits.
+        raise InputError("data.root is empty: pass --config.data.root=<the dataset folder> "
+                         "(or data.split_dir, a folder of split lists)")
     split_dir = split_dir or os.path.join(root, "splits", split)
     return {"labeled": os.path.join(split_dir, "labeled.txt"),
             "unlabeled": os.path.join(split_dir, "unlabeled.txt"),
@@ -91,15 +96,15 @@ def labeled_count(num_items: int, ratio: str) -> int:
         try:
             fraction = int(num) / int(den)
         except ValueError:
-            raise ValueError(f"split name {ratio!r}: expected 'A_B' (fraction A/B), a count, or 'all'") from None
+            raise InputError(f"split name {ratio!r}: expected 'A_B' (fraction A/B), a count, or 'all'") from None
         count = int(math.floor(num_items * fraction + 0.5))
     else:
         try:
             count = int(ratio)
         except ValueError:
-            raise ValueError(f"split name {ratio!r}: expected 'A_B' (fraction A/B), a count, or 'all'") from None
+            raise InputError(f"split name {ratio!r}: expected 'A_B' (fraction A/B), a count, or 'all'") from None
     if not 0 < count <= num_items:
-        raise ValueError(f"split {ratio!r} labels {count} of {num_items} images; needs 1..{num_items}")
+        raise InputError(f"split {ratio!r} labels {count} of {num_items} images; needs 1..{num_items}")
     return count
 
 

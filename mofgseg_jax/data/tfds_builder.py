@@ -29,6 +29,7 @@ from mofgseg_jax.data.errors import DataError
 from mofgseg_jax.data.folder_source import edge_path
 from mofgseg_jax.data.specs import DatasetSpec, load_spec
 from mofgseg_jax.data.splits import Entry, read_list
+from mofgseg_jax.errors import InputError
 
 def builder_name(dataset: str) -> str:
     """TFDS name of a dataset's build, e.g. 'mofgseg_uavseg' (prefixed: no clash with TFDS's own)."""
@@ -100,7 +101,7 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     def _split_generators(self, dl_manager):
         if not (self.raw_dir and self.splits_dir and self.spec):
-            raise ValueError("building needs raw_dir, splits_dir and spec (see launch/prepare_data.py)")
+            raise InputError("building needs raw_dir, splits_dir and spec (see launch/prepare_data.py)")
         entries = collect_entries(self.splits_dir)
         labeled = labeled_images(self.splits_dir)
         k = self.spec.num_classes
@@ -202,7 +203,7 @@ class TfdsSource(Sequence[dict[str, Any]]):
                  with_mask: bool = True, edge_dir: str = "", skip_invalid: bool = False):
         name = builder_name(dataset)
         if dataset not in BUILDERS:
-            raise ValueError(f"data.name={dataset!r}: no TFDS builder; choose one of {', '.join(BUILDERS)}")
+            raise InputError(f"data.name={dataset!r}: no TFDS builder; choose one of {', '.join(BUILDERS)}")
         try:
             builder = tfds.builder(name, data_dir=tfds_dir)
             self.records = tfds.data_source(name, data_dir=tfds_dir, split=subset, download=False)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mofgseg_jax.errors import InputError
+
 
 def _offsets(connectivity: int) -> tuple[tuple[int, int], ...]:
     if connectivity == 4:
         return ((-1, 0), (1, 0), (0, -1), (0, 1))
     if connectivity == 8:
         return tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
-    raise ValueError(f"edge connectivity must be 4 or 8, got {connectivity}")
+    raise InputError(f"edge connectivity must be 4 or 8, got {connectivity}")
 
 
 def _shift(x: jax.Array, dy: int, dx: int, fill) -> jax.Array:
@@ -43,7 +45,7 @@ def edge_targets(labels: jax.Array, *, ignore_index: int = 255, connectivity: in
       float32 `[B, H, W]` in {0, 1}.
     """
     if width < 1:
-        raise ValueError(f"edge width must be >= 1, got {width}")
+        raise InputError(f"edge width must be >= 1, got {width}")
     offsets = _offsets(connectivity)
     labels = labels.astype(jnp.int32)
     valid = labels != ignore_index

@@ -5,6 +5,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mofgseg_jax.errors import InputError
 from mofgseg_jax.models.conv import CONV3X3_ALGORITHMS
 from mofgseg_jax.models.mit import DECODER_DIMS, PRESETS, MiT
 from mofgseg_jax.models.mofgseg import MOFGSeg
@@ -33,25 +34,25 @@ def build_model(model_cfg: Any, *, bn_axis_name: str | None = None) -> nn.Module
     """
     name = str(_get(model_cfg, "backbone")).lower()
     if name not in PRESETS:
-        raise ValueError(f"model.backbone={name!r}: unknown MiT preset; choose from {', '.join(PRESETS)}")
+        raise InputError(f"model.backbone={name!r}: unknown MiT preset; choose from {', '.join(PRESETS)}")
     num_classes = int(_get(model_cfg, "num_classes"))
     if num_classes <= 0:
-        raise ValueError(f"model.num_classes={num_classes}: must be a positive class count")
+        raise InputError(f"model.num_classes={num_classes}: must be a positive class count")
     dtype_name = str(_get(model_cfg, "dtype"))
     if dtype_name not in _DTYPES:
-        raise ValueError(f"model.dtype={dtype_name!r}: choose from {', '.join(_DTYPES)}")
+        raise InputError(f"model.dtype={dtype_name!r}: choose from {', '.join(_DTYPES)}")
     dtype = _DTYPES[dtype_name]
     dims = tuple(int(d) for d in _get(model_cfg, "dims")) or PRESETS[name]["dims"]
     depths = tuple(int(d) for d in _get(model_cfg, "depths")) or PRESETS[name]["depths"]
     if len(dims) != 4 or len(depths) != 4:
-        raise ValueError(f"model.dims={dims} / model.depths={depths}: need 4 stages each")
+        raise InputError(f"model.dims={dims} / model.depths={depths}: need 4 stages each")
     embed_dim = int(_get(model_cfg, "embed_dim")) or DECODER_DIMS[name]
     eam_mid_dim = int(_get(model_cfg, "eam_mid_dim"))
     if eam_mid_dim <= 0:
-        raise ValueError(f"model.eam_mid_dim={eam_mid_dim}: must be a positive channel count (256 = published)")
+        raise InputError(f"model.eam_mid_dim={eam_mid_dim}: must be a positive channel count (256 = published)")
     conv3x3 = str(_get(model_cfg, "conv3x3"))
     if conv3x3 not in CONV3X3_ALGORITHMS:
-        raise ValueError(f"model.conv3x3={conv3x3!r}: choose from {', '.join(CONV3X3_ALGORITHMS)}")
+        raise InputError(f"model.conv3x3={conv3x3!r}: choose from {', '.join(CONV3X3_ALGORITHMS)}")
     backbone = MiT(dims=dims, depths=depths, drop_path_rate=float(_get(model_cfg, "drop_path_rate")),
                    block_ln_eps=float(_get(model_cfg, "block_ln_eps")),
                    embed_ln_eps=float(_get(model_cfg, "embed_ln_eps")), dtype=dtype,

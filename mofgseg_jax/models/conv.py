@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from mofgseg_jax.errors import InputError
 from mofgseg_jax.models.winograd import winograd_conv3x3
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
@@ -33,7 +34,7 @@ def conv3x3_same(x, kernel, precision=None, algorithm: str = "auto"):
     on CPU (this process's default backend), XLA's convolution otherwise.
     """
     if algorithm not in CONV3X3_ALGORITHMS:
-        raise ValueError(f"conv3x3 algorithm {algorithm!r}: choose from {', '.join(CONV3X3_ALGORITHMS)}")
+        raise InputError(f"conv3x3 algorithm {algorithm!r}: choose from {', '.join(CONV3X3_ALGORITHMS)}")
     if algorithm == "auto":
         cpu_f32 = jax.default_backend() == "cpu" and x.dtype == kernel.dtype == jnp.float32
         algorithm = "winograd" if cpu_f32 else "xla"

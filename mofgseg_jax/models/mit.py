@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mofgseg_jax.errors import InputError
 from mofgseg_jax.models.conv import Conv
 
 Dtype = Any
@@ -231,7 +232,7 @@ class MiT(nn.Module):
         block_cls = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
         for dim, heads in zip(self.dims, self.num_heads):
             if dim % heads:
-                raise ValueError(f"MiT dims={tuple(self.dims)}: {dim} is not divisible by {heads} heads")
+                raise InputError(f"MiT dims={tuple(self.dims)}: {dim} is not divisible by {heads} heads")
         x = x.astype(self.dtype)
         features = []
         k = 0

@@ -34,6 +34,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from mofgseg_jax.errors import InputError, InputNotFoundError, InputNotWritableError, UnreadableInputError
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
@@ -50,7 +52,7 @@ class ProcessJsonHandler(ocp.CheckpointHandler):
     def restore(self, directory: epath.Path, args: "ProcessJsonRestore | None" = None) -> Any:
         path = epath.Path(directory) / _process_file()
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no input-pipeline state for this process "
+            raise InputNotFoundError(f"{path}: no input-pipeline state for this process "
                                     f"(was the checkpoint written with another process count?)")
         return json.loads(path.read_text())
 
@@ -102,7 +104,7 @@ def check_writable(workdir: str) -> None:
             f.write("ok")
         os.remove(probe)
     except OSError as e:
-        raise PermissionError(f"--workdir {workdir}: cannot create or write there ({e.strerror or e})") from e
+        raise InputNotWritableError(f"--workdir {workdir}: cannot create or write there ({e.strerror or e})") from e
 
 
 class Checkpointer:
@@ -110,7 +112,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str, *, keep: int = 2, async_save: bool = True, read_only: bool = False):
         if keep < 1:
-            raise ValueError(f"train.keep_checkpoints={keep}: keep at least the latest checkpoint")
+            raise InputError(f"train.keep_checkpoints={keep}: keep at least the latest checkpoint")
         self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
         policy = ocm.AnyPreservationPolicy([
             ocm.LatestN(n=keep),
@@ -167,7 +169,7 @@ class Checkpointer:
             except ShapeMismatchError:
                 raise
             except Exception as e:  # noqa: BLE001
-                raise RuntimeError(f"{self.directory}/{step}: cannot restore checkpoint: {_first_line(e)}") from e
+                raise UnreadableInputError(f"{self.directory}/{step}: cannot restore checkpoint: {_first_line(e)}") from e
         failed = []
         for s in sorted(self.all_steps(), reverse=True):
             try:
@@ -182,7 +184,7 @@ class Checkpointer:
             self._set_aside(failed)
             return restored
         if failed:
-            raise RuntimeError(f"{self.directory}: no readable checkpoint (steps {failed} are all corrupt); "
+            raise UnreadableInputError(f"{self.directory}: no readable checkpoint (steps {failed} are all corrupt); "
                                "move the folder away to start fresh")
         return None
 
@@ -235,7 +237,7 @@ def _first_line(e: Exception) -> str:
     return text[0][:300] if text else ""
 
 
-class ShapeMismatchError(ValueError):
+class ShapeMismatchError(InputError):
     """The checkpoint holds arrays of other shapes than the model the config builds."""
 
 
@@ -277,7 +279,7 @@ def restore_variables(path: str) -> tuple[dict, dict | None, int]:
     else:
         steps = sorted((int(d) for d in os.listdir(path) if d.isdigit()), reverse=True) if os.path.isdir(path) else []
         if not steps:
-            raise FileNotFoundError(f"--checkpoint {path}: no checkpoint steps found")
+            raise InputNotFoundError(f"--checkpoint {path}: no checkpoint steps found")
         step_dir = os.path.join(path, str(steps[0]))
     # The stored shardings name the devices of the training run; restore onto this process's first
     # device instead, so a checkpoint from 8 GPUs can be evaluated on a laptop.
@@ -287,7 +289,7 @@ def restore_variables(path: str) -> tuple[dict, dict | None, int]:
         target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device),
                               getattr(meta, "tree", meta))
     except Exception as e:  # noqa: BLE001
-        raise RuntimeError(f"--checkpoint {step_dir}: cannot read the checkpoint's metadata ({_first_line(e)})") from e
+        raise UnreadableInputError(f"--checkpoint {step_dir}: cannot read the checkpoint's metadata ({_first_line(e)})") from e
     checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
     items = {"state": ocp.args.StandardRestore(target)}
     if os.path.isdir(os.path.join(step_dir, "config")):
@@ -295,7 +297,7 @@ def restore_variables(path: str) -> tuple[dict, dict | None, int]:
     try:
         out = checkpointer.restore(step_dir, args=ocp.args.Composite(**items))
     except Exception as e:  # noqa: BLE001
-        raise RuntimeError(f"--checkpoint {step_dir}: cannot read the checkpoint ({_first_line(e)})") from e
+        raise UnreadableInputError(f"--checkpoint {step_dir}: cannot read the checkpoint ({_first_line(e)})") from e
     state = out["state"]
     variables = {"student": {"params": state["params"], "batch_stats": state.get("batch_stats", {}) or {}},
                  "teacher": state["teacher"]}

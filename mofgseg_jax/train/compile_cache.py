@@ -22,6 +22,8 @@ from typing import Any, Mapping
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
+from mofgseg_jax.errors import InputError
+
 ENV_DIR = "JAX_COMPILATION_CACHE_DIR"  # jax's own variable, read at import
 
 
@@ -50,10 +52,10 @@ def enable_compilation_cache(setting: str) -> str | None:
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
     except OSError as e:
-        raise ValueError(f"train.compilation_cache={setting!r}: cannot create {path} ({e.strerror}); "
+        raise InputError(f"train.compilation_cache={setting!r}: cannot create {path} ({e.strerror}); "
                          "name a writable directory or 'none'") from None
     if not os.access(path, os.W_OK):
-        raise ValueError(f"train.compilation_cache={setting!r}: {path} is not writable; "
+        raise InputError(f"train.compilation_cache={setting!r}: {path} is not writable; "
                          "name a writable directory or 'none'")
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", path)

@@ -28,6 +28,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mofgseg_jax.augment.photometric import normalize
+from mofgseg_jax.errors import InputError
 
 MODES = ("original", "center_crop", "sliding_window")
 NO_PREDICTION = -1
@@ -144,7 +145,7 @@ def predict(logits_fn: LogitsFn, images_u8: jax.Array, height: jax.Array, width:
     if mode == "sliding_window":
         return predict_sliding_window(logits_fn, images, height, width, crop_size=crop_size,
                                       num_classes=num_classes, stride_ratio=stride_ratio)
-    raise ValueError(f"eval.mode={mode!r}: choose from {', '.join(MODES)}")
+    raise InputError(f"eval.mode={mode!r}: choose from {', '.join(MODES)}")
 
 
 def confusion_matrix(pred: jax.Array, label: jax.Array, valid: jax.Array, *, num_classes: int,
@@ -186,7 +187,7 @@ def make_eval_step(model: Any, mesh: Mesh, *, mode: str, crop_size: int, num_cla
     (all devices of all hosts); predictions stay sharded over the batch.
     """
     if mode not in MODES:
-        raise ValueError(f"eval.mode={mode!r}: choose from {', '.join(MODES)}")
+        raise InputError(f"eval.mode={mode!r}: choose from {', '.join(MODES)}")
 
     def body(variables_list, batch):
         confusions, preds = [], []
@@ -269,7 +270,7 @@ def evaluate(eval_step: Callable, variables_list: Sequence[Any], batches: Iterab
                 kept.append({"image": np.asarray(host["image"][i])[:h, :w], "label": np.asarray(host["label"][i])[:h, :w],
                              "preds": local_preds[:, i, :h, :w]})
     if count == 0:
-        raise ValueError("evaluate: the validation set is empty")
+        raise InputError("evaluate: the validation set is empty")
     result: dict[str, Any] = {"kept": kept}
     for name, conf in zip(names, total):
         miou, iou = iou_from_confusion(conf)

@@ -13,6 +13,7 @@ from typing import Any
 
 import ml_collections
 
+from mofgseg_jax.errors import InputError, InputNotFoundError
 from mofgseg_jax.train import checkpoint as ckpt
 
 CHOICES = ("best", "latest")
@@ -22,27 +23,27 @@ def find_checkpoint(*, workdir: str = "", checkpoint: str = "", which: str = "be
     """The step directory to load: `checkpoint` as given, or the best/latest step of `workdir`."""
     if checkpoint:
         if not os.path.isdir(checkpoint):
-            raise FileNotFoundError(f"--checkpoint {checkpoint}: no such directory")
+            raise InputNotFoundError(f"--checkpoint {checkpoint}: no such directory")
         return checkpoint
     if not workdir:
-        raise ValueError("give --workdir (a training run) or --checkpoint (a step directory)")
+        raise InputError("give --workdir (a training run) or --checkpoint (a step directory)")
     if which not in CHOICES and not str(which).isdigit():
-        raise ValueError(f"--which={which!r}: 'best', 'latest' or a step number")
+        raise InputError(f"--which={which!r}: 'best', 'latest' or a step number")
     directory = os.path.join(workdir, ckpt.CHECKPOINT_DIR)
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"--workdir {workdir}: no {ckpt.CHECKPOINT_DIR}/ folder (not a training run?)")
+        raise InputNotFoundError(f"--workdir {workdir}: no {ckpt.CHECKPOINT_DIR}/ folder (not a training run?)")
     manager = ckpt.Checkpointer(workdir, read_only=True)
     try:
         if str(which).isdigit():
             step = int(which)
             if step not in manager.all_steps():
-                raise FileNotFoundError(f"--workdir {workdir}: no checkpoint at step {step}; have {manager.all_steps()}")
+                raise InputNotFoundError(f"--workdir {workdir}: no checkpoint at step {step}; have {manager.all_steps()}")
         else:
             step = manager.best_step() if which == "best" else manager.latest_step()
     finally:
         manager.close()
     if step is None:
-        raise FileNotFoundError(f"--workdir {workdir}: no checkpoint saved yet")
+        raise InputNotFoundError(f"--workdir {workdir}: no checkpoint saved yet")
     return os.path.join(directory, str(step))
 
 
@@ -54,7 +55,7 @@ def run_config(given: ml_collections.ConfigDict | None, stored: dict | None, wor
         with open(os.path.join(workdir, "config.json")) as f:
             stored = json.load(f)
     if stored is None:
-        raise ValueError("no config: pass --config configs/<name>.py (the checkpoint holds no copy)")
+        raise InputError("no config: pass --config configs/<name>.py (the checkpoint holds no copy)")
     return ml_collections.ConfigDict(_tuples(stored))
 
 

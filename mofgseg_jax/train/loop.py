@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mofgseg_jax.errors import InputError
 from mofgseg_jax.train import checkpoint as ckpt
 from mofgseg_jax.train import evaluate as ev
 from mofgseg_jax.train import tb
@@ -94,14 +95,14 @@ def write_config(config_dict: dict, workdir: str, *, resuming: bool) -> None:
             with open(path) as f:
                 old = json.load(f)
         except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: cannot read the stored config ({e}); move it away to start over") from e
+            raise InputError(f"{path}: cannot read the stored config ({e}); move it away to start over") from e
     _barrier("mofgseg_config_read")
     diff = config_differences(old, config_dict) if old is not None else {}
     if diff and resuming:
         shape = {k: v for k, v in diff.items() if k in SHAPE_KEYS and not _added_at_default(k, *v)}
         if shape:
             changes = "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in shape.items())
-            raise ValueError(
+            raise InputError(
                 f"{path}: this run resumes the checkpoints in {workdir}, but its config changes parameter "
                 f"shapes ({changes}). Resume with the original config, or use a new --workdir.")
         log.warning("resuming with a config that differs from %s: %s", path,
@@ -123,7 +124,7 @@ def _run_length(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
     epoch = steps_per_epoch(config.data)
     total = int(config.train.num_steps) or int(config.train.num_epochs) * epoch
     if total <= 0:
-        raise ValueError("train.num_steps and train.num_epochs are both 0: nothing to train")
+        raise InputError("train.num_steps and train.num_epochs are both 0: nothing to train")
     eval_every = int(config.train.eval_every) or epoch
     checkpoint_every = int(config.train.checkpoint_every) or eval_every
     return total, epoch, eval_every, checkpoint_every
@@ -254,7 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         ndev = mesh.devices.size
         for key in ("batch_size_labeled", "batch_size_unlabeled"):
             if int(config.data[key]) % ndev:
-                raise ValueError(f"data.{key}={config.data[key]} (global) must be a multiple of the "
+                raise InputError(f"data.{key}={config.data[key]} (global) must be a multiple of the "
                                  f"{ndev} devices")
         model = build_model(config.model, bn_axis_name=AXIS)
         rng = jax.random.PRNGKey(int(config.seed))

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mofgseg_jax.errors import InputError
+
 BACKBONE = "backbone"
 DECODER = "decoder"
 
@@ -44,7 +46,7 @@ def with_linear_warmup(schedule: optax.Schedule, warmup_updates: int,
     start_ratio + (1 − start_ratio) · it/W, then `schedule` unchanged (it keeps counting from 0, so
     the poly decay still ends at `total_updates`). W = 0 returns `schedule` itself."""
     if warmup_updates < 0:
-        raise ValueError(f"optim.warmup_steps must be >= 0, got {warmup_updates}")
+        raise InputError(f"optim.warmup_steps must be >= 0, got {warmup_updates}")
     if warmup_updates == 0:
         return schedule
 
@@ -93,11 +95,11 @@ def make_optimizer(optim_cfg: Any, total_updates: int) -> tuple[optax.GradientTr
     elif name == "adamw":
         groups = {BACKBONE: _adamw(base, optim_cfg.weight_decay), DECODER: _adamw(decoder, optim_cfg.weight_decay)}
     else:
-        raise ValueError(f"optim.name must be 'sgd' or 'adamw', got {name!r}")
+        raise InputError(f"optim.name must be 'sgd' or 'adamw', got {name!r}")
     tx = optax.multi_transform(groups, param_labels)
     k = int(getattr(optim_cfg, "accumulate_steps", 1))
     if k < 1:
-        raise ValueError(f"optim.accumulate_steps must be >= 1, got {k}")
+        raise InputError(f"optim.accumulate_steps must be >= 1, got {k}")
     if k > 1:
         # Averages k micro-step gradients, then applies one inner update (inner count = updates).
         tx = optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation()

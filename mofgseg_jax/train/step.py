@@ -23,6 +23,7 @@ import optax
 
 from mofgseg_jax.augment.perturb import perturb_unlabeled
 from mofgseg_jax.augment.photometric import normalize
+from mofgseg_jax.errors import InputError
 from mofgseg_jax.losses import boundary as boundary_loss
 from mofgseg_jax.losses import supervised
 from mofgseg_jax.losses.contrastive import weighted_contrastive_loss
@@ -104,7 +105,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
     """
     mode = str(config.train.mode)
     if mode not in ("semi", "sup"):
-        raise ValueError(f"config.train.mode must be 'semi' or 'sup', got {mode!r}")
+        raise InputError(f"config.train.mode must be 'semi' or 'sup', got {mode!r}")
     semi = mode == "semi"
     lc = config.loss
     ignore = int(config.data.ignore_index)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from mofgseg_jax.errors import InputError
 from mofgseg_jax.models.mit import PRESETS
 
 # Backbone renames, applied to names with their `segformer.`/`backbone.` prefix removed: (regex, replacement).
@@ -130,14 +131,14 @@ def canonicalize(state: dict[str, np.ndarray], source: str = "checkpoint") -> di
         out[new] = np.asarray(value, dtype=np.float32)
     if unknown:
         more = f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else ""
-        raise ValueError(f"{source}: not MiT/SegFormer tensors: {', '.join(unknown[:5])}{more}")
+        raise InputError(f"{source}: not MiT/SegFormer tensors: {', '.join(unknown[:5])}{more}")
     for key in [k for k in out if ".attn.k." in k]:
         v_key = key.replace(".attn.k.", ".attn.v.")
         if v_key not in out:
-            raise ValueError(f"{source}: {key} has no matching value tensor {v_key}")
+            raise InputError(f"{source}: {key} has no matching value tensor {v_key}")
         out[key.replace(".attn.k.", ".attn.kv.")] = np.concatenate([out.pop(key), out.pop(v_key)], axis=0)
     if not any(k.startswith("backbone.") for k in out):
-        raise ValueError(f"{source}: no MiT backbone tensors found")
+        raise InputError(f"{source}: no MiT backbone tensors found")
     return out
 
 

@@ -17,11 +17,13 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from mofgseg_jax.errors import InputError
+
 
 HF_FILES = ("model.safetensors", "pytorch_model.bin")  # looked up when a folder is given
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint file that cannot be read or converted (message names the file)."""
 
 
