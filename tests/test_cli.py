@@ -124,7 +124,8 @@ def test_a_dataset_config_without_its_data_root_is_a_one_line_error(env, tmp_pat
 def test_evaluating_a_folder_that_is_no_run_is_a_one_line_error(env, tmp_path):
     proc = run(["launch/evaluate.py", "--workdir", str(tmp_path)], env, timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == f"error: --workdir {tmp_path}: no checkpoints/ folder (not a training run?)"
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert last_line == f"error: --workdir {tmp_path}: no checkpoints/ folder (not a training run?)"
 
 
 def test_unwritable_workdir_is_a_clear_error(env, tmp_path):

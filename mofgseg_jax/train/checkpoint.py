@@ -53,7 +53,7 @@ class ProcessJsonHandler(ocp.CheckpointHandler):
         path = epath.Path(directory) / _process_file()
         if not path.exists():
             raise InputNotFoundError(f"{path}: no input-pipeline state for this process "
-                                    f"(was the checkpoint written with another process count?)")
+                                     f"(was the checkpoint written with another process count?)")
         return json.loads(path.read_text())
 
     def structure(self, directory: epath.Path) -> Any:
@@ -169,7 +169,8 @@ class Checkpointer:
             except ShapeMismatchError:
                 raise
             except Exception as e:  # noqa: BLE001
-                raise UnreadableInputError(f"{self.directory}/{step}: cannot restore checkpoint: {_first_line(e)}") from e
+                raise UnreadableInputError(
+                    f"{self.directory}/{step}: cannot restore checkpoint: {_first_line(e)}") from e
         failed = []
         for s in sorted(self.all_steps(), reverse=True):
             try:
@@ -185,7 +186,7 @@ class Checkpointer:
             return restored
         if failed:
             raise UnreadableInputError(f"{self.directory}: no readable checkpoint (steps {failed} are all corrupt); "
-                               "move the folder away to start fresh")
+                                       "move the folder away to start fresh")
         return None
 
     def _set_aside(self, steps: list[int]) -> None:
@@ -225,6 +226,12 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.wait_until_finished()
+        # The manager starts clearing unfinished temporary folders on a thread when it is created, and
+        # orbax 0.12's close() does not wait for it: a run that stops right away (a bad input) then
+        # races interpreter shutdown, which ends that thread with a RuntimeError traceback.
+        await_cleanup = getattr(self.manager, "_maybe_await_cleanup_tmp_directory", None)
+        if await_cleanup is not None:
+            await_cleanup()
         self.manager.close()
 
 
@@ -289,7 +296,8 @@ def restore_variables(path: str) -> tuple[dict, dict | None, int]:
         target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device),
                               getattr(meta, "tree", meta))
     except Exception as e:  # noqa: BLE001
-        raise UnreadableInputError(f"--checkpoint {step_dir}: cannot read the checkpoint's metadata ({_first_line(e)})") from e
+        raise UnreadableInputError(
+            f"--checkpoint {step_dir}: cannot read the checkpoint's metadata ({_first_line(e)})") from e
     checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
     items = {"state": ocp.args.StandardRestore(target)}
     if os.path.isdir(os.path.join(step_dir, "config")):

@@ -37,7 +37,8 @@ def find_checkpoint(*, workdir: str = "", checkpoint: str = "", which: str = "be
         if str(which).isdigit():
             step = int(which)
             if step not in manager.all_steps():
-                raise InputNotFoundError(f"--workdir {workdir}: no checkpoint at step {step}; have {manager.all_steps()}")
+                raise InputNotFoundError(
+                    f"--workdir {workdir}: no checkpoint at step {step}; have {manager.all_steps()}")
         else:
             step = manager.best_step() if which == "best" else manager.latest_step()
     finally:
