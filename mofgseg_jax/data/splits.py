@@ -50,7 +50,8 @@ def parse_list(text: str, *, list_file: str = "") -> list[Entry]:
 def read_list(path: str, *, allow_empty: bool = False) -> list[Entry]:
     """Reads a list file; a missing or empty file is an error naming it."""
     if not os.path.exists(path):
-        raise DataError(f"{path}: split list not found")
+        raise DataError(f"{path}: split list not found (launch/make_splits.py --root <dataset folder> "
+                        "writes the lists of a dataset in the published layout)")
     with open(path) as f:
         entries = parse_list(f.read(), list_file=path)
     if not entries and not allow_empty:
