@@ -5,11 +5,16 @@
   --workdir DIR                          checkpoints, TensorBoard events, config.json; an existing
                                          workdir is resumed from its latest checkpoint
 
+SIGTERM (e.g. a scheduler's preemption notice) or Ctrl-C: the current step finishes and is saved, then
+the run stops (exit status 128 + the signal's number); the same command resumes. A second Ctrl-C
+stops at once.
+
 Multi-host: start one process per host with the same flags; jax.distributed.initialize() picks up
 the cluster (SLURM, TPU, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).
 """
 
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,7 +49,9 @@ def main(argv):
     ours.propagate = False
     from mofgseg_jax.train.loop import train_and_evaluate  # noqa: PLC0415
 
-    train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    summary = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    if summary.get("stopped_by"):  # SIGTERM / Ctrl-C: saved and stopped; exit as a signal would
+        return 128 + signal.Signals[summary["stopped_by"]]
 
 
 def parse_flags(argv):

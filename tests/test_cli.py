@@ -3,8 +3,11 @@ predict; and the clear one-line errors for bad inputs."""
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +138,29 @@ def test_unwritable_workdir_is_a_clear_error(env, tmp_path):
                env, timeout=300)
     assert proc.returncode != 0
     assert "cannot create or write there" in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow  # two training processes (~1-3 min); the stop request itself: test_preemption.py
+def test_sigterm_saves_the_step_under_way_and_the_same_command_resumes(env, tmp_path):
+    workdir = tmp_path / "run"
+    command = [sys.executable, "launch/train.py", "--config", "configs/demo.py:smoke", "--workdir", str(workdir),
+               "--config.data.root", str(tmp_path / "demo_data"), "--config.train.num_steps", "40",
+               "--config.train.eval_every", "40", "--config.train.checkpoint_every", "40"]
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log, deadline = workdir / "train.log", time.time() + 600
+    while "training 40 steps" not in (log.read_text() if log.exists() else ""):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    time.sleep(1.0)  # inside the loop, most likely still compiling the first step
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    stopped = int(re.search(r"stopped at step (\d+) on SIGTERM", err).group(1))
+    assert 1 <= stopped < 40
+    saved = sorted(int(d.name) for d in (workdir / "checkpoints").iterdir() if d.name.isdigit())
+    assert saved == [stopped]  # periodic checkpoints come at step 40 only: this one is the stop's
+
+    resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {workdir / 'checkpoints'}/{stopped}" in resumed.stderr
+    assert (workdir / "checkpoints" / "40").is_dir()

@@ -14,6 +14,9 @@ The host only feeds batches, logs, evaluates and checkpoints; every number comes
      per-class IoU, TensorBoard scalars and a colourised prediction grid (also written to
      `<workdir>/predictions/step_<N>.png`). Every `checkpoint_every` steps (0 = at each evaluation)
      and at the end: an asynchronous checkpoint (latest `keep_checkpoints` + the best student mIoU).
+  5. SIGTERM (a scheduler's preemption notice) or Ctrl-C: the step under way finishes, is saved, and
+     the loop returns `{'step', 'workdir', 'stopped_by': signal name}`; the same command resumes
+     (`preemption.py`; several processes agree on the step through JAX's preemption service).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 from mofgseg_jax.errors import InputError
 from mofgseg_jax.train import checkpoint as ckpt
 from mofgseg_jax.train import evaluate as ev
+from mofgseg_jax.train import preemption
 from mofgseg_jax.train import tb
 from mofgseg_jax.train.compile_cache import enable_for_config
 from mofgseg_jax.train.host_memory import trimming_free_memory
@@ -309,40 +313,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         last_eval: dict[str, Any] | None = None
         step = start_step
         progress = _progress(total_steps, start_step, enabled=pi == 0)
-        while step < total_steps:
-            batch = next(train_it)
-            if batch_hook is not None:
-                batch_hook(step + 1, batch)
-            # The first call compiles the step: hand the compiler's freed memory back as it goes.
-            with trimming_free_memory() if step == start_step else contextlib.nullcontext():
-                state, metrics = parallel.step(state, parallel.put_batch(batch), train_rng)
-            step += 1
-            if state_hook is not None:
-                state_hook(step, state)
-            acc = metrics if acc is None else _accumulate_jit(acc, metrics)
-            count += 1
-            progress.update(1)
-            do_log = step % log_every == 0 or step == total_steps
-            do_eval = step % eval_every == 0 or step == total_steps
-            do_save = step % checkpoint_every == 0 or step == total_steps or do_eval
-            if do_log or do_save:
-                # One transfer per window; also guards every checkpoint against a non-finite state.
-                means = _window_means(parallel, acc, count)
-                check_finite(means, step)
-                if do_log:
-                    now = time.perf_counter()
-                    means["steps_per_second"] = count / max(now - window_start, 1e-9)
-                    writer.scalars(step, means, prefix="train/")
-                    progress.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{means.get('lr', 0):.2e}")
-                    acc, count, window_start = None, 0, now
-            if do_eval:
-                last_eval = run_eval(step)
-            if do_save:
-                metrics_for_best = {"miou": last_eval["student"]["miou"]} if do_eval else None
-                checkpointer.save(step, parallel.get_state(state), data_state=train_it.get_state(),
-                                  config=config_dict, metrics=metrics_for_best)
+        with preemption.StopRequest() as stop:  # SIGTERM / Ctrl-C: save this step, then stop
+            while step < total_steps:
+                batch = next(train_it)
+                if batch_hook is not None:
+                    batch_hook(step + 1, batch)
+                # The first call compiles the step: hand the compiler's freed memory back as it goes.
+                with trimming_free_memory() if step == start_step else contextlib.nullcontext():
+                    state, metrics = parallel.step(state, parallel.put_batch(batch), train_rng)
+                step += 1
+                if state_hook is not None:
+                    state_hook(step, state)
+                acc = metrics if acc is None else _accumulate_jit(acc, metrics)
+                count += 1
+                progress.update(1)
+                do_log = step % log_every == 0 or step == total_steps
+                do_eval = step % eval_every == 0 or step == total_steps
+                stopping = stop.should_stop(step)
+                do_save = step % checkpoint_every == 0 or step == total_steps or do_eval or stopping
+                if do_log or do_save:
+                    # One transfer per window; also guards every checkpoint against a non-finite state.
+                    means = _window_means(parallel, acc, count)
+                    check_finite(means, step)
+                    if do_log:
+                        now = time.perf_counter()
+                        means["steps_per_second"] = count / max(now - window_start, 1e-9)
+                        writer.scalars(step, means, prefix="train/")
+                        progress.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{means.get('lr', 0):.2e}")
+                        acc, count, window_start = None, 0, now
+                if do_eval:
+                    last_eval = run_eval(step)
+                if do_save:
+                    metrics_for_best = {"miou": last_eval["student"]["miou"]} if do_eval else None
+                    checkpointer.save(step, parallel.get_state(state), data_state=train_it.get_state(),
+                                      config=config_dict, metrics=metrics_for_best)
+                if stopping:
+                    break
         progress.close()
         checkpointer.wait()
+        if step < total_steps:  # stopped on request, with this step saved
+            log.info("stopped at step %d on %s; checkpoint saved: the same command resumes from it",
+                     step, stop.name)
+            return {"step": step, "workdir": workdir, "stopped_by": stop.name}
         if last_eval is None:  # resumed at the end: evaluate what was restored
             last_eval = run_eval(step)
         summary = {"step": step, "workdir": workdir, "best_step": checkpointer.best_step(),
