@@ -97,12 +97,9 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     config = load_config(args.config, ",".join(filter(None, [args.variant_list[0], args.base_variant])))
     with_base = lambda v: ",".join(filter(None, [v, args.base_variant]))  # noqa: E731
-    try:
-        compare.refuse_overrides_of_variant_keys(
-            args.overrides, {v: load_config(args.config, with_base(v)) for v in args.variant_list},
-            load_config(args.config, with_base("semi")))
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+    compare.refuse_overrides_of_variant_keys(
+        args.overrides, {v: load_config(args.config, with_base(v)) for v in args.variant_list},
+        load_config(args.config, with_base("semi")))
     steps = args.steps or int(config.train.num_steps)
     runs_dir = args.runs_dir or os.path.join(args.out, "runs")
     runs = compare.plan_runs(args.variant_list, args.seed_list, runs_dir)

@@ -141,6 +141,7 @@ def test_the_cli_refuses_to_undo_an_ablation_before_training(tmp_path):
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "--set loss.boundary_weight: the variant 'no_boundary' sets this key" in done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.strip().splitlines()[-1].startswith("error: --set ")
     assert not list(tmp_path.iterdir())  # nothing trained, nothing written
 
 

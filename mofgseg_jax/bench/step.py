@@ -42,6 +42,7 @@ import numpy as np
 from mofgseg_jax.bench.common import (log, model_config, paired_ratio, paired_ratio_interval, peak_memory_bytes,
                                       time_interleaved, xla_flops)
 from mofgseg_jax.bench.profile import time_by_module, top_ops, trace_steps
+from mofgseg_jax.errors import InputError
 from mofgseg_jax.models.conv import CONV3X3_ALGORITHMS
 from mofgseg_jax.train.host_memory import trimming_free_memory
 
@@ -106,13 +107,13 @@ def _override(config, assignment: str) -> None:
     with a one-line error for an unknown key or a value of the wrong type."""
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
-        raise ValueError(f"--compare: {assignment!r} is not KEY=VALUE")
+        raise InputError(f"--compare: {assignment!r} is not KEY=VALUE")
     *parents, leaf = key.split(".")
     node = config
     for name in parents:
         node = node.get(name) if hasattr(node, "get") else None
     if node is None or not hasattr(node, "get") or leaf not in node:
-        raise ValueError(f"--compare: unknown config key {key!r}")
+        raise InputError(f"--compare: unknown config key {key!r}")
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
@@ -120,7 +121,7 @@ def _override(config, assignment: str) -> None:
     try:
         setattr(node, leaf, value)
     except TypeError as e:
-        raise ValueError(f"--compare: {key}={raw}: {e}") from None
+        raise InputError(f"--compare: {key}={raw}: {e}") from None
 
 
 def _config(args: argparse.Namespace, mode: str, overrides: str = ""):
@@ -302,7 +303,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     modes = [m for m in args.modes.split(",") if m]
     for mode in modes:
         if mode not in MODES:
-            raise ValueError(f"--modes: unknown mode {mode!r} ({', '.join(MODES)})")
+            raise InputError(f"--modes: unknown mode {mode!r} ({', '.join(MODES)})")
     variants = {mode: (mode, "") for mode in modes}  # name -> (mode, --compare overrides)
     for overrides in args.compare:
         variants.update({f"{mode}[{overrides}]": (mode, overrides) for mode in modes})

@@ -28,6 +28,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from mofgseg_jax.errors import InputError
+
 VARIANTS = ("sup", "semi", "no_contrast", "no_boundary")
 LABELS = {"sup": "supervised only", "semi": "full method (semi)", "no_contrast": "semi, no contrastive loss",
           "no_boundary": "semi, no boundary module"}
@@ -49,7 +51,7 @@ def plan_runs(variants: Sequence[str], seeds: Sequence[int], runs_dir: str) -> l
     """Seed-major order: every variant of seed 0 first, so a partial comparison is already paired."""
     for v in variants:
         if v not in VARIANTS:
-            raise ValueError(f"--variants: unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+            raise InputError(f"--variants: unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
     return [Run(v, int(s), os.path.join(runs_dir, f"{v}_seed{s}")) for s in seeds for v in variants]
 
 
@@ -72,7 +74,7 @@ def refuse_overrides_of_variant_keys(overrides: Mapping[str, str], variant_confi
         changed = {k for k, v in flat(config).items() if default.get(k, object()) != v}
         for key in overrides:
             if key in changed:
-                raise ValueError(f"--set {key}: the variant {variant!r} sets this key itself; overriding it "
+                raise InputError(f"--set {key}: the variant {variant!r} sets this key itself; overriding it "
                                  f"would undo that variant (set it in the config file instead)")
 
 
