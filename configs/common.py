@@ -97,11 +97,6 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.num_negatives = 512  # negatives per anchor
     config.loss.temperature = 0.5
     config.loss.negative_weight = 2.0
-    # How the train step feeds the representation to the contrastive loss (the same loss either way):
-    # 'factored' = the representation head's input features and its kernel, 'formed' = the head's
-    # output; 'auto' picks the narrower ('factored' for MiT-B0/B1, embed 256 < rep 512; 'formed' for
-    # B2-B5, embed 768).
-    config.loss.contrastive_form = "auto"
     config.loss.edge_connectivity = 8  # 4 or 8 neighbours define a class boundary
     config.loss.edge_width = 1
 

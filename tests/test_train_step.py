@@ -247,35 +247,6 @@ def test_full_semi_step_with_contrastive_and_stride4_rep_is_finite():
     assert m["contrastive_loss"] > 0 and m["contrastive_classes"] >= 2
 
 
-def test_the_contrastive_loss_gives_the_same_step_from_either_form_of_the_representation():
-    """'factored' (the head's input and kernel) and 'formed' (the head's output): one loss, one update."""
-    results = {}
-    for form in ("factored", "formed"):
-        config = tiny_config(loss__contrastive_weight=1.0, model__rep_at_stride4=True, loss__strong_threshold=0.97,
-                             loss__weak_threshold=0.0, loss__contrastive_form=form)
-        model, state = host_state(config)
-        par = parallel.make_parallel(config, make_train_step(config, model), mesh=parallel.make_mesh(jax.devices()[:1]))
-        states, metrics = run_steps(par, state, [fake_batch(5)], jax.random.key(1))
-        results[form] = (states[0], metrics[0])
-    (factored, m_factored), (formed, m_formed) = results["factored"], results["formed"]
-    assert m_factored["contrastive_loss"] > 0 and m_factored["contrastive_classes"] >= 2
-    np.testing.assert_allclose(m_factored["contrastive_loss"], m_formed["contrastive_loss"], rtol=1e-5)
-    np.testing.assert_allclose(m_factored["grad_norm"], m_formed["grad_norm"], rtol=1e-4)
-    assert max_abs_diff(factored.params, formed.params) < 1e-6
-
-
-def test_auto_feeds_the_contrastive_loss_the_narrower_form():
-    from mofgseg_jax.train.step import _factored_contrastive
-
-    b0, b5 = (build_model(tiny_config(model__backbone=name, model__embed_dim=0, model__rep_dim=512,
-                                      model__dims=(), model__depths=()).model) for name in ("b0", "b5"))
-    assert (b0.embed_dim, b5.embed_dim) == (256, 768)
-    assert _factored_contrastive("auto", b0) and not _factored_contrastive("auto", b5)
-    assert _factored_contrastive("factored", b5) and not _factored_contrastive("formed", b0)
-    with pytest.raises(ValueError, match=r"loss\.contrastive_form='both': choose from auto, factored, formed"):
-        _factored_contrastive("both", b0)
-
-
 def test_create_train_state_loads_pretrained_into_student_and_teacher():
     config = tiny_config(model__pretrained="/weights/mit_b0", model__reinit_classifier=True)
     model = build_model(config.model, bn_axis_name="data")

@@ -117,7 +117,6 @@ def make_train_step(config: Any, model: Any) -> StepFn:
     w_uns = float(lc.unsupervised_weight) if semi else 0.0
     w_con = float(lc.contrastive_weight) if semi else 0.0
     rampup_steps = int(lc.semi_rampup_steps)
-    factored = _factored_contrastive(str(lc.get("contrastive_form", "auto")), model)
 
     def supervised_loss(logits, labels):
         if lc.ohem:
@@ -168,7 +167,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
         def student(params, batch_stats, images, key, edge_images):
             out, mutated = model.apply({"params": params, "batch_stats": batch_stats}, images,
                                        train=True, rngs={"dropout": key}, mutable=["batch_stats"],
-                                       edge_images=edge_images, rep_as_features=factored)
+                                       edge_images=edge_images, rep_as_features=True)
             return out, mutated["batch_stats"]
 
         def loss_fn(params):
@@ -196,11 +195,10 @@ def make_train_step(config: Any, model: Any) -> StepFn:
                                                                strong_threshold=lc.strong_threshold,
                                                                ignore_index=ignore)
             if semi and w_con:
-                # The loss takes them as one batch, labelled first; factored, as the head's input
-                # features and its kernel (B0: gathered keys half as wide, no [P, 512] forward).
-                rep_key = "rep_features" if factored else "rep"
-                reps = (out[rep_key], out_u[rep_key])
-                rep_kernel, rep_bias = representation_head(params) if factored else (None, None)
+                # The loss takes them as one batch, labelled first, in factored form: the head's
+                # input features and its kernel (gathered keys half as wide; no [P, 512] forward).
+                reps = (out["rep_features"], out_u["rep_features"])
+                rep_kernel, rep_bias = representation_head(params)
                 size = reps[0].shape[1:3]
                 # Unlabelled pixels join only where the teacher is at least weakly confident.
                 y_u = jnp.where(c_s >= lc.weak_threshold, y_s, ignore)
@@ -252,21 +250,3 @@ def check_finite(metrics: Mapping[str, Any], step: int) -> None:
     if bad:
         raise FloatingPointError(f"non-finite training metrics at step {step}: {bad}; stopping "
                                  "(the last good checkpoint is kept)")
-
-
-CONTRASTIVE_FORMS = ("auto", "factored", "formed")
-
-
-def _factored_contrastive(form: str, model: Any) -> bool:
-    """Whether the contrastive loss gets the representation head's input and kernel (`loss.contrastive_form`).
-
-    Its gathered keys and their norms' Gram matrix are as wide as what it is given, so 'auto' takes
-    the narrower: the head's input (`embed_dim`) when it is narrower than its output (`rep_dim`).
-    MiT-B5 (768 vs 512) on a 2-core CPU, `semi` step at crop 256: the factored keys' Gram matrix
-    alone took 150 ms and the 768-wide gathers ~320 ms.
-    """
-    if form not in CONTRASTIVE_FORMS:
-        raise InputError(f"loss.contrastive_form={form!r}: choose from {', '.join(CONTRASTIVE_FORMS)}")
-    if form == "auto":
-        return model.embed_dim < model.rep_dim
-    return form == "factored"
