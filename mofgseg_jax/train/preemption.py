@@ -26,11 +26,12 @@ class StopRequest:
     def __init__(self) -> None:
         self.signal: int | None = None  # the signal received, once one is
         self._previous: dict[int, object] = {}
+        self._single = jax.process_count() == 1
         # Several processes agree on the step through JAX's preemption service (on by default).
-        self._synced = jax.process_count() > 1 and bool(jax.config.jax_enable_preemption_service)
+        self._synced = not self._single and bool(jax.config.jax_enable_preemption_service)
 
     def __enter__(self) -> "StopRequest":
-        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+        if self._single and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
@@ -52,7 +53,7 @@ class StopRequest:
                 self.signal = signal.SIGTERM
                 return True
             return False
-        return jax.process_count() == 1 and self.signal is not None
+        return self._single and self.signal is not None
 
     @property
     def name(self) -> str:
