@@ -1,5 +1,7 @@
 """The profiling helper finds the costliest XLA op of a traced function and names its source."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +23,9 @@ def test_top_ops_names_the_dominant_op_and_where_it_came_from(tmp_path):
     program_ops = [op for op in ops if op["source"]]
     assert program_ops and program_ops[0]["ms"] > 0 and program_ops[0]["calls"] == 1, ops
     assert "dot" in program_ops[0]["source"], ops
+    # Its shapes: the [1024, 1024] result of two [1024, 1024] operands (a fusion or a dot).
+    assert re.fullmatch(r"f32\[1024,1024\] \w+\(f32\[1024,1024\], f32\[1024,1024\]\)",
+                        program_ops[0]["shapes"]), ops
 
 
 def test_module_of_names_the_pass_and_the_model_module():

@@ -36,34 +36,47 @@ def trace_steps(step: Callable[[], Any], trace_dir: str, *, steps: int = 3) -> s
     return max(written, key=os.path.getmtime)
 
 
-def _op_sources(compiled: Any) -> dict[str, str]:
-    """HLO instruction name -> the `op_name` metadata (model code path) of the optimised program.
+def _op_sources(compiled: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """HLO instruction name -> (the `op_name` metadata (model code path), the op's shapes) of the
+    optimised program.
 
     A fusion often carries no metadata of its own (XLA:CPU's YNNPACK fusions never do); it is named
-    by the first op inside the computation it calls.
+    by the first op inside the computation it calls. The shapes read e.g. `f32[64,16]
+    fusion(f32[64,32], f32[32,16])`: the result, the op and its operands, layouts dropped (the HLO
+    text names operands without shapes, so they are looked up by name), which tells apart the calls
+    of one model module.
     """
-    sources, calls, computation_source = {}, {}, {}
+    sources, calls, computation_source, shapes, operands = {}, {}, {}, {}, {}
     computation = None
     for line in compiled.as_text().splitlines():
         header = re.match(r"\s*(?:ENTRY )?%?([\w.\-]+) .*\{\s*$", line)
         if header and " = " not in line:
             computation = header.group(1)
             continue
-        name = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = ", line)
-        if not name:
+        named = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = ", line)
+        if not named:
             continue
+        name = named.group(1)
+        # Tuple-shaped results (loops, multi-output fusions) have spaces in their shape: no signature.
+        instruction = re.match(r"(\S+) ([\w\-]+)\(([^)]*)\)", line[named.end():])
+        if instruction:
+            shape, opcode, args = instruction.groups()
+            shapes[name] = re.sub(r"\{[^}]*\}", "", shape)
+            operands[name] = (opcode, re.findall(r"%([\w.\-]+)", args))
         meta = re.search(r'op_name="([^"]+)"', line)
         called = re.search(r"calls=%?([\w.\-]+)", line)
         if meta:
-            sources[name.group(1)] = meta.group(1)
+            sources[name] = meta.group(1)
             if computation is not None:
                 computation_source.setdefault(computation, meta.group(1))
         elif called:
-            calls[name.group(1)] = called.group(1)
+            calls[name] = called.group(1)
     for name, callee in calls.items():
         if callee in computation_source:
             sources[name] = computation_source[callee]
-    return sources
+    signatures = {name: f"{shapes[name]} {opcode}({', '.join(shapes.get(arg, '?') for arg in args)})"
+                  for name, (opcode, args) in operands.items()}
+    return sources, signatures
 
 
 def _op_times(trace_file: str) -> tuple[collections.Counter, collections.Counter]:
@@ -83,9 +96,9 @@ def _op_times(trace_file: str) -> tuple[collections.Counter, collections.Counter
 def top_ops(trace_file: str, compiled: Any = None, *, steps: int = 1, count: int = 15) -> list[dict[str, Any]]:
     """The `count` ops with the most total time per step in a Perfetto trace, with their source."""
     total, calls = _op_times(trace_file)
-    sources = _op_sources(compiled) if compiled is not None else {}
+    sources, shapes = _op_sources(compiled) if compiled is not None else ({}, {})
     return [{"op": name, "ms": round(us / steps / 1000, 2), "calls": calls[name] // steps,
-             "source": sources.get(name, "")[-160:]}
+             "source": sources.get(name, "")[-160:], "shapes": shapes.get(name, "")[:240]}
             for name, us in total.most_common(count)]
 
 
@@ -109,7 +122,7 @@ def time_by_module(trace_file: str, compiled: Any, *, steps: int = 1, depth: int
                    count: int = 20) -> list[dict[str, Any]]:
     """Per-step time summed by pass and model module (see `module_of`), costliest first."""
     total, calls = _op_times(trace_file)
-    sources = _op_sources(compiled)
+    sources, _ = _op_sources(compiled)
     by_module: collections.Counter = collections.Counter()
     ops: collections.Counter = collections.Counter()
     for name, us in total.items():
