@@ -12,7 +12,7 @@ from configs.common import apply_variant, base_config
 from mofgseg_jax.models import build_model
 from mofgseg_jax.train import parallel
 from mofgseg_jax.train.state import create_train_state, init_variables
-from mofgseg_jax.train.step import check_finite, make_train_step
+from mofgseg_jax.train.step import AXIS, check_finite, make_train_step, mean_over_devices
 
 CROP, CLASSES = 32, 3
 
@@ -117,6 +117,25 @@ def test_one_step_on_two_devices_equals_one_device_over_the_global_batch(semi_tw
     assert max_abs_diff(states[0].batch_stats, r["states"][0].batch_stats) <= 5e-5
     assert metrics[0]["unsupervised_loss"] > 0  # the perturbed-unlabelled path really took part
     assert metrics[0]["loss"] == pytest.approx(r["metrics"][0]["loss"], abs=1e-5)
+
+
+def test_mean_over_devices_averages_shards_and_skips_the_all_reduce_on_one_device():
+    P = jax.sharding.PartitionSpec
+
+    def mean_and_program(devices, x):
+        mesh = parallel.make_mesh(devices)
+        mean = jax.jit(jax.shard_map(lambda v: mean_over_devices({"g": v}), mesh=mesh, in_specs=P(AXIS),
+                                     out_specs=P(), check_vma=False))
+        x = jax.device_put(x, jax.sharding.NamedSharding(mesh, P(AXIS)))
+        return np.asarray(mean(x)["g"]), mean.lower(x).compile().as_text()
+
+    x = np.arange(8.0, dtype=np.float32).reshape(2, 4)
+    mean, program = mean_and_program(jax.devices()[:2], x)
+    np.testing.assert_allclose(mean, [[2.0, 3.0, 4.0, 5.0]])
+    assert "all-reduce" in program
+    mean, program = mean_and_program(jax.devices()[:1], x)
+    np.testing.assert_array_equal(mean, x)
+    assert "all-reduce" not in program
 
 
 def test_pmap_mode_equals_shard_map_mode(semi_two_devices):
