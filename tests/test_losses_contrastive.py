@@ -231,13 +231,14 @@ def test_factored_representation_equals_reference_exactly_when_sampling_is_deter
     np.testing.assert_allclose(np.asarray(g_b), flat_g.sum(0), atol=1e-5, rtol=0)
 
 
-def test_factored_representation_is_the_same_loss_and_gradient_as_the_formed_one():
+@pytest.mark.parametrize("features_dim,rep_dim", [(12, 20), (20, 12)])  # keys' norms: Gram / formed
+def test_factored_representation_is_the_same_loss_and_gradient_as_the_formed_one(features_dim, rep_dim):
     """Sampled case: same key, the same anchors and negatives; the gradient to the formed
     representation maps to features, kernel and bias by the chain rule."""
     _, labels, probs = _random_inputs(6, n=3, h=8, w=8)
-    features = np.random.RandomState(7).randn(3, 8, 8, 12).astype(np.float32)
+    features = np.random.RandomState(7).randn(3, 8, 8, features_dim).astype(np.float32)
     features[..., 0] += 2.0 * np.where(labels == 255, 0, labels)  # classes apart in feature space
-    kernel, bias = _linear_head(2, 12, 20)
+    kernel, bias = _linear_head(2, features_dim, rep_dim)
     key = jax.random.PRNGKey(11)
     rep = jnp.asarray(features) @ kernel + bias
     (loss, aux), grad = _loss_aux_grad(key, rep, labels, probs, num_classes=4, **KW)
@@ -245,9 +246,9 @@ def test_factored_representation_is_the_same_loss_and_gradient_as_the_formed_one
                                                     num_classes=4, **KW)
     assert float(loss) > 0 and int(aux["num_valid_classes"]) >= 2
     np.testing.assert_allclose(float(got), float(loss), rtol=1e-5)
-    grad = np.asarray(grad).reshape(-1, 20)
-    np.testing.assert_allclose(np.asarray(g_f).reshape(-1, 12), grad @ kernel.T, atol=1e-6, rtol=1e-4)
-    np.testing.assert_allclose(np.asarray(g_w), features.reshape(-1, 12).T @ grad, atol=1e-6, rtol=1e-4)
+    grad = np.asarray(grad).reshape(-1, rep_dim)
+    np.testing.assert_allclose(np.asarray(g_f).reshape(-1, features_dim), grad @ kernel.T, atol=1e-6, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(g_w), features.reshape(-1, features_dim).T @ grad, atol=1e-6, rtol=1e-4)
     np.testing.assert_allclose(np.asarray(g_b), grad.sum(0), atol=1e-6, rtol=1e-4)
 
 

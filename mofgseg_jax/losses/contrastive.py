@@ -43,10 +43,14 @@ def _inv_norm(x: jax.Array, eps: float) -> jax.Array:
 
 
 def _inv_norm_linear(features: jax.Array, kernel: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
-    """`_inv_norm(features @ kernel + bias)` without forming that product: |f W + b|^2 =
-    f (W W^T) f + 2 f . (W b) + b . b, an F x F Gram matrix instead of an F x D map per row."""
+    """`_inv_norm(features @ kernel + bias)` without forming that product where F <= D: |f W + b|^2 =
+    f (W W^T) f + 2 f . (W b) + b . b, an F x F Gram matrix instead of an F x D map per row. Where
+    the features are wider than the representation (MiT-B2..B5: 768 -> 512) forming it is cheaper
+    (B5 `semi` step, 16384 keys: 19.3 -> 12.9 GFLOP)."""
     hi = jax.lax.Precision.HIGHEST
     f = features.astype(jnp.float32)
+    if kernel.shape[0] > kernel.shape[1]:
+        return _inv_norm(jnp.dot(f, kernel, precision=hi) + bias, eps)
     sq = (jnp.sum(jnp.dot(f, jnp.dot(kernel, kernel.T, precision=hi), precision=hi) * f, axis=-1)
           + 2.0 * jnp.dot(f, jnp.dot(kernel, bias, precision=hi), precision=hi) + jnp.dot(bias, bias))
     return jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
