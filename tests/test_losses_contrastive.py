@@ -215,23 +215,25 @@ def _factored_loss_and_grads(key, features, kernel, bias, labels, probs, **kw):
     return jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2)))(features, kernel, bias)
 
 
-def test_factored_representation_equals_reference_exactly_when_sampling_is_deterministic():
-    rep, labels, probs = _one_pixel_per_class()
-    features = rep[..., :5] - 0.5  # 5 features mapped to a 6-d representation
-    kernel, bias = _linear_head(1, 5, 6)
+# 5 features -> a 6-d representation: the factored form; 7 -> 6: keys formed, gathered 6-wide.
+@pytest.mark.parametrize("features_dim", [5, 7])
+def test_factored_representation_equals_reference_exactly_when_sampling_is_deterministic(features_dim):
+    _, labels, probs = _one_pixel_per_class()
+    features = np.random.RandomState(2).randn(*labels.shape, features_dim).astype(np.float32)
+    kernel, bias = _linear_head(1, features_dim, 6)
     loss, (g_f, g_w, g_b) = _factored_loss_and_grads(jax.random.PRNGKey(3), features, kernel, bias,
                                                      labels, probs, num_classes=5, **KW)
     rep_ref = features.astype(np.float64) @ kernel + bias
     ref_loss, ref_grad = reco_loss_ref(rep_ref.astype(np.float32), labels, probs, num_classes=5,
                                        with_grad=True, **KW)
     assert abs(float(loss) - ref_loss) <= 1e-5
-    flat_f, flat_g = features.reshape(-1, 5), ref_grad.reshape(-1, 6)
+    flat_f, flat_g = features.reshape(-1, features_dim), ref_grad.reshape(-1, 6)
     np.testing.assert_allclose(np.asarray(g_f), ref_grad @ kernel.T, atol=1e-5, rtol=0)
     np.testing.assert_allclose(np.asarray(g_w), flat_f.T @ flat_g, atol=1e-5, rtol=0)
     np.testing.assert_allclose(np.asarray(g_b), flat_g.sum(0), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("features_dim,rep_dim", [(12, 20), (20, 12)])  # keys' norms: Gram / formed
+@pytest.mark.parametrize("features_dim,rep_dim", [(12, 20), (20, 12)])  # factored / keys formed
 def test_factored_representation_is_the_same_loss_and_gradient_as_the_formed_one(features_dim, rep_dim):
     """Sampled case: same key, the same anchors and negatives; the gradient to the formed
     representation maps to features, kernel and bias by the chain rule."""

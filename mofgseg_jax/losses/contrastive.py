@@ -17,7 +17,10 @@ DESIGN.md §3 step 6. Same sampling distribution as the published loop code
   with |f W + b| from the F x F Gram matrix W W^T, and the anchors' terms a W^T, a . b and |a| come
   from their features f_a through W W^T too (`_unit_anchor_terms`). The gathers that dominate the
   loss's time move F-wide rows instead of D-wide ones (256 vs 512 in MOFGSeg), and no [P, D] or
-  anchors' [K*Q, D] representation is formed, forward or backward.
+  anchors' [K*Q, D] representation is formed, forward or backward. That pays while F <= D (MiT-B0,
+  B1: 256 -> 512); wider features (B2-B5: 768 -> 512) are mapped to the representation instead, the
+  keys' without a gradient (one forward matmul) and the anchors' with one, so the gathers move the
+  narrower rows.
 """
 
 from __future__ import annotations
@@ -43,14 +46,11 @@ def _inv_norm(x: jax.Array, eps: float) -> jax.Array:
 
 
 def _inv_norm_linear(features: jax.Array, kernel: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
-    """`_inv_norm(features @ kernel + bias)` without forming that product where F <= D: |f W + b|^2 =
-    f (W W^T) f + 2 f . (W b) + b . b, an F x F Gram matrix instead of an F x D map per row. Where
-    the features are wider than the representation (MiT-B2..B5: 768 -> 512) forming it is cheaper
-    (B5 `semi` step, 16384 keys: 19.3 -> 12.9 GFLOP)."""
+    """`_inv_norm(features @ kernel + bias)` without forming that product: |f W + b|^2 =
+    f (W W^T) f + 2 f . (W b) + b . b, an F x F Gram matrix instead of an F x D map per row (cheaper
+    while F <= D; wider features are formed, see `weighted_contrastive_loss`)."""
     hi = jax.lax.Precision.HIGHEST
     f = features.astype(jnp.float32)
-    if kernel.shape[0] > kernel.shape[1]:
-        return _inv_norm(jnp.dot(f, kernel, precision=hi) + bias, eps)
     sq = (jnp.sum(jnp.dot(f, jnp.dot(kernel, kernel.T, precision=hi), precision=hi) * f, axis=-1)
           + 2.0 * jnp.dot(f, jnp.dot(kernel, bias, precision=hi), precision=hi) + jnp.dot(bias, bias))
     return jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
@@ -253,7 +253,7 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
     (about 70 MB of temporaries at K=14, Q=256, M=512). Time is dominated by reading the K*Q*M
     negative rows (once per forward or forward+backward). To use fewer pixels, pass the stride-4
     representation (with labels/probs at the same resolution). With `rep_kernel`, read F for D in
-    `rep`, its gradient and the gathered block.
+    `rep` and its gradient, and min(F, D) for D in the gathered block (F > D: plus a P*D key table).
 
     Args:
       key: PRNG key.
@@ -274,6 +274,7 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
         without forming every pixel's representation. Keys are gathered as F-wide features (half
         the bytes at F=256, D=512) and mapped through the kernel in the dot products; the anchors'
         terms carry gradient to features, kernel and bias. Their key side is gradient-free as above.
+        Where F > D the keys are formed (gradient-free) and gathered D-wide instead.
     Returns:
       `(loss, aux)`: float32 scalar and `{'num_present_classes', 'num_valid_classes'}` (int32;
       valid = present and with at least one hard anchor).
@@ -350,16 +351,25 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
 
     # Anchors keep their gradient; cosine normalisation on the gathered rows only.
     anchors = _gather_rows(parts, anchor_idx, rep_sg).astype(jnp.float32)  # [K, Q, D] (or F)
-    queries, offsets, pos_logits = _unit_anchor_terms(anchors, protos_n, rep_kernel, rep_bias, kernel_sg,
-                                                      bias_sg, eps)
-    # [P]: avoids a normalised copy of rep (and, factored, forming rep at all)
-    key_inv_norm = _inv_norm_linear(rep_sg, kernel_sg, bias_sg, eps) if factored else _inv_norm(rep_sg, eps)
+    keys, kernel, bias = rep_sg, rep_kernel, rep_bias
+    if factored and rep_kernel.shape[0] > rep_kernel.shape[1]:
+        # Features wider than the representation (MiT-B2..B5: 768 -> 512) are cheaper formed. The
+        # keys carry no gradient, so forming them is one forward matmul, as their norms would cost
+        # (the Gram form: F x F per key), and the chunk loop gathers D-wide rows; only the anchors'
+        # representation is formed with a gradient.
+        hi = jax.lax.Precision.HIGHEST
+        keys = (jnp.dot(rep_sg.astype(jnp.float32), kernel_sg, precision=hi) + bias_sg).astype(rep_sg.dtype)
+        anchors = jnp.dot(anchors, jnp.asarray(rep_kernel, jnp.float32), precision=hi) + rep_bias
+        kernel = bias = None
+    queries, offsets, pos_logits = _unit_anchor_terms(anchors, protos_n, kernel, bias, kernel_sg, bias_sg, eps)
+    # [P]: avoids a normalised copy of the keys (and, factored, forming them at all)
+    key_inv_norm = _inv_norm(keys, eps) if kernel is None else _inv_norm_linear(keys, kernel_sg, bias_sg, eps)
     if anchor_chunk is None:
-        anchor_chunk = _BLOCK_BYTES // (m * rep_sg.shape[-1] * 4)
+        anchor_chunk = _BLOCK_BYTES // (m * keys.shape[-1] * 4)
     chunk = math.gcd(q, max(int(anchor_chunk), 1))
     # Only classes that enter the loss are computed (none when fewer than two are present: loss 0).
     active = jnp.repeat(use_class & (num_present >= 2), q)
-    per_anchor = _anchor_ce(queries.reshape(k_cls * q, -1), offsets.reshape(-1), pos_logits.reshape(-1), rep_sg,
+    per_anchor = _anchor_ce(queries.reshape(k_cls * q, -1), offsets.reshape(-1), pos_logits.reshape(-1), keys,
                             key_inv_norm, neg_idx.reshape(k_cls * q, m), active, negative_weight, temperature,
                             chunk)
     per_class = jnp.mean(per_anchor.reshape(k_cls, q), axis=1)  # [K]
