@@ -354,9 +354,9 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
     keys, kernel, bias = rep_sg, rep_kernel, rep_bias
     if factored and rep_kernel.shape[0] > rep_kernel.shape[1]:
         # Features wider than the representation (MiT-B2..B5: 768 -> 512) are cheaper formed. The
-        # keys carry no gradient, so forming them is one forward matmul, as their norms would cost
-        # (the Gram form: F x F per key), and the chunk loop gathers D-wide rows; only the anchors'
-        # representation is formed with a gradient.
+        # keys carry no gradient, so forming them is one forward matmul (F x D per key, less than
+        # the Gram form's F x F for their norms), and the chunk loop gathers D-wide rows; only the
+        # anchors' representation is formed with a gradient.
         hi = jax.lax.Precision.HIGHEST
         keys = (jnp.dot(rep_sg.astype(jnp.float32), kernel_sg, precision=hi) + bias_sg).astype(rep_sg.dtype)
         anchors = jnp.dot(anchors, jnp.asarray(rep_kernel, jnp.float32), precision=hi) + rep_bias
