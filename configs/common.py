@@ -97,6 +97,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.num_negatives = 512  # negatives per anchor
     config.loss.temperature = 0.5
     config.loss.negative_weight = 2.0
+    # Anchors per iteration of the contrastive loss's chunk loop (speed and memory only, the same
+    # loss); 0 = by backend: a 4 MB block of gathered keys on CPU, 256 MB on GPUs and TPUs
+    # (`losses.contrastive.default_anchor_chunk`).
+    config.loss.contrastive_anchor_chunk = 0
     config.loss.edge_connectivity = 8  # 4 or 8 neighbours define a class boundary
     config.loss.edge_width = 1
 

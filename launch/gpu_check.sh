@@ -10,6 +10,9 @@
 #   BACKBONES="b0 b5" DTYPES="float32 bfloat16" MODES="sup semi" bash launch/gpu_check.sh   # the defaults
 #   XLA_FLAGS=--xla_gpu_autotune_level=0 bash launch/gpu_check.sh   # no GPU autotuning (each JSON
 #                                             # records its `xla_flags`)
+#   COMPARE="loss.contrastive_anchor_chunk=8" bash launch/gpu_check.sh   # each run also builds and
+#                                             # times the step with these overrides, in the same process
+#                                             # (`step --compare`; space-separated sets, one compile each)
 #   DRY_RUN=1 bash launch/gpu_check.sh        # list the runs, run nothing
 #
 # Each (backbone, dtype, mode) is its own process whose JSON is printed and written as soon as it
@@ -62,6 +65,8 @@ PER_DEVICE_U=${PER_DEVICE_U:-2}
 CROP=${CROP:-513}
 ITERS=${ITERS:-10}
 if [[ -n "${OUT:-}" ]]; then mkdir -p "$OUT"; fi
+COMPARE_ARGS=()
+for overrides in ${COMPARE:-}; do COMPARE_ARGS+=(--compare "$overrides"); done
 failed=0
 
 if "$PY" -c "import torch, transformers; assert torch.cuda.is_available()" 2>/dev/null; then
@@ -76,7 +81,8 @@ for run in $RUNS; do
   echo "# step $backbone $dtype $mode crop $CROP batch $((PER_DEVICE_L * NDEV))+$((PER_DEVICE_U * NDEV))" >&2
   if json=$("$PY" launch/benchmark.py step --backbone "$backbone" --crop "$CROP" --dtype "$dtype" \
       --batch-labeled $((PER_DEVICE_L * NDEV)) --batch-unlabeled $((PER_DEVICE_U * NDEV)) \
-      --modes "$mode" --iters "$ITERS" --warmup 2 "${REFERENCE[@]}"); then
+      --modes "$mode" --iters "$ITERS" --warmup 2 "${REFERENCE[@]}" \
+      ${COMPARE_ARGS[@]+"${COMPARE_ARGS[@]}"}); then
     echo "$json"
     if [[ -n "${OUT:-}" ]]; then echo "$json" > "$OUT/step_${backbone}_${dtype}_${mode}.json"; fi
   else

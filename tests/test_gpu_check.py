@@ -49,10 +49,15 @@ esac
 """
 
 
-def test_each_run_writes_its_own_json_and_a_failed_run_does_not_stop_the_rest(tmp_path):
+def _fake_python(tmp_path):
     fake = tmp_path / "python"
     fake.write_text(_FAKE_PYTHON)
     fake.chmod(0o755)
+    return fake
+
+
+def test_each_run_writes_its_own_json_and_a_failed_run_does_not_stop_the_rest(tmp_path):
+    fake = _fake_python(tmp_path)
     out = tmp_path / "out"
     result = _run(DRY_RUN="", PYTHON=str(fake), SKIP_INSTALL="1", OUT=str(out),
                   RUNS="b5:bfloat16:semi b0:float32:sup b0:bfloat16:semi")
@@ -63,3 +68,14 @@ def test_each_run_writes_its_own_json_and_a_failed_run_does_not_stop_the_rest(tm
     for expected in ("--backbone b0", "--crop 513", "--dtype float32", "--batch-labeled 2", "--batch-unlabeled 2",
                      "--modes sup", "--no-reference"):
         assert expected in args
+    assert "--compare" not in args
+
+
+def test_compare_sets_reach_every_run(tmp_path):
+    fake = _fake_python(tmp_path)
+    out = tmp_path / "out"
+    result = _run(DRY_RUN="", PYTHON=str(fake), SKIP_INSTALL="1", OUT=str(out), RUNS="b0:float32:semi",
+                  COMPARE="loss.contrastive_anchor_chunk=8 model.conv3x3=xla,dtype=bfloat16")
+    assert result.returncode == 0, result.stderr
+    args = (out / "step_b0_float32_semi.json").read_text()
+    assert args.endswith("--compare loss.contrastive_anchor_chunk=8 --compare model.conv3x3=xla,dtype=bfloat16\"}\n")

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mofgseg_jax.losses.contrastive import weighted_contrastive_loss
+from mofgseg_jax.losses.contrastive import default_anchor_chunk, weighted_contrastive_loss
 from tests.loss_references import reco_loss_ref
 
 KW = dict(num_queries=32, num_negatives=16, strong_threshold=0.97, temperature=0.5,
@@ -24,7 +24,7 @@ def _torch_single_thread():
     torch.set_num_threads(threads)
 
 
-@functools.partial(jax.jit, static_argnames=tuple(KW) + ("num_classes",))
+@functools.partial(jax.jit, static_argnames=tuple(KW) + ("num_classes", "anchor_chunk"))
 def _loss_aux_grad(key, rep, labels, probs, **kw):
     """((loss, aux), d loss / d rep), jitted once per shape and settings (inputs are arguments, not
     constants, so XLA does not constant-fold the sort at compile time)."""
@@ -58,9 +58,13 @@ def _one_pixel_per_class():
     return rep, labels, probs
 
 
-def test_equals_reference_exactly_when_sampling_is_deterministic():
+# The chunk loop's iterations: None = the backend's default (here all 32 anchors of a class at
+# once, as on an accelerator); 1 and 4 take 32 and 8 iterations per class, as on a CPU at full size.
+@pytest.mark.parametrize("anchor_chunk", [None, 1, 4])
+def test_equals_reference_exactly_when_sampling_is_deterministic(anchor_chunk):
     rep, labels, probs = _one_pixel_per_class()
-    loss, grad = _loss_and_grad(jax.random.PRNGKey(3), rep, labels, probs, num_classes=5, **KW)
+    loss, grad = _loss_and_grad(jax.random.PRNGKey(3), rep, labels, probs, num_classes=5,
+                                anchor_chunk=anchor_chunk, **KW)
     ref_loss, ref_grad = reco_loss_ref(rep, labels, probs, num_classes=5, with_grad=True, **KW)
     assert abs(float(loss) - ref_loss) <= 1e-5
     np.testing.assert_allclose(np.asarray(grad), ref_grad, atol=1e-5, rtol=0)
@@ -252,6 +256,28 @@ def test_factored_representation_is_the_same_loss_and_gradient_as_the_formed_one
     np.testing.assert_allclose(np.asarray(g_f).reshape(-1, features_dim), grad @ kernel.T, atol=1e-6, rtol=1e-4)
     np.testing.assert_allclose(np.asarray(g_w), features.reshape(-1, features_dim).T @ grad, atol=1e-6, rtol=1e-4)
     np.testing.assert_allclose(np.asarray(g_b), grad.sum(0), atol=1e-6, rtol=1e-4)
+
+
+def test_default_anchor_chunk_fills_the_backends_block():
+    # float32 [C, M, D] blocks of 4 MB on CPU, 256 MB elsewhere (M = 512 negatives).
+    assert default_anchor_chunk(512, 256, "cpu") == 8 and default_anchor_chunk(512, 512, "cpu") == 4
+    assert default_anchor_chunk(512, 512, "gpu") == 256 and default_anchor_chunk(512, 256, "tpu") == 512
+    assert default_anchor_chunk(2**20, 2**10, "cpu") == 1  # never zero
+    assert default_anchor_chunk(512, 256) == default_anchor_chunk(512, 256, jax.default_backend())
+
+
+@pytest.mark.parametrize("anchor_chunk", [1, 8])
+def test_chunking_leaves_the_sampled_loss_and_gradient_unchanged(anchor_chunk):
+    """Same key, so the same anchors and negatives; only how many anchors share a loop iteration
+    differs (8 of 32 per class: a class's chunks are skipped together when it has no hard anchor)."""
+    rep, labels, probs = _random_inputs(4, n=3, h=8, w=8)
+    probs[labels == 2, 2] = 1.0  # class 2 has no hard anchor: its chunks are skipped
+    key = jax.random.PRNGKey(5)
+    (loss, aux), grad = _loss_aux_grad(key, rep, labels, probs, num_classes=4, **KW)
+    (got, _), got_grad = _loss_aux_grad(key, rep, labels, probs, num_classes=4, anchor_chunk=anchor_chunk, **KW)
+    assert float(loss) > 0 and int(aux["num_valid_classes"]) == 3
+    np.testing.assert_allclose(float(got), float(loss), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(got_grad), np.asarray(grad), atol=1e-7, rtol=1e-5)
 
 
 def test_factored_representation_rejects_a_kernel_of_the_wrong_width():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs.common import apply_variant, base_config
+from mofgseg_jax.errors import InputError
 from mofgseg_jax.models import build_model
 from mofgseg_jax.train import parallel
 from mofgseg_jax.train.state import create_train_state, init_variables
@@ -264,6 +265,28 @@ def test_full_semi_step_with_contrastive_and_stride4_rep_is_finite():
     m = metrics[0]
     assert all(np.isfinite(v) for v in m.values()), m
     assert m["contrastive_loss"] > 0 and m["contrastive_classes"] >= 2
+
+
+def test_contrastive_anchor_chunk_reaches_the_loss_and_a_negative_one_is_refused(monkeypatch):
+    from mofgseg_jax.train import step as step_module
+
+    chunks = []
+    original = step_module.weighted_contrastive_loss
+
+    def recording(*args, **kwargs):
+        chunks.append(kwargs.get("anchor_chunk", "absent"))  # runs while the step is traced
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(step_module, "weighted_contrastive_loss", recording)
+    for chunk in (0, 4):
+        config = tiny_config(loss__contrastive_weight=1.0, loss__contrastive_anchor_chunk=chunk)
+        model, state = host_state(config)
+        par = parallel.make_parallel(config, make_train_step(config, model),
+                                     mesh=parallel.make_mesh(jax.devices()[:1]))
+        par.step.lower(par.put_state(state), par.put_batch(fake_batch()), jax.random.key(0))
+    assert chunks == [None, 4]  # 0 = the loss's default for the backend
+    with pytest.raises(InputError, match="config.loss.contrastive_anchor_chunk must be >= 0"):
+        make_train_step(tiny_config(loss__contrastive_anchor_chunk=-1), model)
 
 
 def test_create_train_state_loads_pretrained_into_student_and_teacher():

@@ -33,10 +33,23 @@ import jax
 import jax.numpy as jnp
 
 _EPS = 1e-8  # torch.nn.functional.cosine_similarity's eps
-# Gathered keys per chunk of anchors: fits the last-level cache with room, big enough that the
+# Gathered keys per chunk of anchors on CPU: fits the last-level cache with room, big enough that the
 # per-iteration cost of the loop stays small (2-core CPU, MiT-B0 semi step: C=4 at D=512 was best or
 # equal among 1-16; with 256-wide features C=8 beat 4 by ~5% CPU time).
-_BLOCK_BYTES = 4 * 2**20
+_CPU_BLOCK_BYTES = 4 * 2**20
+# On GPUs and TPUs the block is in device memory whatever its size, while every iteration of the
+# loop costs kernel launches and a `cond` whose predicate XLA:GPU reads on the host. Blocks of 256
+# MB give the published sizes (Q=256, M=512, D<=512) one class's anchors per chunk: K iterations
+# (14 at uavseg) instead of the CPU block's K*Q/8 (448).
+_ACCELERATOR_BLOCK_BYTES = 256 * 2**20
+
+
+def default_anchor_chunk(num_negatives: int, key_width: int, backend: str | None = None) -> int:
+    """Anchors per chunk whose gathered `[C, M, D]` float32 block fills the backend's block size
+    (`backend`: a JAX platform name; default the process's default backend)."""
+    cpu = (backend or jax.default_backend()) == "cpu"
+    block = _CPU_BLOCK_BYTES if cpu else _ACCELERATOR_BLOCK_BYTES
+    return max(block // (num_negatives * key_width * 4), 1)
 
 
 def _inv_norm(x: jax.Array, eps: float) -> jax.Array:
@@ -249,8 +262,9 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
     and its gradient (P*D each; one buffer when the caller donates `rep`, see `_gather_rows`),
     O(P*K) for the class one-hot of the prototype matmul, O(K*Q*M)
     sampled indices/uniforms (int32/f32), O(K*Q*D) anchors and their gradient, and one `C*M*D`
-    block of gathered negatives (4 MB at C=4, M=D=512). Never P*K*M, K*Q*M*D or even Q*M*D at once
-    (about 70 MB of temporaries at K=14, Q=256, M=512). Time is dominated by reading the K*Q*M
+    block of gathered negatives (by default 4 MB on CPU, at most 256 MB on GPUs and TPUs). Never
+    P*K*M or K*Q*M*D at once (about 70 MB of temporaries besides the block at K=14, Q=256,
+    M=512). Time is dominated by reading the K*Q*M
     negative rows (once per forward or forward+backward). To use fewer pixels, pass the stride-4
     representation (with labels/probs at the same resolution). With `rep_kernel`, read F for D in
     `rep` and its gradient, and min(F, D) for D in the gathered block (F > D: plus a P*D key table).
@@ -267,8 +281,9 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
       temperature: T. negative_weight: multiplies the negatives' cosine similarities.
       eps: cosine-similarity norm floor (torch's 1e-8).
       anchor_chunk: anchors processed together (C; rounded down to a divisor of num_queries).
-        Default: as many as make the gathered block `_BLOCK_BYTES` (4 MB: C=4 at M=D=512, C=8 for
-        256-wide features), the size that measured fastest on the 2-core CI CPU.
+        Default (`default_anchor_chunk`): as many as make the gathered block 4 MB on CPU (C=4 at
+        M=D=512, C=8 for 256-wide features; the size that measured fastest on the 2-core CI CPU),
+        256 MB on GPUs and TPUs (a class's anchors at the published sizes: few loop iterations).
       rep_kernel, rep_bias: `[F, D]` and `[D]`. When given, `rep` holds `[.., F]` features and the
         representation is `rep @ rep_kernel + rep_bias` (a 1x1 conv head): the same loss, computed
         without forming every pixel's representation. Keys are gathered as F-wide features (half
@@ -365,7 +380,7 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
     # [P]: avoids a normalised copy of the keys (and, factored, forming them at all)
     key_inv_norm = _inv_norm(keys, eps) if kernel is None else _inv_norm_linear(keys, kernel_sg, bias_sg, eps)
     if anchor_chunk is None:
-        anchor_chunk = _BLOCK_BYTES // (m * keys.shape[-1] * 4)
+        anchor_chunk = default_anchor_chunk(m, keys.shape[-1])
     chunk = math.gcd(q, max(int(anchor_chunk), 1))
     # Only classes that enter the loss are computed (none when fewer than two are present: loss 0).
     active = jnp.repeat(use_class & (num_present >= 2), q)

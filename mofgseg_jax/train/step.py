@@ -125,6 +125,10 @@ def make_train_step(config: Any, model: Any) -> StepFn:
     w_uns = float(lc.unsupervised_weight) if semi else 0.0
     w_con = float(lc.contrastive_weight) if semi else 0.0
     rampup_steps = int(lc.semi_rampup_steps)
+    anchor_chunk = int(lc.get("contrastive_anchor_chunk", 0))
+    if anchor_chunk < 0:
+        raise InputError(f"config.loss.contrastive_anchor_chunk must be >= 0 (0 = by backend), "
+                         f"got {anchor_chunk}")
 
     def supervised_loss(logits, labels):
         if lc.ohem:
@@ -220,7 +224,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
                     strong_threshold=lc.strong_threshold, num_queries=lc.num_queries,
                     num_negatives=lc.num_negatives, temperature=lc.temperature,
                     negative_weight=lc.negative_weight, ignore_index=ignore, rep_kernel=rep_kernel,
-                    rep_bias=rep_bias)
+                    rep_bias=rep_bias, anchor_chunk=anchor_chunk or None)
                 terms["contrastive_loss"] = loss_c
                 extra["contrastive_classes"] = jnp.asarray(aux_c["num_present_classes"], jnp.float32)
             total = (w_sup * terms["supervised_loss"] + w_bnd * terms["boundary_loss"]
