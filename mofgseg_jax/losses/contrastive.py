@@ -8,10 +8,11 @@ DESIGN.md §3 step 6. Same sampling distribution as the published loop code
 * negative classes come from inverse-CDF sampling of softmax(cos(proto_c, proto_k) / temp) over the
   other present classes;
 * the anchors of all classes are processed `anchor_chunk` at a time under `lax.map`: each chunk
-  gathers its `[chunk, M, D]` negatives (a few MB, cache-resident) and uses them twice — for the
-  logits and, in the same pass, for the gradient w.r.t. the anchors (a `custom_vjp`: the keys are
-  constants, so that gradient only needs the softmax the forward pass has just computed). The
-  negatives are read from memory once per forward+backward and never stored;
+  gathers its `[chunk, M, D]` negatives (on CPU a few MB, cache-resident; on GPUs and TPUs a class's
+  anchors at once, see `default_anchor_chunk`) and uses them twice — for the logits and, in the
+  same pass, for the gradient w.r.t. the anchors (a `custom_vjp`: the keys are constants, so that
+  gradient only needs the softmax the forward pass has just computed). The negatives are read from
+  memory once per forward+backward and never stored;
 * when the representation is a linear head's output (`rep_kernel`, `rep_bias`: the train step's
   case), the loss works on the head's input features: for the keys a . (f W + b) = (a W^T) . f + a . b,
   with |f W + b| from the F x F Gram matrix W W^T, and the anchors' terms a W^T, a . b and |a| come
