@@ -39,9 +39,9 @@ _EPS = 1e-8  # torch.nn.functional.cosine_similarity's eps
 # equal among 1-16; with 256-wide features C=8 beat 4 by ~5% CPU time).
 _CPU_BLOCK_BYTES = 4 * 2**20
 # On GPUs and TPUs the block is in device memory whatever its size, while every iteration of the
-# loop costs kernel launches and a `cond` whose predicate XLA:GPU reads on the host. Blocks of 256
-# MB give the published sizes (Q=256, M=512, D<=512) one class's anchors per chunk: K iterations
-# (14 at uavseg) instead of the CPU block's K*Q/8 (448).
+# loop costs kernel launches and a `cond` whose predicate XLA:GPU copies to the host, waiting for
+# the stream. Blocks of 256 MB give the published sizes (Q=256, M=512, D<=512) one class's anchors
+# per chunk: K iterations (14 at uavseg) instead of the CPU block's 448 (MiT-B0) or 896 (B2-B5).
 _ACCELERATOR_BLOCK_BYTES = 256 * 2**20
 
 
@@ -264,11 +264,11 @@ def weighted_contrastive_loss(key: jax.Array, rep: jax.Array | Sequence[jax.Arra
     O(P*K) for the class one-hot of the prototype matmul, O(K*Q*M)
     sampled indices/uniforms (int32/f32), O(K*Q*D) anchors and their gradient, and one `C*M*D`
     block of gathered negatives (by default 4 MB on CPU, at most 256 MB on GPUs and TPUs). Never
-    P*K*M or K*Q*M*D at once (about 70 MB of temporaries besides the block at K=14, Q=256,
-    M=512). Time is dominated by reading the K*Q*M
-    negative rows (once per forward or forward+backward). To use fewer pixels, pass the stride-4
-    representation (with labels/probs at the same resolution). With `rep_kernel`, read F for D in
-    `rep` and its gradient, and min(F, D) for D in the gathered block (F > D: plus a P*D key table).
+    P*K*M or K*Q*M*D at once (about 70 MB of temporaries besides the block at K=14, Q=256, M=512).
+    Time is dominated by reading the K*Q*M negative rows (once per forward or forward+backward).
+    To use fewer pixels, pass the stride-4 representation (with labels/probs at the same
+    resolution). With `rep_kernel`, read F for D in `rep` and its gradient, and min(F, D) for D in
+    the gathered block (F > D: plus a P*D key table).
 
     Args:
       key: PRNG key.
