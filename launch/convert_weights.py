@@ -14,11 +14,12 @@ Writes OUT/weights.safetensors and OUT/info.json, then prints a summary.
 import argparse
 import os
 import sys
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mofgseg_jax.errors import one_line_errors  # noqa: E402
-from mofgseg_jax.weights import CheckpointError, convert_file, save_converted  # noqa: E402
+from mofgseg_jax.weights import WEIGHTS_FILE, CheckpointError, convert_file, save_converted  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--src", required=True, help="checkpoint file (.pth, .bin, .safetensors)")
     parser.add_argument("--out", required=True, help="output folder (created)")
     args = parser.parse_args(argv)
+    existing = Path(args.out) / WEIGHTS_FILE
+    if existing.exists():
+        print(f"error: {existing} exists; choose another --out (nothing was overwritten)", file=sys.stderr)
+        return 1
     try:
         variables, info = convert_file(args.src)
     except CheckpointError as e:
@@ -49,7 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("boundary:    none (starts from its initialisation)")
     print(f"tensors:     {info['num_tensors']} ({n_all / 1e6:.2f}M values)")
-    print(f"written:     {out}  ->  set config.model.pretrained={out} and config.model.backbone={info['preset']}")
+    if info["preset"] == "custom":  # no preset matches: name its dims and depths instead
+        model_keys = f"config.model.dims={tuple(info['dims'])}, config.model.depths={tuple(info['depths'])}"
+        if "embed_dim" in info:
+            model_keys += f", config.model.embed_dim={info['embed_dim']}"
+    else:
+        model_keys = f"config.model.backbone={info['preset']}"
+    print(f"written:     {out}  ->  set config.model.pretrained={out} and {model_keys}")
     print("note:        LayerNorm eps is a model setting, not a weight: released mit_b* weights use "
           "block_ln_eps=1e-6 (the default); Hugging Face SegFormer computes with 1e-5")
     return 0

@@ -372,6 +372,34 @@ def test_pth_reader_rebuilds_views_dtypes_and_shared_storages_without_torch(tmp_
         np.testing.assert_array_equal(np.asarray(got[name], dtype=ref.dtype), ref, err_msg=name)
 
 
+def test_pth_reader_rebuilds_tensors_saved_with_python_state(tmp_path):
+    from mofgseg_jax.weights.readers import read_state_dict
+    tagged = torch.randn(4)
+    tagged.note = "an attribute makes torch pickle it through _rebuild_from_type_v2"
+    param = torch.nn.Parameter(torch.randn(2, 3))
+    param.note = "a Parameter with state: _rebuild_parameter_with_state"
+    path = tmp_path / "stateful.pth"
+    torch.save({"tagged": tagged, "param": param, "plain": torch.ones(2)}, path)
+    got = read_state_dict(path)
+    assert set(got) == {"tagged", "param", "plain"}
+    np.testing.assert_array_equal(got["tagged"], tagged.numpy())
+    np.testing.assert_array_equal(got["param"], param.detach().numpy())
+
+
+def test_tensor_forms_the_reader_cannot_rebuild_are_an_error_not_dropped(tmp_path):
+    path = tmp_path / "sparse.pth"
+    torch.save({"patch_embed1.proj.bias": torch.eye(8).to_sparse()}, path)
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))}.*_rebuild_sparse_tensor"):
+        load_pretrained(path, {})
+
+
+def test_a_backbone_with_fewer_blocks_than_the_model_is_an_error(tmp_path):
+    path, _ = _write("mit_pth", "b0", tmp_path)  # depths (2, 2, 2, 2)
+    deeper = build_model(dict(MODELS["b0"][1], depths=(3, 2, 2, 2)))  # same widths, one more block
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))}.*depths \[2, 2, 2, 2\].*block1_2"):
+        load_pretrained(path, _skeleton(deeper, (1, 32, 32, 3)))
+
+
 def test_loading_never_executes_pickled_code(tmp_path):
     marker = tmp_path / "pwned"
 
@@ -399,6 +427,23 @@ def test_convert_weights_cli_writes_a_folder_that_loads_like_the_file(tmp_path, 
     from_dir = load_pretrained(out, variables)
     from_file = load_pretrained(src, variables)
     jax.tree.map(np.testing.assert_array_equal, from_dir, from_file)
+
+
+def test_convert_weights_cli_never_overwrites_and_names_dims_of_a_custom_backbone(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launch"))
+    import convert_weights
+
+    src, _ = _write("mit_pth", "b5_width_depth1", tmp_path)  # B5 widths, depth 1: no preset
+    out = tmp_path / "converted"
+    assert convert_weights.main(["--src", str(src), "--out", str(out)]) == 0
+    summary = capsys.readouterr().out
+    assert "config.model.dims=(64, 128, 320, 512), config.model.depths=(1, 1, 1, 1)" in summary
+    assert "backbone=custom" not in summary
+    written = (out / "weights.safetensors").read_bytes()
+    assert convert_weights.main(["--src", str(_mmseg_file(tmp_path)), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert str(out / "weights.safetensors") in err and "exists" in err and "\n" not in err
+    assert (out / "weights.safetensors").read_bytes() == written
 
 
 def test_convert_weights_cli_reports_a_bad_file_in_one_line(tmp_path, capsys):

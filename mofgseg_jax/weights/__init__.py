@@ -74,10 +74,12 @@ def load_pretrained(path: str | Path, variables: dict[str, Any], *, reinit_class
 
     `path`: a folder written by launch/convert_weights.py, or a checkpoint file. Tensors the
     checkpoint lacks (decoder, boundary module, representation head for backbone-only weights)
-    keep their initial values. A shape mismatch is an error naming the file and tensor; for the
-    classifier (class count differs) it keeps the initial classifier when `reinit_classifier`.
+    keep their initial values, but a backbone is all or nothing: a checkpoint with fewer blocks
+    than the model (mit_b2 into b3, whose widths match) is an error, not random extra blocks.
+    A shape mismatch is an error naming the file and tensor; for the classifier (class count
+    differs) it keeps the initial classifier when `reinit_classifier`.
     """
-    pretrained, _ = read_converted(path)
+    pretrained, info = read_converted(path)
     src = traverse_util.flatten_dict(pretrained)
     dst = traverse_util.flatten_dict(dict(variables))
     for key, value in src.items():
@@ -97,7 +99,14 @@ def load_pretrained(path: str | Path, variables: dict[str, Any], *, reinit_class
             raise CheckpointError(f"{path}: tensor {name} has shape {tuple(value.shape)}, model needs "
                                   f"{tuple(dst[key].shape)} ({hint})")
         dst[key] = jax.numpy.asarray(value, dtype=dst[key].dtype)
+    if any(key[1:2] == ("backbone",) for key in src):
+        missing = ["/".join(key) for key in dst if key[1:2] == ("backbone",) and key not in src]
+        if missing:
+            raise CheckpointError(
+                f"{path}: the checkpoint's backbone (depths {info.get('depths', '?')}) lacks {len(missing)} "
+                f"of this model's backbone tensors, e.g. {missing[0]}; pick the checkpoint's preset in "
+                "model.backbone (or its model.depths)")
     return traverse_util.unflatten_dict(dst)
 
 
-__all__ = ["CheckpointError", "convert_file", "save_converted", "read_converted", "load_pretrained"]
+__all__ = ["WEIGHTS_FILE", "CheckpointError", "convert_file", "save_converted", "read_converted", "load_pretrained"]

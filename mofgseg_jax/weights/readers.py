@@ -4,7 +4,9 @@
 - PyTorch zip checkpoints (`torch.save` since 1.6: `.pth`, `pytorch_model.bin`, mmseg `.pth`): a
   restricted unpickler that rebuilds tensors from the archive's raw storages. Only tensor
   rebuilding and plain containers are honoured; any other global in the pickle becomes an inert
-  placeholder (mmseg metadata, optimizer extras), so no pickled code ever runs.
+  placeholder (mmseg metadata, optimizer extras), so no pickled code ever runs. A tensor stored
+  in a form not rebuilt here (quantized, sparse, ...) is an error rather than a placeholder: a
+  weight dropped without a word would train from its initial value.
 """
 
 import collections
@@ -72,9 +74,15 @@ def _rebuild_parameter(data, *unused):
     return data
 
 
+def _rebuild_from_type(func, new_type, args, state):
+    """A tensor saved with Python attributes (torch's `_rebuild_from_type_v2`): the tensor alone."""
+    return func(*args)
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file, archive: zipfile.ZipFile, prefix: str):
+    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, path: Path):
         super().__init__(file)
+        self._path = path
         self._archive = archive
         self._prefix = prefix
         self._storages: dict[str, np.ndarray] = {}
@@ -84,8 +92,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return collections.OrderedDict
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
             return _rebuild_tensor
-        if module == "torch._utils" and name == "_rebuild_parameter":
+        if module == "torch._utils" and name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
             return _rebuild_parameter
+        if module == "torch._tensor" and name == "_rebuild_from_type_v2":
+            return _rebuild_from_type
+        if module in ("torch._utils", "torch._tensor") and name.startswith("_rebuild"):
+            raise CheckpointError(f"{self._path}: holds a tensor stored as {module}.{name}, which this "
+                                  "reader does not rebuild; re-save plain tensors or convert to safetensors")
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(name)
         return _Opaque  # never import: anything else is inert
@@ -110,7 +123,7 @@ def _read_torch_zip(path: Path) -> Any:
         if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
             raise CheckpointError(f"{path}: big-endian PyTorch checkpoints are not supported")
         with archive.open(pkl[0]) as f:
-            return _RestrictedUnpickler(f, archive, prefix).load()
+            return _RestrictedUnpickler(f, archive, prefix, path).load()
 
 
 def _flatten_tensors(obj: Any, prefix: str = "") -> dict[str, np.ndarray]:
