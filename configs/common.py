@@ -63,7 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.num_workers = 0  # grain worker processes (0 = in-process)
     config.data.use_edge_maps = False  # read precomputed edge maps instead of deriving them
     config.data.edge_dir = ""
-    config.data.ignore_index = 255
+    config.data.ignore_index = 255  # must equal the spec's (data_specs/<name>.json): the host pads masks with it
     config.data.class_names = ()  # custom datasets: optional names
     # (data engineer) mirrors model.num_classes so the input pipeline can check mask ids against it
     config.data.num_classes = config.model.get_ref("num_classes")

@@ -64,3 +64,15 @@ def test_config_errors_name_the_problem():
         load_spec("uavseg", num_classes=8)
     with pytest.raises(ValueError, match="data.name='nope'"):
         load_spec("nope")
+
+
+def test_config_ignore_index_must_match_the_spec():
+    # The host pads masks with the spec's ignore label and the step ignores the config's: were they
+    # to differ, padding would be a class for the losses and edge targets.
+    config = base_config()
+    config.data.name = "uavseg"
+    config.model.num_classes = 14
+    assert spec_from_config(config.data).ignore_index == 255
+    config.data.ignore_index = 0
+    with pytest.raises(ValueError, match=r"data.ignore_index=0 differs from .*uavseg.json's ignore_index=255"):
+        spec_from_config(config.data)

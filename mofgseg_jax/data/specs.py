@@ -65,12 +65,15 @@ def default_palette(num_classes: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(palette)
 
 
-def load_spec(name: str, *, num_classes: int = 0, class_names: Sequence[str] = ()) -> DatasetSpec:
+def load_spec(name: str, *, num_classes: int = 0, class_names: Sequence[str] = (),
+              ignore_index: int | None = None) -> DatasetSpec:
     """Loads `data_specs/<name>.json`.
 
     For 'custom', `num_classes` (or `len(class_names)`) is required; names default to 'class_<i>'
     and the palette to `default_palette`. For a named dataset a non-zero `num_classes` must agree
     with the spec (a config that disagrees with its dataset is an error, not a silent override).
+    A given `ignore_index` must agree with the spec's for every dataset: the host pipeline pads and
+    checks masks with the spec's value, the train step's losses and edge targets use the config's.
     """
     path = os.path.join(SPEC_DIR, f"{name}.json")
     if not os.path.exists(path):
@@ -93,20 +96,26 @@ def load_spec(name: str, *, num_classes: int = 0, class_names: Sequence[str] = (
                              f"num_classes={num_classes}")
         if class_names and tuple(class_names) != tuple(raw["class_names"]):
             raise InputError(f"{path}: data.class_names differs from the spec's class names")
+    spec_ignore = int(raw.get("ignore_index", 255))
+    if ignore_index is not None and int(ignore_index) != spec_ignore:
+        raise InputError(f"data.ignore_index={ignore_index} differs from {path}'s ignore_index={spec_ignore}; "
+                         "masks are padded with the spec's value, so change both or neither")
     if len(raw["class_names"]) != raw["num_classes"] or len(raw["palette"]) != raw["num_classes"]:
         raise InputError(f"{path}: class_names/palette length differs from num_classes={raw['num_classes']}")
     return DatasetSpec(
         name=raw["name"], num_classes=int(raw["num_classes"]), class_names=tuple(raw["class_names"]),
         palette=tuple(tuple(int(v) for v in c) for c in raw["palette"]),
-        ignore_index=int(raw.get("ignore_index", 255)), layout=raw["layout"],
+        ignore_index=spec_ignore, layout=raw["layout"],
         splits=tuple(raw.get("splits", ())), published=dict(raw.get("published", {})),
         description=raw.get("description", ""))
 
 
 def spec_from_config(data_cfg: Any) -> DatasetSpec:
-    """The spec named by `data_cfg.name`, with `num_classes` / `class_names` from the config."""
+    """The spec named by `data_cfg.name`, with `num_classes` / `class_names` from the config (and its
+    `ignore_index` checked against the spec's)."""
     return load_spec(data_cfg.name, num_classes=int(cfg_get(data_cfg, "num_classes", 0) or 0),
-                     class_names=tuple(cfg_get(data_cfg, "class_names", ()) or ()))
+                     class_names=tuple(cfg_get(data_cfg, "class_names", ()) or ()),
+                     ignore_index=cfg_get(data_cfg, "ignore_index", None))
 
 
 def cfg_get(cfg: Any, key: str, default: Any) -> Any:
