@@ -48,13 +48,16 @@ def test_rectangle_has_half_the_area_and_the_published_size_law():
     assert widths == set(range(W // 2 + 1, W))  # every allowed width occurs
 
 
-def test_cutout_zeroes_image_and_confidence_and_ignores_label_inside_only():
+def test_cutout_fills_the_mean_colour_zeroes_confidence_and_ignores_label_inside_only():
     images, labels, conf = _batch()
     out_im, out_lb, out_cf = map(np.asarray, _mix("cutout")(_keys(1), images, labels, conf))
     for i in range(B):
         inside = out_lb[i] == IGNORE
         assert 0 < inside.sum() < H * W
-        assert np.all(out_im[i][inside] == 0) and np.all(out_cf[i][inside] == 0)
+        # The published loop zeroes the normalised image: the ImageNet mean in [0, 1] images.
+        np.testing.assert_array_equal(out_im[i][inside], np.broadcast_to(
+            np.float32([0.485, 0.456, 0.406]), out_im[i][inside].shape))
+        assert np.all(out_cf[i][inside] == 0)
         np.testing.assert_array_equal(out_im[i][~inside], images[i][~inside])
         np.testing.assert_array_equal(out_lb[i][~inside], labels[i][~inside])
         np.testing.assert_array_equal(out_cf[i][~inside], conf[i][~inside])

@@ -1,8 +1,9 @@
 """Batch mixing of the unlabelled view: cutout, cutmix, classmix (DESIGN.md §3 step 4(b)).
 
 Per sample i, with "next" = sample (i + 1) mod B (the published `generate_unsup_data`):
-- cutout: a rectangle of half the area; inside it the image and confidence are zeroed and the
-  label set to ignore;
+- cutout: a rectangle of half the area; inside it the image is the ImageNet mean colour, the
+  confidence 0 and the label ignore (the published loop zeroes the *normalised* tensor, which its
+  next PIL round trip turns back into the mean colour; in our [0, 1] images that is the mean);
 - cutmix: the same kind of rectangle, filled (image, label, confidence) from the next sample;
 - classmix: a random half (rounded down) of the classes present in the next sample's pseudo-label;
   the next sample's pixels of those classes are pasted onto sample i.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mofgseg_jax.augment.photometric import IMAGENET_MEAN
 from mofgseg_jax.augment.sampling import uniform_int
 from mofgseg_jax.errors import InputError
 
@@ -63,7 +65,7 @@ def mix_sample(key: jax.Array, image: jax.Array, label: jax.Array, confidence: j
         return image, label, confidence
     if mode == "cutout":
         inside = rectangle_mask(key, height, width)
-        return (jnp.where(inside[..., None], jnp.zeros((), image.dtype), image),
+        return (jnp.where(inside[..., None], jnp.asarray(IMAGENET_MEAN, image.dtype), image),
                 jnp.where(inside, jnp.asarray(ignore_index, label.dtype), label),
                 jnp.where(inside, jnp.zeros((), confidence.dtype), confidence))
     if mode == "cutmix":

@@ -25,6 +25,9 @@ from mofgseg_jax.augment import perturb_unlabeled
 from mofgseg_jax.bench.common import time_calls, time_interleaved
 
 IGNORE = 255
+# The published cutout zeroes the normalised tensor; its next PIL round trip (x * 255, truncated to
+# uint8) makes that the ImageNet mean colour.
+CUTOUT_FILL_U8 = (123, 116, 103)
 
 
 def _pil_hue(img: Image.Image, shift: float) -> Image.Image:
@@ -61,7 +64,7 @@ def pil_perturb_sample(rng: random.Random, image01: np.ndarray, label: np.ndarra
     w = rng.randrange(width // 2 + 1, width)
     h = int(round(height * width / 2 / w))
     cx, cy = rng.randint(0, width - w), rng.randint(0, height - h)
-    img[cy:cy + h, cx:cx + w] = 0
+    img[cy:cy + h, cx:cx + w] = CUTOUT_FILL_U8
     lbl[cy:cy + h, cx:cx + w] = IGNORE
     cf[cy:cy + h, cx:cx + w] = 0
     out = Image.fromarray(img)
