@@ -88,9 +88,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Sigmoid ramp-up exp(-5 (1 - t/T)^2) of the unsupervised and contrastive weights over the first
     # T updates (Laine & Aila 2017); 0 = full weight from the first step, as published.
     config.loss.semi_rampup_steps = 0
-    config.loss.ohem = False  # OHEM variant of the supervised loss
+    config.loss.ohem = False  # OHEM variant of the supervised loss (the published method: plain CE)
     config.loss.ohem_thresh = 0.7
-    config.loss.ohem_min_kept = 100000
+    config.loss.ohem_min_kept = 100000  # per device: each device's loss keeps at least this many pixels
     config.loss.strong_threshold = 0.97  # confident pseudo-label / hard-anchor threshold
     config.loss.weak_threshold = 0.7  # unlabelled pixels valid for the contrastive loss
     config.loss.num_queries = 256  # anchors per class
