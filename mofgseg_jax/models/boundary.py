@@ -39,7 +39,7 @@ class ResizeConcatConvBNReLU(BatchNormSettings):
     @nn.compact
     def __call__(self, high: jnp.ndarray, low: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         ch = high.shape[-1]
-        kernel = ConvKernel(ch + low.shape[-1], self.features, 3, name="conv")()
+        kernel = ConvKernel(ch + low.shape[-1], self.features, 3, kernel_init=torch_default_init, name="conv")()
         dtype = self.dtype or low.dtype
         kernel, high, low = kernel.astype(dtype), high.astype(dtype), low.astype(dtype)
         out = conv3x3_same(low, kernel[:, :, ch:], algorithm=self.conv3x3)
@@ -57,6 +57,8 @@ class EAM(BatchNormSettings):
     c1 -> 1x1 conv(low_dim)+BN+ReLU; c4 -> 1x1 conv(high_dim)+BN+ReLU, resized to c1's size
     (bilinear, align_corners=False); concat (c4-branch, c1-branch) -> 3x3 conv+BN+ReLU twice
     -> 1x1 conv(1). Input channels follow the backbone (the published code hard-codes 64/512).
+    Every conv starts from torch's default initialisation, as the published module's plain
+    `nn.Conv2d`s (the decoder's mmcv ConvModule is kaiming-initialised, the EAM's convs are not).
     `conv3x3`: how the 3x3 convs are computed (`models.conv.conv3x3_same`; the same function).
     Names follow the published module (`reduce1`, `reduce4`, `block.0/1` -> `block1/2`, `block.2`
     -> `edge`) so its checkpoints convert by a short table.
@@ -70,9 +72,10 @@ class EAM(BatchNormSettings):
     @nn.compact
     def __call__(self, c1: jnp.ndarray, c4: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         bn = self.bn_settings()
-        low = ConvBNReLU(self.low_dim, 1, use_bias=True, name="reduce1", **bn)(c1, train)
-        high = ConvBNReLU(self.high_dim, 1, use_bias=True, name="reduce4", **bn)(c4, train)
+        init = dict(kernel_init=torch_default_init)
+        low = ConvBNReLU(self.low_dim, 1, use_bias=True, name="reduce1", **init, **bn)(c1, train)
+        high = ConvBNReLU(self.high_dim, 1, use_bias=True, name="reduce4", **init, **bn)(c4, train)
         # = ConvBNReLU(3x3) over concat(resize(high) to c1's size, low).
         x = ResizeConcatConvBNReLU(self.mid_dim, self.conv3x3, name="block1", **bn)(high, low, train)
-        x = ConvBNReLU(self.mid_dim, 3, conv3x3=self.conv3x3, name="block2", **bn)(x, train)
+        x = ConvBNReLU(self.mid_dim, 3, conv3x3=self.conv3x3, name="block2", **init, **bn)(x, train)
         return Conv(1, (1, 1), kernel_init=torch_default_init, dtype=self.dtype, name="edge")(x)

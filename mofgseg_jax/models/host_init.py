@@ -7,11 +7,12 @@ here come from `jax.eval_shape(model.init)` (tracing only, no compile) filled le
 draws from the distribution the module declares for that leaf (`tests/test_models.py` checks each
 leaf against `model.init`'s statistics):
 
-- backbone (PyTorch MiT `_init_weights`): Dense kernels trunc-normal(0.02) truncated at ±2 std
-  (flax's `truncated_normal`); conv kernels normal(0, sqrt(2 / fan_out)), fan_out = kh*kw*out;
+- backbone (PyTorch MiT `_init_weights`): Dense kernels normal(0, 0.02) (timm's `trunc_normal_`
+  cuts at ±100 std there); conv kernels normal(0, sqrt(2 / fan_out)), fan_out = kh*kw*out;
   depthwise 3x3 kernels normal(0, sqrt(2 / 9)) (torch's fan_out of a depthwise conv);
-- decoder and boundary module: `ConvBNReLU` convs (`.../conv/kernel`) kaiming normal(0,
-  sqrt(2 / fan_out)); other kernels torch's default uniform(±1/sqrt(fan_in)), fan_in = kh*kw*in;
+- decoder: `ConvBNReLU` convs (`.../conv/kernel`, mmcv's ConvModule) kaiming normal(0,
+  sqrt(2 / fan_out)); every other kernel, the boundary module's included (plain `nn.Conv2d`s in
+  the published code), torch's default uniform(±1/sqrt(fan_in)), fan_in = kh*kw*in;
 - every bias 0; LayerNorm/BatchNorm scale 1; BatchNorm running mean 0, variance 1.
 """
 
@@ -23,23 +24,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-_TRUNC_STD = 0.02  # MiT Linear layers (mit.dense_init)
-_TRUNC_BOUND = 2.0  # flax truncated_normal: (-2, 2) in units of the std
-
-
-def _truncated_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Standard normal truncated to (-2, 2) by redrawing the values outside (about 5%)."""
-    x = rng.standard_normal(shape, dtype=np.float32)
-    bad = np.abs(x) >= _TRUNC_BOUND
-    while bad.any():
-        x[bad] = rng.standard_normal(int(bad.sum()), dtype=np.float32)
-        bad = np.abs(x) >= _TRUNC_BOUND
-    return x
+_DENSE_STD = 0.02  # MiT Linear layers (mit.dense_init)
 
 
 def leaf_rule(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[str, float]:
-    """(distribution, scale) of one variable: ('const', value) | ('normal', std) | ('trunc', std) |
-    ('uniform', bound). `path` = (collection, module names..., leaf name)."""
+    """(distribution, scale) of one variable: ('const', value) | ('normal', std) | ('uniform', bound).
+    `path` = (collection, module names..., leaf name)."""
     collection, name = path[0], path[-1]
     if collection == "batch_stats":
         return ("const", 1.0) if name == "var" else ("const", 0.0)
@@ -56,8 +46,8 @@ def leaf_rule(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[str, float
             return ("normal", (2.0 / 9.0) ** 0.5)
         if len(shape) == 4:
             return ("normal", (2.0 / fan_out) ** 0.5)
-        return ("trunc", _TRUNC_STD)
-    if path[-2] == "conv":  # ConvBNReLU (mmcv ConvModule): kaiming normal, fan_out, ReLU gain
+        return ("normal", _DENSE_STD)
+    if path[-2] == "conv" and "boundary" not in path:  # ConvBNReLU (ConvModule): kaiming, fan_out
         return ("normal", (2.0 / fan_out) ** 0.5)
     return ("uniform", fan_in ** -0.5)  # torch default for Linear/Conv2d
 
@@ -80,8 +70,6 @@ def host_init(model: Any, sample_shape: Sequence[int], seed: int | Sequence[int]
             return np.full(leaf.shape, scale, np.float32)
         if kind == "normal":
             return rng.standard_normal(leaf.shape, dtype=np.float32) * np.float32(scale)
-        if kind == "trunc":
-            return _truncated_normal(rng, tuple(leaf.shape)) * np.float32(scale)
         return rng.uniform(-scale, scale, leaf.shape).astype(np.float32)
 
     variables = jax.tree_util.tree_map_with_path(fill, dict(shapes))

@@ -17,9 +17,11 @@ from mofgseg_jax.models.conv import Conv
 
 Dtype = Any
 
-# Initialisation as the PyTorch MiT (`_init_weights`): Linear trunc-normal(0.02), zero bias;
-# Conv2d normal(0, sqrt(2 / fan_out)) with torch's fan_out = kh * kw * out / groups.
-dense_init = nn.initializers.truncated_normal(stddev=0.02)
+# Initialisation as the PyTorch MiT (`_init_weights`): Linear timm `trunc_normal_(std=.02)`, zero
+# bias; Conv2d normal(0, sqrt(2 / fan_out)) with torch's fan_out = kh * kw * out / groups. timm cuts
+# at +-2 in absolute units, i.e. +-100 std: a plain normal(0.02) (flax's `truncated_normal(0.02)`
+# cuts at +-2 std, leaving a std of 0.0176).
+dense_init = nn.initializers.normal(stddev=0.02)
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 Dense = functools.partial(nn.Dense, kernel_init=dense_init)
 

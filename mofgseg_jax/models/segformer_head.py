@@ -1,7 +1,7 @@
 """SegFormer all-MLP decoder with a classifier and a representation head (MOFGSeg)."""
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -52,12 +52,13 @@ class ConvBNReLU(BatchNormSettings):
     kernel_size: int = 1
     use_bias: bool = False  # the published EAM's 1x1 reductions keep a (redundant) conv bias
     conv3x3: str = "auto"  # algorithm of a 3x3 conv (`models.conv.conv3x3_same`)
+    kernel_init: Callable = kaiming_init  # ConvModule's; the published EAM's plain Conv2d: torch's default
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         k, p = self.kernel_size, self.kernel_size // 2
         x = Conv(self.features, (k, k), padding=((p, p), (p, p)), use_bias=self.use_bias,
-                 kernel_init=kaiming_init, dtype=self.dtype, name="conv",
+                 kernel_init=self.kernel_init, dtype=self.dtype, name="conv",
                  conv_general_dilated=functools.partial(matmul_conv, conv3x3=self.conv3x3))(x)
         return self.bn_relu(x, train)
 
@@ -87,17 +88,18 @@ class _DenseWeights(nn.Module):
 
 
 class ConvKernel(nn.Module):
-    """Holds a conv kernel `[k, k, in_features, features]` named and initialised as nn.Conv's
-    (`.../kernel`, kaiming), for modules that apply it in pieces."""
+    """Holds a conv kernel `[k, k, in_features, features]` named as nn.Conv's (`.../kernel`), for
+    modules that apply it in pieces."""
 
     in_features: int
     features: int
     kernel_size: int = 1
+    kernel_init: Callable = kaiming_init
 
     @nn.compact
     def __call__(self) -> jnp.ndarray:
         k = self.kernel_size
-        return self.param("kernel", kaiming_init, (k, k, self.in_features, self.features))
+        return self.param("kernel", self.kernel_init, (k, k, self.in_features, self.features))
 
 
 class LinearFuse(BatchNormSettings):
