@@ -103,6 +103,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.contrastive_anchor_chunk = 0
     config.loss.edge_connectivity = 8  # 4 or 8 neighbours define a class boundary
     config.loss.edge_width = 1
+    # On-the-fly edge targets count the ignore label (void) as a region of its own, as the published
+    # maps do (Canny on every value of the mask file, 255 included: class/void borders are edges);
+    # crop padding never makes an edge (the published maps are padded with 0). False: the old rule,
+    # ignore is outside every region. Needs the labelled batch's 'inside' map (data pipeline).
+    config.loss.edge_ignore_as_region = True
 
     config.augment = ml_collections.ConfigDict()  # on-device perturbation of the unlabelled view
     config.augment.mix_mode = "cutout"  # 'cutout' | 'cutmix' | 'classmix' | 'none'

@@ -7,6 +7,8 @@ vectorised JAX losses are checked against something that shares none of their tr
 * `cross_entropy_ref`, `ohem_ref` — PyTorch `F.cross_entropy(ignore_index=...)` and U2PL/PSPNet's
   `OhemCrossEntropy2dTensor`, in NumPy loops (float64).
 * `edge_targets_ref`, `dice_ref` — a pixel loop over neighbours; DESIGN.md's per-image Dice.
+* `edge_targets_void_ref` — the same loop with void (255) a value of its own and crop padding
+  outside the image, as the published per-value Canny maps.
 * `pseudo_label_ref` — ReCo's `compute_unsupervised_loss` (NaN -> 0 when no pixel has CE > 0).
 * `reco_loss_ref` — ReCo's `compute_reco_loss` + `negative_index_sampler` in PyTorch, with
   MOFGSeg's negative weight, seeded by (torch, numpy) generators; gives autograd gradients.
@@ -104,6 +106,44 @@ def edge_targets_ref(labels: np.ndarray, ignore_index: int = 255, connectivity: 
                         if 0 <= yy < h and 0 <= xx < w and edge[i, yy, xx]:
                             grown[i, y, x] = 1.0
                             break
+        edge = grown
+    return edge
+
+
+def edge_targets_void_ref(labels: np.ndarray, inside: np.ndarray | None = None, connectivity: int = 8,
+                          width: int = 1) -> np.ndarray:
+    """Pixel loop, as the published per-value Canny maps: every value is a label (255 too); a pixel
+    inside the image is boundary if a neighbour inside the image has a different value. Pixels
+    outside it (`inside` 0: crop padding) never are and never make one. Width: dilation inside."""
+    b, h, w = labels.shape
+    if inside is None:
+        inside = np.ones((b, h, w), bool)
+    if connectivity == 4:
+        nbrs = [(-1, 0), (1, 0), (0, -1), (0, 1)]
+    else:
+        nbrs = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+
+    def in_image(i, y, x):
+        return 0 <= y < h and 0 <= x < w and bool(inside[i, y, x])
+
+    edge = np.zeros((b, h, w), np.float32)
+    for i in range(b):
+        for y in range(h):
+            for x in range(w):
+                if not in_image(i, y, x):
+                    continue
+                for dy, dx in nbrs:
+                    if in_image(i, y + dy, x + dx) and labels[i, y + dy, x + dx] != labels[i, y, x]:
+                        edge[i, y, x] = 1.0
+                        break
+    for _ in range(width - 1):
+        grown = edge.copy()
+        for i in range(b):
+            for y in range(h):
+                for x in range(w):
+                    if in_image(i, y, x) and any(in_image(i, y + dy, x + dx) and edge[i, y + dy, x + dx]
+                                                 for dy, dx in nbrs):
+                        grown[i, y, x] = 1.0
         edge = grown
     return edge
 

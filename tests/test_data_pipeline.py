@@ -117,6 +117,22 @@ def test_edge_maps_are_read_when_configured(demo_root, tmp_path):
     edge, label = batch["labeled"]["edge"], batch["labeled"]["label"]
     assert edge.shape == label.shape and edge.dtype == np.uint8
     np.testing.assert_array_equal(edge, (label != 255).astype(np.uint8))  # 1 inside the image, 0 in padding
+    assert "inside" not in batch["labeled"]  # precomputed edges: no padding map to transfer
+
+
+def test_labelled_batches_carry_the_padding_map_for_on_the_fly_edges(demo_root):
+    with_map = _take(pipeline.make_train_iterator(_cfg(demo_root), seed=0), 6)
+    without = _take(pipeline.make_train_iterator(_cfg(demo_root), seed=0, with_inside=False), 6)
+    assert _equal(with_map, without)  # the map changes no other value
+    assert all(set(b["labeled"]) == {"image", "label"} for b in without)
+    padded = 0
+    for batch in with_map:
+        inside, label = batch["labeled"]["inside"], batch["labeled"]["label"]
+        assert inside.shape == label.shape and inside.dtype == np.uint8
+        # Demo masks have no void (ids 0..7), so the ignore label marks exactly the crop padding.
+        np.testing.assert_array_equal(inside, (label != 255).astype(np.uint8))
+        padded += int(np.any(inside == 0))
+    assert padded  # 40-pixel images scaled by 0.5..2 into 32-pixel crops: some are padded
 
 
 def test_steps_per_epoch_is_one_pass_over_the_unlabelled_split(demo_root):

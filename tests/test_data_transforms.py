@@ -41,6 +41,44 @@ def test_geometry_moves_image_mask_and_edge_together():
         np.testing.assert_array_equal(out["edge"], out["image"][..., 1])
 
 
+def test_crop_pads_inside_with_0():
+    ex = dict(_example(10, 12), inside=np.ones((10, 12), np.uint8))
+    out = transforms.random_crop(ex, np.random.default_rng(0), 16, ignore_index=255)
+    expected = np.zeros((16, 16), np.uint8)
+    expected[:10, :12] = 1
+    np.testing.assert_array_equal(out["inside"], expected)
+
+
+def test_inside_marks_exactly_the_image_pixels_not_void_after_resize_crop_flip():
+    # Every image pixel has blue >= 50 and crop padding is 0, so "blue > 0" is an independent
+    # record of where the image is after any resize/crop/flip. The mask has a void (255) band.
+    ex = _example(30, 50)
+    ex["image"][..., 2] = 50 + ex["image"][..., 2] % 200
+    ex["label"][10:14, :] = 255
+    del ex["edge"]
+    padded_right = padded_left = void_inside = 0
+    for seed in range(30):
+        out = transforms.train_view(dict(ex), np.random.default_rng(seed), crop_size=48, strong=False,
+                                    with_inside=True)
+        inside = out["inside"]
+        assert inside.shape == (48, 48) and inside.dtype == np.uint8
+        np.testing.assert_array_equal(inside, (out["image"][..., 2] > 0).astype(np.uint8))
+        assert np.all(out["label"][inside == 0] == 255)
+        padded_right += int(inside[:, -1].min() == 0)
+        padded_left += int(inside[:, 0].min() == 0)  # padded, then flipped
+        void_inside += int(np.any((out["label"] == 255) & (inside == 1)))
+    assert padded_right and padded_left and void_inside  # every case was exercised
+
+
+def test_train_view_adds_inside_only_when_asked():
+    ex = _example()
+    plain = transforms.train_view(dict(ex), np.random.default_rng(3), crop_size=24)
+    with_inside = transforms.train_view(dict(ex), np.random.default_rng(3), crop_size=24, with_inside=True)
+    assert set(plain) == {"image", "label", "edge"} and set(with_inside) == set(plain) | {"inside"}
+    for key in plain:  # the same random draws: the map changes nothing else
+        np.testing.assert_array_equal(plain[key], with_inside[key])
+
+
 def test_flip_probability_one_reverses_columns():
     ex = _example()
     out = transforms.random_hflip(ex, np.random.default_rng(0), prob=1.0)

@@ -13,7 +13,8 @@ from mofgseg_jax.errors import InputError
 from mofgseg_jax.models import build_model
 from mofgseg_jax.train import parallel
 from mofgseg_jax.train.state import create_train_state, init_variables
-from mofgseg_jax.train.step import AXIS, check_finite, make_train_step, mean_over_devices
+from mofgseg_jax.train.step import AXIS, check_finite, make_train_step, mean_over_devices, wants_inside_map
+from tests.loss_references import edge_targets_ref, edge_targets_void_ref
 
 CROP, CLASSES = 32, 3
 
@@ -287,6 +288,52 @@ def test_contrastive_anchor_chunk_reaches_the_loss_and_a_negative_one_is_refused
     assert chunks == [None, 4]  # 0 = the loss's default for the backend
     with pytest.raises(InputError, match="config.loss.contrastive_anchor_chunk must be >= 0"):
         make_train_step(tiny_config(loss__contrastive_anchor_chunk=-1), model)
+
+
+def void_band_batch():
+    """Labelled batch as the pipeline makes it: an object outlined by void (255), crop padding (255,
+    'inside' 0) at the bottom/right of sample 0 and, flipped, at the bottom/left of sample 1."""
+    label = np.zeros((CROP, CROP), np.uint8)
+    label[4:20, 6:22] = 255
+    label[6:18, 8:20] = 1
+    label[24:, :] = 255
+    label[:, 28:] = 255
+    inside = np.zeros((CROP, CROP), np.uint8)
+    inside[:24, :28] = 1
+    labels, insides = np.stack([label, label[:, ::-1]]), np.stack([inside, inside[:, ::-1]])
+    image = np.random.RandomState(0).randint(0, 256, (2, CROP, CROP, 3)).astype(np.uint8)
+    return {"labeled": {"image": image, "label": labels, "inside": insides}}
+
+
+def test_edge_targets_in_the_step_count_void_but_not_padding(monkeypatch):
+    """The boundary term sees void-as-region targets when the batch carries 'inside', and the old
+    targets when it does not (batches built by hand). The Dice loss is replaced by a position-
+    weighted sum of its target, so the metric identifies the target map exactly."""
+    from mofgseg_jax.losses import boundary
+
+    weights = np.arange(1, 2 * CROP * CROP + 1, dtype=np.float32).reshape(2, CROP, CROP)
+    monkeypatch.setattr(boundary, "dice_loss", lambda prob, target: jax.numpy.sum(target * weights))
+    config = tiny_config(train__mode="sup")
+    assert config.loss.edge_ignore_as_region and wants_inside_map(config)
+    model, state = host_state(config)
+    par = parallel.make_parallel(config, make_train_step(config, model), mesh=parallel.make_mesh(jax.devices()[:1]))
+    batch = void_band_batch()
+    old_batch = {"labeled": {k: v for k, v in batch["labeled"].items() if k != "inside"}}
+    _, metrics = run_steps(par, state, [batch, old_batch], jax.random.key(0))
+    lab, inside = batch["labeled"]["label"], batch["labeled"]["inside"]
+    c, w = config.loss.edge_connectivity, config.loss.edge_width
+    void = edge_targets_void_ref(lab, inside, c, w)
+    old = edge_targets_ref(lab, connectivity=c, width=w)
+    assert void.sum() > 0 and old.sum() == 0  # the object touches only void: the old rule sees nothing
+    assert metrics[0]["boundary_loss"] == float(np.sum(void * weights))
+    assert metrics[1]["boundary_loss"] == float(np.sum(old * weights))
+
+
+def test_the_inside_map_is_wanted_only_for_void_aware_on_the_fly_edges():
+    assert wants_inside_map(tiny_config())
+    assert not wants_inside_map(tiny_config(loss__edge_ignore_as_region=False))
+    assert not wants_inside_map(tiny_config(data__use_edge_maps=True))
+    assert not wants_inside_map(tiny_config(loss__boundary_weight=0.0))
 
 
 def test_create_train_state_loads_pretrained_into_student_and_teacher():

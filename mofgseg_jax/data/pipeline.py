@@ -141,13 +141,25 @@ class _ToTrainBatch:
         return {"labeled": labeled, "unlabeled": {"image": unlabeled["image"]}}
 
 
-def train_streams(data_cfg: Any, *, seed: int, process_index: int = 0,
-                  process_count: int = 1) -> dict[str, grain.MapDataset]:
-    """{'labeled', 'unlabeled'}: each stream's infinite per-process batches as a `grain.MapDataset`."""
+def _with_inside(data_cfg: Any, with_inside: bool | None) -> bool:
+    """The labelled 'inside' map is needed only where edge targets are derived on the fly."""
+    if with_inside is None:
+        return not bool(cfg_get(data_cfg, "use_edge_maps", False))
+    return bool(with_inside)
+
+
+def train_streams(data_cfg: Any, *, seed: int, process_index: int = 0, process_count: int = 1,
+                  with_inside: bool | None = None) -> dict[str, grain.MapDataset]:
+    """{'labeled', 'unlabeled'}: each stream's infinite per-process batches as a `grain.MapDataset`.
+
+    with_inside: whether labelled examples carry 'inside' (`transforms.train_view`); None = when
+    edge targets are derived on the fly (not `data.use_edge_maps`).
+    """
     spec = spec_from_config(data_cfg)
     sources = open_sources(data_cfg, ("labeled", "unlabeled"))
     skip = bool(cfg_get(data_cfg, "skip_invalid", False))
     with_edge = bool(cfg_get(data_cfg, "use_edge_maps", False))
+    with_inside = _with_inside(data_cfg, with_inside)
     view = dict(crop_size=int(data_cfg.crop_size), scale_range=tuple(data_cfg.scale_range),
                 ignore_index=spec.ignore_index, flip_prob=float(cfg_get(data_cfg, "flip_prob", 0.5)))
     strong = dict(cfg_get(data_cfg, "strong_view", None) or {})
@@ -157,7 +169,7 @@ def train_streams(data_cfg: Any, *, seed: int, process_index: int = 0,
     common = dict(process_index=process_index, process_count=process_count)
     labeled = _stream(
         _Load(sources["labeled"], spec, with_mask=True, with_edge=with_edge, skip_invalid=skip),
-        _Augment(strong=True, **view, **strong), len(sources["labeled"]),
+        _Augment(strong=True, with_inside=with_inside, **view, **strong), len(sources["labeled"]),
         shuffle_seed=int(seeds[0]), augment_seed=int(seeds[1]), batch_size=bl, **common)
     unlabeled = _stream(
         _Load(sources["unlabeled"], spec, with_mask=False, with_edge=False, skip_invalid=skip),
@@ -166,10 +178,11 @@ def train_streams(data_cfg: Any, *, seed: int, process_index: int = 0,
     return {"labeled": labeled, "unlabeled": unlabeled}
 
 
-def train_dataset(data_cfg: Any, *, seed: int, process_index: int = 0,
-                  process_count: int = 1) -> grain.MapDataset:
+def train_dataset(data_cfg: Any, *, seed: int, process_index: int = 0, process_count: int = 1,
+                  with_inside: bool | None = None) -> grain.MapDataset:
     """The train batches as an (infinite) `grain.MapDataset`; `make_train_iterator` iterates it."""
-    streams = train_streams(data_cfg, seed=seed, process_index=process_index, process_count=process_count)
+    streams = train_streams(data_cfg, seed=seed, process_index=process_index, process_count=process_count,
+                            with_inside=with_inside)
     labeled, unlabeled = streams["labeled"], streams["unlabeled"]
     n = min(len(labeled), len(unlabeled))  # both are effectively infinite; zip needs equal lengths
     return grain.experimental.ZipMapDataset([labeled[:n], unlabeled[:n]]).map(_ToTrainBatch())
@@ -200,18 +213,25 @@ def iterate(ds: grain.MapDataset, *, num_workers: int = 0, num_threads: int = 4,
 
 
 def make_train_iterator(data_cfg: Any, *, seed: int, process_index: int = 0, process_count: int = 1,
-                        num_threads: int = 4, prefetch: int = 4) -> grain.DatasetIterator:
+                        num_threads: int = 4, prefetch: int = 4,
+                        with_inside: bool | None = None) -> grain.DatasetIterator:
     """Iterator of this process's train batches (per-process batch = global / process_count):
 
-    {'labeled': {'image': uint8[bl,C,C,3], 'label': uint8[bl,C,C] (255 = ignore)
-                 [, 'edge': uint8[bl,C,C] in {0,1} when data.use_edge_maps]},
+    {'labeled': {'image': uint8[bl,C,C,3], 'label': uint8[bl,C,C] (255 = ignore: void or padding)
+                 [, 'edge': uint8[bl,C,C] in {0,1} when data.use_edge_maps]
+                 [, 'inside': uint8[bl,C,C], 1 = image pixel, 0 = crop padding, with `with_inside`]},
      'unlabeled': {'image': uint8[bu,C,C,3]}}   with C = data.crop_size.
+
+    with_inside: None = when edge targets are derived on the fly (not data.use_edge_maps); the
+    training loop passes `train.step.wants_inside_map(config)`, which also leaves it out when no
+    step would read it.
 
     `data.num_workers` > 0 decodes/augments in that many worker processes (the same batches).
     `it.get_state()` / `it.set_state(state)` save and restore the position exactly; a state restores
     into an iterator made with the same config, seed, process index/count and num_workers.
     """
-    ds = train_dataset(data_cfg, seed=seed, process_index=process_index, process_count=process_count)
+    ds = train_dataset(data_cfg, seed=seed, process_index=process_index, process_count=process_count,
+                       with_inside=with_inside)
     return iterate(ds, num_workers=int(cfg_get(data_cfg, "num_workers", 0) or 0), num_threads=num_threads,
                    prefetch=prefetch)
 

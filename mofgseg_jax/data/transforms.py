@@ -1,9 +1,11 @@
 """Host-side transforms of DESIGN.md §3 steps 1-2, with PIL/NumPy and an explicit `np.random.Generator`.
 
 Outputs stay uint8 and un-normalised: the device converts to [0, 1] and normalises (INTERFACES.md),
-so the host->device transfer is 4x smaller. Geometric ops move the mask (and edge map) with the
-image: image bilinear, masks nearest; crop padding is 0 for the image and the edge map, the ignore
-label for the mask.
+so the host->device transfer is 4x smaller. Geometric ops move the mask (and edge map, and
+`inside` map) with the image: image bilinear, masks nearest; crop padding is 0 for the image, the
+edge map and `inside`, the ignore label for the mask. `inside` (1 = pixel of the image, 0 = crop
+padding) tells on-the-fly edge targets padding apart from void that the mask file labels with the
+ignore label too (`losses.boundary.edge_targets`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from mofgseg_jax.data.errors import DataError
 
-Example = dict[str, np.ndarray]  # {'image': uint8[H,W,3], optional 'label'/'edge': uint8[H,W]}
+Example = dict[str, np.ndarray]  # {'image': uint8[H,W,3], optional 'label'/'edge'/'inside': uint8[H,W]}
 
 
 def _resize(arr: np.ndarray, size_wh: tuple[int, int], resample: int) -> np.ndarray:
@@ -39,11 +41,11 @@ def random_resize(example: Example, rng: np.random.Generator, scale_range: Seque
 
 def random_crop(example: Example, rng: np.random.Generator, crop_size: int, *, ignore_index: int = 255,
                 image_fill: int = 0) -> Example:
-    """Pads bottom/right to at least `crop_size` (image `image_fill`, mask ignore, edge 0), then crops
-    a uniformly placed `crop_size` square."""
+    """Pads bottom/right to at least `crop_size` (image `image_fill`, mask ignore, edge and inside 0),
+    then crops a uniformly placed `crop_size` square."""
     h, w = example["image"].shape[:2]
     ph, pw = max(crop_size - h, 0), max(crop_size - w, 0)
-    fills = {"image": image_fill, "label": ignore_index, "edge": 0}
+    fills = {"image": image_fill, "label": ignore_index, "edge": 0, "inside": 0}
     out = {}
     y = int(rng.integers(0, max(h, crop_size) - crop_size + 1))
     x = int(rng.integers(0, max(w, crop_size) - crop_size + 1))
@@ -101,11 +103,15 @@ def strong_colour_view(image: np.ndarray, rng: np.random.Generator, *, jitter_pr
 
 def train_view(example: Example, rng: np.random.Generator, *, crop_size: int,
                scale_range: Sequence[float] = (0.5, 2.0), ignore_index: int = 255, flip_prob: float = 0.5,
-               strong: bool = True, **colour_kwargs) -> Example:
+               strong: bool = True, with_inside: bool = False, **colour_kwargs) -> Example:
     """Resize -> crop -> flip (-> strong colour view when `strong`): a `crop_size` square example.
 
     Labelled examples use `strong=True` (DESIGN.md step 1); unlabelled ones the weak view only (step 2).
+    `with_inside` adds 'inside': uint8 `[C, C]`, 1 on the image's pixels and 0 on crop padding, moved
+    like the mask (for edge targets derived on the fly).
     """
+    if with_inside:
+        example = {**example, "inside": np.ones(example["image"].shape[:2], np.uint8)}
     example = random_resize(example, rng, scale_range)
     example = random_crop(example, rng, crop_size, ignore_index=ignore_index)
     example = random_hflip(example, rng, flip_prob)

@@ -1,7 +1,10 @@
 """Boundary supervision: class-boundary targets derived from a label map, and the Dice loss.
 
-The published code precomputes edge maps offline (per-class Canny on the mask); here they come from
-the (augmented) label map on the fly, so they always match the crop the network sees.
+The published code precomputes edge maps offline (Canny on the mask file once per value of
+`np.unique(mask)`, the void label 255 included, so a class/void border is an edge) and pads them
+with 0 when it crops. Here they come from the (augmented) label map on the fly, so they always match
+the crop the network sees; `edge_targets(ignore_is_region=True, inside=...)` reproduces both rules:
+void counts as a label of its own, crop padding (outside the image) makes no edge.
 """
 
 from __future__ import annotations
@@ -28,19 +31,31 @@ def _shift(x: jax.Array, dy: int, dx: int, fill) -> jax.Array:
 
 
 def edge_targets(labels: jax.Array, *, ignore_index: int = 255, connectivity: int = 8,
-                 width: int = 1) -> jax.Array:
+                 width: int = 1, ignore_is_region: bool = False,
+                 inside: jax.Array | None = None) -> jax.Array:
     """Binary class-boundary map of a label map.
 
-    A labelled pixel is boundary when one of its 4- or 8-neighbours (inside the image) carries a
-    *different labelled* class; pixels next to ignore only are not boundary, and ignored pixels are
-    never boundary. Both sides of a class border are marked (so a border is 2 pixels wide at
-    `width=1`). `width > 1` dilates that map `width - 1` times with the same neighbourhood, then
-    clears ignored pixels again.
+    A pixel is boundary when one of its 4- or 8-neighbours inside the image carries a different
+    label. Both sides of a border are marked (so a border is 2 pixels wide at `width=1`).
+    `width > 1` dilates that map `width - 1` times with the same neighbourhood, then clears the
+    pixels that may not be boundary again. Which labels count:
+
+    - `ignore_is_region=False` (the old rule): only labelled pixels. A pixel next to ignore only is
+      not boundary, and ignored pixels never are.
+    - `ignore_is_region=True` (as the published per-value Canny maps): `ignore_index` is a label of
+      its own, so a class/void border marks both sides, the void pixels included.
+
+    `inside` (1 = pixel of the image, 0 = crop padding) removes the padding in either case: padded
+    pixels are never boundary and never make a neighbour boundary, whatever their label. Without
+    it every pixel is inside; with `ignore_is_region=True` that makes padding labelled
+    `ignore_index` a void region, so pass `inside` whenever the labels may be padded.
 
     Args:
       labels: `[B, H, W]` integer class ids with `ignore_index`.
       connectivity: 4 or 8.
       width: >= 1.
+      ignore_is_region: whether `ignore_index` is a region (True) or outside every region (False).
+      inside: optional `[B, H, W]` bool or {0, 1} map of the pixels inside the image.
     Returns:
       float32 `[B, H, W]` in {0, 1}.
     """
@@ -48,19 +63,22 @@ def edge_targets(labels: jax.Array, *, ignore_index: int = 255, connectivity: in
         raise InputError(f"edge width must be >= 1, got {width}")
     offsets = _offsets(connectivity)
     labels = labels.astype(jnp.int32)
-    valid = labels != ignore_index
-    # Use -1 as "outside or ignored" so a neighbour there never counts as a different class.
-    lab = jnp.where(valid, labels, -1)
+    counted = jnp.ones(labels.shape, bool) if ignore_is_region else labels != ignore_index
+    if inside is not None:
+        counted = counted & inside.astype(bool)
+    # -1 = "outside, padding or (old rule) ignored": a neighbour there never counts as a different
+    # label. Labels are >= 0, so -1 never collides with one (255 included).
+    lab = jnp.where(counted, labels, -1)
     edge = jnp.zeros(labels.shape, bool)
     for dy, dx in offsets:
         other = _shift(lab, dy, dx, -1)
         edge = edge | ((other >= 0) & (other != lab))
-    edge = edge & valid
+    edge = edge & counted
     for _ in range(width - 1):
         grown = edge
         for dy, dx in offsets:
             grown = grown | _shift(edge, dy, dx, False)
-        edge = grown & valid
+        edge = grown & counted
     return edge.astype(jnp.float32)
 
 

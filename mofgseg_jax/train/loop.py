@@ -232,7 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     from mofgseg_jax.data.specs import load_spec  # noqa: PLC0415
     from mofgseg_jax.models import build_model  # noqa: PLC0415
     from mofgseg_jax.train.parallel import make_mesh, make_parallel  # noqa: PLC0415
-    from mofgseg_jax.train.step import AXIS, check_finite, make_train_step  # noqa: PLC0415
+    from mofgseg_jax.train.step import AXIS, check_finite, make_train_step, wants_inside_map  # noqa: PLC0415
 
     workdir = os.path.abspath(workdir)
     ckpt.check_writable(workdir)
@@ -274,7 +274,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
         parallel = make_parallel(config, make_train_step(config, model), mesh=mesh)
         state = parallel.put_state(state)
-        train_it = make_train_iterator(config.data, seed=int(config.seed), process_index=pi, process_count=pc)
+        train_it = make_train_iterator(config.data, seed=int(config.seed), process_index=pi, process_count=pc,
+                                       with_inside=wants_inside_map(config))
         if restored is not None and restored.data_state is not None:
             train_it.set_state(restored.data_state)
         val_batches = make_val_batches(config.data, process_index=pi, process_count=pc)

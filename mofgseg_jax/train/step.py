@@ -99,14 +99,24 @@ def rampup_weight(update: jax.Array, rampup_steps: int) -> jax.Array:
     return jnp.exp(-5.0 * jnp.square(1.0 - t))
 
 
+def wants_inside_map(config: Any) -> bool:
+    """Whether the step reads the labelled batch's 'inside' map (1 = image pixel, 0 = crop padding):
+    edge targets derived on the fly (no precomputed maps) with `loss.edge_ignore_as_region`."""
+    return (bool(config.loss.boundary_weight) and not bool(config.data.get("use_edge_maps", False))
+            and bool(config.loss.get("edge_ignore_as_region", False)))
+
+
 def make_train_step(config: Any, model: Any) -> StepFn:
     """Returns the per-device body (state, batch, rng) -> (state, metrics).
 
     config: the full config (`train.mode` 'semi' | 'sup', `loss`, `augment`, `optim`, `ema`, `data`).
     model: built with `bn_axis_name='data'` so BatchNorm syncs across devices.
     batch (this device's shard): {'labeled': {'image': uint8[BL,H,W,3], 'label': uint8[BL,H,W],
-      optional 'edge': uint8[BL,H,W]}, 'unlabeled': {'image': uint8[BU,H,W,3]}} ('unlabeled' unused
-      in 'sup' mode).
+      optional 'edge': uint8[BL,H,W], optional 'inside': uint8[BL,H,W] (1 = image pixel, 0 = crop
+      padding)}, 'unlabeled': {'image': uint8[BU,H,W,3]}} ('unlabeled' unused in 'sup' mode).
+      Without 'edge', edge targets come from the label map: with `loss.edge_ignore_as_region` and
+      'inside', void (the ignore label inside the image) is a region of its own and padding makes
+      no edge; without 'inside' (batches built by hand) the ignore label is outside every region.
     rng: one key, the same on every device.
     metrics: scalars, identical on every device: loss, supervised_loss, boundary_loss,
       unsupervised_loss, contrastive_loss, lr, grad_norm, confident_ratio, contrastive_classes.
@@ -126,6 +136,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
     w_con = float(lc.contrastive_weight) if semi else 0.0
     rampup_steps = int(lc.semi_rampup_steps)
     anchor_chunk = int(lc.get("contrastive_anchor_chunk", 0))
+    edge_void = bool(lc.get("edge_ignore_as_region", False))
     if anchor_chunk < 0:
         raise InputError(f"config.loss.contrastive_anchor_chunk must be >= 0 (0 = by backend), "
                          f"got {anchor_chunk}")
@@ -153,6 +164,10 @@ def make_train_step(config: Any, model: Any) -> StepFn:
         if w_bnd:
             if "edge" in labeled:
                 edge_t = (labeled["edge"] > 0).astype(jnp.float32)
+            elif edge_void and "inside" in labeled:
+                edge_t = boundary_loss.edge_targets(y_l, ignore_index=ignore, connectivity=lc.edge_connectivity,
+                                                    width=lc.edge_width, ignore_is_region=True,
+                                                    inside=labeled["inside"])
             else:
                 edge_t = boundary_loss.edge_targets(y_l, ignore_index=ignore, connectivity=lc.edge_connectivity,
                                                     width=lc.edge_width)
