@@ -164,13 +164,11 @@ def make_train_step(config: Any, model: Any) -> StepFn:
         if w_bnd:
             if "edge" in labeled:
                 edge_t = (labeled["edge"] > 0).astype(jnp.float32)
-            elif edge_void and "inside" in labeled:
-                edge_t = boundary_loss.edge_targets(y_l, ignore_index=ignore, connectivity=lc.edge_connectivity,
-                                                    width=lc.edge_width, ignore_is_region=True,
-                                                    inside=labeled["inside"])
             else:
+                void_region = edge_void and "inside" in labeled  # padding told apart from void
                 edge_t = boundary_loss.edge_targets(y_l, ignore_index=ignore, connectivity=lc.edge_connectivity,
-                                                    width=lc.edge_width)
+                                                    width=lc.edge_width, ignore_is_region=void_region,
+                                                    inside=labeled["inside"] if void_region else None)
 
         aux: dict[str, jax.Array] = {}
         if semi and "unlabeled" not in batch:  # trace time: a plain message instead of a KeyError
