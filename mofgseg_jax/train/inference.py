@@ -41,8 +41,15 @@ def find_checkpoint(*, workdir: str = "", checkpoint: str = "", which: str = "be
                     f"--workdir {workdir}: no checkpoint at step {step}; have {manager.all_steps()}")
         else:
             step = manager.best_step() if which == "best" else manager.latest_step()
+        saved = manager.all_steps()
     finally:
         manager.close()
+    if step is None and saved:
+        # `best` ranks by the mIoU stored with a checkpoint; a run stopped before its first
+        # evaluation saved some without one. Falling back to the latest would pass off an unevaluated
+        # network as the best, so the user chooses.
+        raise InputError(f"--workdir {workdir}: checkpoints exist (steps {saved}, latest {saved[-1]}) but none "
+                         "has been evaluated yet, so there is no best one; use --which latest (or a step number)")
     if step is None:
         raise InputNotFoundError(f"--workdir {workdir}: no checkpoint saved yet")
     return os.path.join(directory, str(step))
