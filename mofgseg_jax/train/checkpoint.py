@@ -34,7 +34,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocm
 
-from mofgseg_jax.errors import InputError, InputNotFoundError, InputNotWritableError, UnreadableInputError
+from mofgseg_jax import outputs
+from mofgseg_jax.errors import InputError, InputNotFoundError, UnreadableInputError
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +98,7 @@ class Restored:
 
 def check_writable(workdir: str) -> None:
     """Raises one clear error when `workdir` cannot be created or written."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write_test_{jax.process_index()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise InputNotWritableError(f"--workdir {workdir}: cannot create or write there ({e.strerror or e})") from e
+    outputs.check_writable(workdir, "--workdir", probe=f".write_test_{jax.process_index()}")
 
 
 class Checkpointer:
