@@ -209,3 +209,39 @@ def test_predict_into_an_unwritable_output_is_a_one_line_error(smoke_run, env, t
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(
         f"error: --output {blocker / 'pred'}: cannot create or write there (")
+
+
+def test_evaluate_checks_an_unwritable_output_before_reading_model_or_data(smoke_run, env, tmp_path):
+    workdir, _, _ = smoke_run
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    # No data at --data_root: the output error must come first, before any evaluation work.
+    proc = run(["launch/evaluate.py", "--workdir", str(workdir), "--data_root", str(tmp_path / "no_data"),
+                "--output", str(blocker / "eval.json")], env, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --output {blocker}: cannot create or write there (")
+
+
+def test_evaluate_default_output_names_the_mode_and_replaces_nothing_without_overwrite(smoke_run, env, tmp_path):
+    import shutil
+
+    run_dir, data_root, _ = smoke_run
+    workdir = tmp_path / "run"
+    shutil.copytree(run_dir, workdir)  # the shared run stays as it is
+    earlier = workdir / "eval_step4_original.json"
+    earlier.write_text("an earlier result")
+    command = ["launch/evaluate.py", "--workdir", str(workdir), "--data_root", str(data_root)]
+    proc = run(command, env, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: --output: {earlier} exists; choose another --output or pass --overwrite (nothing was written)")
+    assert earlier.read_text() == "an earlier result"
+
+    proc = run([*command, "--mode", "center_crop"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((workdir / "eval_step4_center_crop.json").read_text())["mode"] == "center_crop"
+    assert earlier.read_text() == "an earlier result"
+
+    proc = run([*command, "--overwrite"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(earlier.read_text())["mode"] == "original"

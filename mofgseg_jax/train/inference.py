@@ -20,11 +20,12 @@ CHOICES = ("best", "latest")
 
 
 def find_checkpoint(*, workdir: str = "", checkpoint: str = "", which: str = "best") -> str:
-    """The step directory to load: `checkpoint` as given, or the best/latest step of `workdir`."""
+    """The step directory to load: `checkpoint` (a step dir, or the latest step of the checkpoints
+    folder or workdir it names), or the best/latest step of `workdir`."""
     if checkpoint:
         if not os.path.isdir(checkpoint):
             raise InputNotFoundError(f"--checkpoint {checkpoint}: no such directory")
-        return checkpoint
+        return ckpt.resolve_step_dir(checkpoint)
     if not workdir:
         raise InputError("give --workdir (a training run) or --checkpoint (a step directory)")
     if which not in CHOICES and not str(which).isdigit():
@@ -74,6 +75,11 @@ def _tuples(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_tuples(v) for v in value)
     return value
+
+
+def load_config(step_dir: str) -> dict | None:
+    """The config stored with a step dir (None if it holds none); its arrays are not read."""
+    return ckpt.restore_config(step_dir)
 
 
 def load_variables(step_dir: str) -> tuple[dict, dict | None, int]:
