@@ -5,9 +5,11 @@
   --config configs/<name>.py                 optional: default is the config stored with the run;
                                              then --config.eval.mode sliding_window etc. work
   --mode original|center_crop|sliding_window, --data_root DIR   quick overrides of the stored config
-  --output FILE                              JSON path (default: <workdir>/eval_step<N>.json or
-                                             next to the checkpoint)
-Prints and writes {'step', 'mode', 'student': {'miou', 'iou': {class: IoU}}, 'teacher': {...}}.
+  --output FILE                              JSON path (default: <workdir>/eval_step<N>_<mode>.json,
+                                             or next to the checkpoint); checked before the model loads
+  --overwrite                                replace an existing --output file (default: refuse)
+Prints and writes {'step', 'mode', 'student': {'miou', 'iou': {class: IoU}}, 'teacher': {...}}: both
+networks every time, so the default file name holds the step and the mode.
 """
 
 import os
@@ -18,7 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mofgseg_jax.errors import one_line_errors  # noqa: E402
+from mofgseg_jax import outputs  # noqa: E402
+from mofgseg_jax.errors import InputError, one_line_errors  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "config file (default: the run's stored config)", lock_config=True)
 flags.DEFINE_string("workdir", "", "training run directory")
@@ -26,7 +29,23 @@ flags.DEFINE_string("checkpoint", "", "a checkpoint step directory (instead of -
 flags.DEFINE_string("which", "best", "with --workdir: 'best', 'latest' or a step number")
 flags.DEFINE_enum("mode", None, ["original", "center_crop", "sliding_window"], "override eval.mode")
 flags.DEFINE_string("data_root", "", "override data.root")
-flags.DEFINE_string("output", "", "JSON output path")
+flags.DEFINE_string("output", "", "JSON output path (default: <workdir>/eval_step<N>_<mode>.json)")
+flags.DEFINE_bool("overwrite", False, "replace an existing --output file (default: refuse)")
+
+
+def default_output(step_dir: str, workdir: str, mode: str) -> str:
+    """`<workdir>/eval_step<N>_<mode>.json`, without a workdir beside the checkpoint's step folder."""
+    step = os.path.basename(os.path.normpath(step_dir))
+    name = f"eval_{'step' if step.isdigit() else ''}{step}_{mode}.json"
+    return os.path.join(workdir or os.path.dirname(os.path.abspath(step_dir)), name)
+
+
+def check_output(output: str, overwrite: bool) -> None:
+    """Refuses a folder, an existing file (unless `overwrite`) and a place that cannot be written."""
+    if os.path.isdir(output):
+        raise InputError(f"--output {output}: is a folder; give a file path, e.g. {os.path.join(output, 'eval.json')}")
+    outputs.refuse_existing([output], "--output", overwrite=overwrite)
+    outputs.check_writable(os.path.dirname(os.path.abspath(output)), "--output")
 
 
 def main(argv):
@@ -47,14 +66,17 @@ def main(argv):
 
     f = flags.FLAGS
     step_dir = inference.find_checkpoint(workdir=f.workdir, checkpoint=f.checkpoint, which=f.which)
-    variables, stored, step = inference.load_variables(step_dir)
-    config = inference.run_config(f.config, stored, f.workdir)
-    enable_for_config(config)  # the eval step that training compiled, if it left it in the cache
+    config = inference.run_config(f.config, inference.load_config(step_dir), f.workdir)
     config.unlock()
     if f.mode:
         config.eval.mode = f.mode
     if f.data_root:
         config.data.root = f.data_root
+    # Before the model and the data: a bad --output ends the run now, not after the evaluation.
+    output = f.output or default_output(step_dir, f.workdir, str(config.eval.mode))
+    check_output(output, f.overwrite)
+    variables, _, step = inference.load_variables(step_dir)
+    enable_for_config(config)  # the eval step that training compiled, if it left it in the cache
     spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
                      class_names=tuple(config.data.class_names or ()))
     mesh = make_mesh()
@@ -70,13 +92,10 @@ def main(argv):
     for name in ("student", "teacher"):
         report[name] = {"miou": round(result[name]["miou"], 4),
                         "iou": {c: round(v, 4) for c, v in zip(spec.class_names, result[name]["iou"])}}
-    output = f.output or (os.path.join(f.workdir, f"eval_step{step}.json") if f.workdir
-                          else os.path.join(os.path.dirname(os.path.abspath(step_dir)), f"eval_step{step}.json"))
     if jax.process_index() == 0:
         text = json.dumps(report, indent=2)
         print(text)
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        with open(output, "w") as fh:
+        with outputs.open_new(output, "--output", overwrite=f.overwrite) as fh:
             fh.write(text + "\n")
         print(f"written to {output}", file=sys.stderr)
     del np

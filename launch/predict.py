@@ -2,7 +2,9 @@
 
   --input PATH[,PATH...]       image files and/or folders (jpg, jpeg, png, bmp, tif, tiff, webp)
   --output DIR                 writes DIR/color/<name>.png (dataset palette) and DIR/ids/<name>.png
-                               (class ids, uint8)
+                               (class ids, uint8), <name> = the input's file name without extension;
+                               two inputs with one <name> are refused, and so is a file that exists
+  --overwrite                  replace prediction files that exist in --output
   --workdir DIR [--which best|latest|STEP] or --checkpoint DIR   the trained weights
   --network student|teacher    which of the two networks predicts (default: teacher, the EMA)
   --config configs/<name>.py   optional (default: the run's stored config); eval.mode decides
@@ -18,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from mofgseg_jax import outputs  # noqa: E402
 from mofgseg_jax.errors import InputError, InputNotFoundError, one_line_errors  # noqa: E402
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -28,6 +31,7 @@ flags.DEFINE_string("checkpoint", "", "a checkpoint step directory (instead of -
 flags.DEFINE_string("which", "best", "with --workdir: 'best', 'latest' or a step number")
 flags.DEFINE_string("input", None, "comma-separated image files and/or folders")
 flags.DEFINE_string("output", None, "output folder")
+flags.DEFINE_bool("overwrite", False, "replace prediction files that exist in --output (default: refuse)")
 flags.DEFINE_enum("network", "teacher", ["student", "teacher"], "which network predicts")
 flags.DEFINE_enum("mode", None, ["original", "center_crop", "sliding_window"], "override eval.mode")
 flags.DEFINE_integer("pad_multiple", 32, "pad each image up to a multiple of this (fewer compilations)")
@@ -35,7 +39,8 @@ flags.mark_flags_as_required(["input", "output"])
 
 
 def list_images(spec: str) -> list[str]:
-    """Image paths named by a comma-separated list of files and folders (folders: sorted, not recursive)."""
+    """Image paths named by a comma-separated list of files and folders (folders: sorted, not
+    recursive); a file named twice (also through its folder) is listed once."""
     paths = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
         if os.path.isdir(item):
@@ -47,12 +52,37 @@ def list_images(spec: str) -> list[str]:
             paths.append(item)
         else:
             raise InputNotFoundError(f"--input {item}: no such file or folder")
-    return paths
+    unique: dict[str, str] = {}
+    for path in paths:
+        unique.setdefault(os.path.realpath(path), path)
+    return list(unique.values())
+
+
+def output_names(images: list[str]) -> list[str]:
+    """The output file name of each image, `<file name without extension>.png`; two images with one
+    name (`a/x.jpg`, `b/x.png`) are an error naming both, as the second would replace the first."""
+    first: dict[str, str] = {}
+    for path in images:
+        name = os.path.splitext(os.path.basename(path))[0] + ".png"
+        if name in first:
+            raise InputError(f"--input {first[name]} and {path} would both be written as {name}; "
+                             "predict them into separate --output folders")
+        first[name] = path
+    return list(first)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    f = flags.FLAGS
+    # Every output path is known before the model loads: two inputs with one output name, files
+    # that exist and a folder that cannot be written end the run before anything is written.
+    images = list_images(f.input)
+    names = output_names(images)
+    kinds = ("ids", "color")
+    outputs.refuse_existing([os.path.join(f.output, k, n) for n in names for k in kinds], "--output",
+                            overwrite=f.overwrite)
+
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
@@ -63,9 +93,10 @@ def main(argv):
     from mofgseg_jax.train import inference, tb  # noqa: PLC0415
     from mofgseg_jax.train.compile_cache import enable_for_config  # noqa: PLC0415
 
-    f = flags.FLAGS
-    images = list_images(f.input)
     step_dir = inference.find_checkpoint(workdir=f.workdir, checkpoint=f.checkpoint, which=f.which)
+    outputs.check_writable(f.output, "--output")
+    for kind in kinds:
+        outputs.check_writable(os.path.join(f.output, kind), "--output")
     variables, stored, step = inference.load_variables(step_dir)
     config = inference.run_config(f.config, stored, f.workdir)
     enable_for_config(config)  # the eval step that training compiled, if it left it in the cache
@@ -81,11 +112,9 @@ def main(argv):
                           crop_size=int(config.data.crop_size), num_classes=spec.num_classes,
                           stride_ratio=float(config.eval.window_stride_ratio))
 
-    os.makedirs(os.path.join(f.output, "color"), exist_ok=True)
-    os.makedirs(os.path.join(f.output, "ids"), exist_ok=True)
     from tqdm.auto import tqdm  # noqa: PLC0415
 
-    for path in tqdm(images, desc="predict", dynamic_ncols=True):
+    for path, name in tqdm(list(zip(images, names)), desc="predict", dynamic_ncols=True):
         try:
             image = np.asarray(Image.open(path).convert("RGB"))
         except OSError as e:
@@ -97,9 +126,11 @@ def main(argv):
         canvas[0, :h, :w] = image
         pred = np.asarray(segment(canvas, np.array([h], np.int32), np.array([w], np.int32)))[0, :h, :w]
         ids = np.where(pred < 0, spec.ignore_index, pred).astype(np.uint8)
-        name = os.path.splitext(os.path.basename(path))[0] + ".png"
-        Image.fromarray(ids, "L").save(os.path.join(f.output, "ids", name))
-        Image.fromarray(tb.colorize(pred, spec.palette)).save(os.path.join(f.output, "color", name))
+        pictures = {"ids": Image.fromarray(ids, "L"), "color": Image.fromarray(tb.colorize(pred, spec.palette))}
+        for kind in kinds:
+            with outputs.open_new(os.path.join(f.output, kind, name), "--output", overwrite=f.overwrite,
+                                  binary=True) as fh:
+                pictures[kind].save(fh, format="PNG")
     print(f"{len(images)} image(s) from step {step} ({f.network}, {mode}) -> {os.path.abspath(f.output)}/"
           "{color,ids}/")
 

@@ -5,8 +5,10 @@
 
 Every image named by a <split>/{labeled,unlabeled}.txt under --splits goes into the 'train' split,
 val.txt into 'val'; each file is validated as training reads it (an error names the file and list
-line; --skip-invalid skips and reports instead). Train from it with
-`--config.data.source tfds --config.data.tfds_dir <out>` (the config's split lists pick the records).
+line; --skip-invalid skips and reports instead). A build of the dataset that exists in --out is
+refused (TFDS would keep it unchanged); --overwrite rebuilds it, keeping the old one until the new
+one is complete. Train from it with `--config.data.source tfds --config.data.tfds_dir <out>` (the
+config's split lists pick the records).
 Prints a progress bar, then a summary: records per split, images per split list, class pixel histogram.
 """
 
@@ -19,6 +21,7 @@ import argparse  # noqa: E402
 import glob  # noqa: E402
 import json  # noqa: E402
 
+from mofgseg_jax import outputs  # noqa: E402
 from mofgseg_jax.errors import one_line_errors  # noqa: E402
 
 
@@ -56,14 +59,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-classes", type=int, default=0, help="custom datasets: number of classes")
     parser.add_argument("--class-names", default="", help="custom datasets: comma-separated names")
     parser.add_argument("--skip-invalid", action="store_true", help="skip bad files and report them")
+    parser.add_argument("--overwrite", action="store_true", help="rebuild this dataset's build in --out if "
+                        "one exists (default: refuse)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
 
     splits_dir = args.splits or os.path.join(args.raw, "splits")
     names = tuple(n for n in args.class_names.split(",") if n)
     spec = load_spec(args.dataset, num_classes=args.num_classes, class_names=names)
+    outputs.check_writable(args.out, "--out")
     summary = tfds_builder.build(args.dataset, args.raw, splits_dir, args.out, spec=spec,
-                                 skip_invalid=args.skip_invalid)
+                                 skip_invalid=args.skip_invalid, overwrite=args.overwrite)
     summary["lists"] = {os.path.relpath(f, splits_dir): len(read_list(f, allow_empty=True))
                         for f in glob.glob(os.path.join(splits_dir, "**", "*.txt"), recursive=True)}
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))

@@ -30,6 +30,10 @@ class InputNotWritableError(InputError, PermissionError):
     """A folder that the run must write into cannot be created or written."""
 
 
+class OutputExistsError(InputError, FileExistsError):
+    """A file or folder that the run would write exists already; it is kept (pass --overwrite)."""
+
+
 class UnreadableInputError(InputError, RuntimeError):
     """A stored file (a checkpoint) exists but cannot be read."""
 

@@ -116,3 +116,17 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(PermissionError, match="--workdir .*cannot create or write"):
         ckpt.check_writable(str(blocker / "run"))
+
+
+def test_best_of_a_run_never_evaluated_is_an_error_naming_its_steps_not_a_fallback(tmp_path):
+    from mofgseg_jax.errors import InputError
+    from mofgseg_jax.train import inference
+
+    c = ckpt.Checkpointer(str(tmp_path), keep=2)
+    for step in (3, 6):  # a run stopped before its first evaluation: no mIoU stored
+        c.save(step, _scaled(step))
+    c.close()
+    with pytest.raises(InputError, match=r"checkpoints exist \(steps \[3, 6\], latest 6\) but none has been "
+                                         r"evaluated yet.*use --which latest"):
+        inference.find_checkpoint(workdir=str(tmp_path), which="best")
+    assert inference.find_checkpoint(workdir=str(tmp_path), which="latest").endswith(f"{ckpt.CHECKPOINT_DIR}/6")

@@ -164,3 +164,84 @@ def test_sigterm_saves_the_step_under_way_and_the_same_command_resumes(env, tmp_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {workdir / 'checkpoints'}/{stopped}" in resumed.stderr
     assert (workdir / "checkpoints" / "40").is_dir()
+
+
+def test_predict_refuses_two_inputs_with_one_output_name(env, tmp_path):
+    for folder, ext in (("a", "jpg"), ("b", "png")):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / folder / f"x.{ext}")
+    a, b = tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.png"
+    proc = run(["launch/predict.py", "--workdir", str(tmp_path), "--input", f"{a},{b}", "--output",
+                str(tmp_path / "pred")], env, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: --input {a} and {b} would both be written as x.png; predict them into separate --output folders")
+    assert not (tmp_path / "pred").exists()
+
+
+def test_predict_keeps_existing_outputs_unless_overwrite(smoke_run, env, tmp_path):
+    workdir, data_root, _ = smoke_run
+    image = sorted((data_root / "gt_jpg" / "val").glob("*.jpg"))[0]
+    earlier = tmp_path / "pred" / "ids" / (image.stem + ".png")
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(b"an earlier prediction")
+    command = ["launch/predict.py", "--workdir", str(workdir), "--input", str(image), "--output",
+               str(tmp_path / "pred")]
+    proc = run(command, env, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: --output: {earlier} exists; choose another --output or pass --overwrite (nothing was written)")
+    assert earlier.read_bytes() == b"an earlier prediction"
+    assert not (tmp_path / "pred" / "color").exists()
+
+    proc = run([*command, "--overwrite"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert np.asarray(Image.open(earlier)).shape == np.asarray(Image.open(image)).shape[:2]
+
+
+def test_predict_into_an_unwritable_output_is_a_one_line_error(smoke_run, env, tmp_path):
+    workdir, data_root, _ = smoke_run
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    image = sorted((data_root / "gt_jpg" / "val").glob("*.jpg"))[0]
+    proc = run(["launch/predict.py", "--workdir", str(workdir), "--input", str(image), "--output",
+                str(blocker / "pred")], env, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"error: --output {blocker / 'pred'}: cannot create or write there (")
+
+
+def test_evaluate_checks_an_unwritable_output_before_reading_model_or_data(smoke_run, env, tmp_path):
+    workdir, _, _ = smoke_run
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    # No data at --data_root: the output error must come first, before any evaluation work.
+    proc = run(["launch/evaluate.py", "--workdir", str(workdir), "--data_root", str(tmp_path / "no_data"),
+                "--output", str(blocker / "eval.json")], env, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --output {blocker}: cannot create or write there (")
+
+
+def test_evaluate_default_output_names_the_mode_and_replaces_nothing_without_overwrite(smoke_run, env, tmp_path):
+    import shutil
+
+    run_dir, data_root, _ = smoke_run
+    workdir = tmp_path / "run"
+    shutil.copytree(run_dir, workdir)  # the shared run stays as it is
+    earlier = workdir / "eval_step4_original.json"
+    earlier.write_text("an earlier result")
+    command = ["launch/evaluate.py", "--workdir", str(workdir), "--data_root", str(data_root)]
+    proc = run(command, env, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: --output: {earlier} exists; choose another --output or pass --overwrite (nothing was written)")
+    assert earlier.read_text() == "an earlier result"
+
+    proc = run([*command, "--mode", "center_crop"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((workdir / "eval_step4_center_crop.json").read_text())["mode"] == "center_crop"
+    assert earlier.read_text() == "an earlier result"
+
+    proc = run([*command, "--overwrite"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(earlier.read_text())["mode"] == "original"

@@ -100,3 +100,66 @@ def test_build_rejects_a_bad_mask_naming_file_and_line_or_skips_it(tmp_path):
                     progress=False)
     assert summary["records"] == {"train": 4, "val": 1} and len(summary["skipped"]) == 1
     assert bad.mask in summary["skipped"][0]
+
+
+def _files(folder):
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_building_into_an_existing_out_is_refused_and_changes_nothing(built):
+    from launch.prepare_data import main
+    from mofgseg_jax.errors import OutputExistsError
+
+    raw, out, _ = built
+    before = _files(out)
+    with pytest.raises(OutputExistsError, match=rf"--out {out}: {out}/mofgseg_demo/1\.0\.0 holds an earlier demo "
+                                                r"build; pass --overwrite to rebuild it"):
+        main(["--dataset", "demo", "--raw", str(raw), "--out", str(out)])
+    assert _files(out) == before
+
+
+def _small_build(tmp_path):
+    from launch.prepare_data import main
+
+    raw, out = tmp_path / "raw", tmp_path / "tfds"
+    demo.generate(str(raw), num_train=4, num_val=2, size=16, ratios=("1_2",))
+    main(["--dataset", "demo", "--raw", str(raw), "--out", str(out)])
+    return raw, out
+
+
+def test_overwrite_rebuilds_from_the_current_lists(tmp_path):
+    from launch.prepare_data import main
+    from mofgseg_jax.data.tfds_builder import TfdsSource
+
+    raw, out = _small_build(tmp_path)
+    val = raw / "splits" / "val.txt"
+    val.write_text(val.read_text().splitlines()[0] + "\n")  # one val image instead of two
+    summary = main(["--dataset", "demo", "--raw", str(raw), "--out", str(out), "--overwrite"])
+    assert summary["records"] == {"train": 4, "val": 1}
+    assert len(TfdsSource(str(out), "demo", read_list(str(val)), subset="val")) == 1
+    assert sorted(p.name for p in (out / "mofgseg_demo").iterdir()) == ["1.0.0"]  # the old build is gone
+
+
+def test_a_failed_overwrite_keeps_the_previous_build(tmp_path):
+    from launch.prepare_data import main
+    from mofgseg_jax.data.tfds_builder import TfdsSource
+
+    raw, out = _small_build(tmp_path)
+    entries = read_list(str(raw / "splits" / "val.txt"))
+    Image.fromarray(np.full((16, 16), 42, np.uint8)).save(raw / entries[1].mask)
+    with pytest.raises(DataError, match="mask has values 42"):
+        main(["--dataset", "demo", "--raw", str(raw), "--out", str(out), "--overwrite"])
+    assert sorted(p.name for p in (out / "mofgseg_demo").iterdir()) == ["1.0.0"]
+    source = TfdsSource(str(out), "demo", entries, subset="val")
+    assert len(source) == 2 and source[0]["image"] == (raw / entries[0].image).read_bytes()
+
+
+def test_an_unwritable_out_is_a_clear_error(tmp_path):
+    from launch.prepare_data import main
+
+    raw = tmp_path / "raw"
+    demo.generate(str(raw), num_train=2, num_val=1, size=16, ratios=("1_2",))
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(PermissionError, match=rf"--out {blocker}/tfds: cannot create or write there"):
+        main(["--dataset", "demo", "--raw", str(raw), "--out", str(blocker / "tfds")])

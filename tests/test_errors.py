@@ -3,7 +3,7 @@
 import pytest
 
 from mofgseg_jax.data.errors import DataError
-from mofgseg_jax.errors import InputError, InputNotFoundError, one_line_errors
+from mofgseg_jax.errors import InputError, InputNotFoundError, OutputExistsError, one_line_errors
 from mofgseg_jax.train.checkpoint import ShapeMismatchError
 from mofgseg_jax.weights import CheckpointError
 
@@ -32,5 +32,6 @@ def test_the_traceback_of_an_input_error_on_request(monkeypatch):
 
 def test_input_errors_are_still_the_builtin_types_callers_catch():
     assert issubclass(InputNotFoundError, FileNotFoundError)
+    assert issubclass(OutputExistsError, FileExistsError)
     for error in (DataError, CheckpointError, ShapeMismatchError):
         assert issubclass(error, InputError) and issubclass(error, ValueError)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import shutil
 from typing import Any, Sequence
 
 import numpy as np
@@ -29,7 +30,7 @@ from mofgseg_jax.data.errors import DataError
 from mofgseg_jax.data.folder_source import edge_path
 from mofgseg_jax.data.specs import DatasetSpec, load_spec
 from mofgseg_jax.data.splits import Entry, read_list
-from mofgseg_jax.errors import InputError
+from mofgseg_jax.errors import InputError, OutputExistsError
 
 def builder_name(dataset: str) -> str:
     """TFDS name of a dataset's build, e.g. 'mofgseg_uavseg' (prefixed: no clash with TFDS's own)."""
@@ -181,13 +182,38 @@ assert all(cls.name == builder_name(key) for key, cls in BUILDERS.items())
 
 
 def build(dataset: str, raw_dir: str, splits_dir: str, out_dir: str, *, spec: DatasetSpec | None = None,
-          skip_invalid: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Builds `<out_dir>/mofgseg_<dataset>/1.0.0/*.array_record`; returns the build summary."""
+          skip_invalid: bool = False, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Builds `<out_dir>/mofgseg_<dataset>/1.0.0/*.array_record`; returns the build summary.
+
+    TFDS keeps a build that exists, whatever the raw folder and the lists hold now, so an existing
+    one is an error unless `overwrite`. Then it is moved aside (`1.0.0.previous`, in the builder's
+    own folder), and deleted only once the new build is complete; a build that fails puts it back.
+    """
     spec = spec or load_spec(dataset)
-    builder = BUILDERS[dataset](data_dir=out_dir, raw_dir=raw_dir, splits_dir=splits_dir, spec=spec,
-                                skip_invalid=skip_invalid, progress=progress)
-    tfds.disable_progress_bar()  # our own tqdm bar (`progress`) shows totals; TFDS's would not
-    builder.download_and_prepare(download_dir=os.path.join(out_dir, "downloads"))
+    version_dir = os.path.join(out_dir, builder_name(dataset), str(SegmentationBuilder.VERSION))
+    previous = ""
+    if os.path.lexists(version_dir):
+        if not overwrite:
+            raise OutputExistsError(f"--out {out_dir}: {version_dir} holds an earlier {dataset} build; pass "
+                                    "--overwrite to rebuild it, or choose another --out (nothing was changed)")
+        previous = version_dir + ".previous"
+        if os.path.lexists(previous):
+            raise OutputExistsError(f"--out {out_dir}: {previous} is left from a rebuild that was stopped; "
+                                    f"move it away (or back to {version_dir}) first")
+        os.rename(version_dir, previous)
+    try:
+        builder = BUILDERS[dataset](data_dir=out_dir, raw_dir=raw_dir, splits_dir=splits_dir, spec=spec,
+                                    skip_invalid=skip_invalid, progress=progress)
+        if os.path.abspath(os.fspath(builder.data_path)) != os.path.abspath(version_dir):
+            raise RuntimeError(f"TFDS builds into {builder.data_path}, not {version_dir}: update build()")
+        tfds.disable_progress_bar()  # our own tqdm bar (`progress`) shows totals; TFDS's would not
+        builder.download_and_prepare(download_dir=os.path.join(out_dir, "downloads"))
+    except BaseException:
+        if previous and not os.path.lexists(version_dir):
+            os.rename(previous, version_dir)
+        raise
+    if previous:
+        shutil.rmtree(previous)
     return {"dataset": dataset, "out": builder.data_dir, "class_names": list(spec.class_names),
             **builder.summary}
 

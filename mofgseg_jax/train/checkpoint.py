@@ -34,7 +34,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocm
 
-from mofgseg_jax.errors import InputError, InputNotFoundError, InputNotWritableError, UnreadableInputError
+from mofgseg_jax import outputs
+from mofgseg_jax.errors import InputError, InputNotFoundError, UnreadableInputError
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +98,7 @@ class Restored:
 
 def check_writable(workdir: str) -> None:
     """Raises one clear error when `workdir` cannot be created or written."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write_test_{jax.process_index()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise InputNotWritableError(f"--workdir {workdir}: cannot create or write there ({e.strerror or e})") from e
+    outputs.check_writable(workdir, "--workdir", probe=f".write_test_{jax.process_index()}")
 
 
 class Checkpointer:
@@ -271,6 +265,34 @@ def abstract_like(tree: Any) -> Any:
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def resolve_step_dir(path: str) -> str:
+    """The absolute step directory that `path` names: a step directory (`.../checkpoints/1200`)
+    itself, else the latest step of a `checkpoints` directory or of a workdir."""
+    path = os.path.abspath(path)
+    if os.path.isdir(os.path.join(path, CHECKPOINT_DIR)):
+        path = os.path.join(path, CHECKPOINT_DIR)
+    if os.path.isdir(os.path.join(path, "state")):
+        return path
+    steps = sorted((int(d) for d in os.listdir(path) if d.isdigit()), reverse=True) if os.path.isdir(path) else []
+    if not steps:
+        raise InputNotFoundError(f"--checkpoint {path}: no checkpoint steps found")
+    return os.path.join(path, str(steps[0]))
+
+
+def restore_config(path: str) -> dict | None:
+    """The config stored with a checkpoint (`path` as in `restore_variables`), without reading its
+    arrays; None when it holds no copy."""
+    step_dir = resolve_step_dir(path)
+    if not os.path.isdir(os.path.join(step_dir, "config")):
+        return None
+    try:
+        out = ocp.Checkpointer(ocp.CompositeCheckpointHandler()).restore(
+            step_dir, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    except Exception as e:  # noqa: BLE001
+        raise UnreadableInputError(f"--checkpoint {step_dir}: cannot read the stored config ({_first_line(e)})") from e
+    return out["config"]
+
+
 def restore_variables(path: str) -> tuple[dict, dict | None, int]:
     """Model variables of a checkpoint without building the train state (evaluation/prediction).
 
@@ -278,16 +300,7 @@ def restore_variables(path: str) -> tuple[dict, dict | None, int]:
     step). Returns ({'student': {'params', 'batch_stats'}, 'teacher': {...}}, config dict or None, step)
     with host (NumPy) arrays.
     """
-    path = os.path.abspath(path)
-    if os.path.isdir(os.path.join(path, CHECKPOINT_DIR)):
-        path = os.path.join(path, CHECKPOINT_DIR)
-    if os.path.isdir(os.path.join(path, "state")):
-        step_dir = path
-    else:
-        steps = sorted((int(d) for d in os.listdir(path) if d.isdigit()), reverse=True) if os.path.isdir(path) else []
-        if not steps:
-            raise InputNotFoundError(f"--checkpoint {path}: no checkpoint steps found")
-        step_dir = os.path.join(path, str(steps[0]))
+    step_dir = resolve_step_dir(path)
     # The stored shardings name the devices of the training run; restore onto this process's first
     # device instead, so a checkpoint from 8 GPUs can be evaluated on a laptop.
     try:

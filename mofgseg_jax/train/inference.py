@@ -20,11 +20,12 @@ CHOICES = ("best", "latest")
 
 
 def find_checkpoint(*, workdir: str = "", checkpoint: str = "", which: str = "best") -> str:
-    """The step directory to load: `checkpoint` as given, or the best/latest step of `workdir`."""
+    """The step directory to load: `checkpoint` (a step dir, or the latest step of the checkpoints
+    folder or workdir it names), or the best/latest step of `workdir`."""
     if checkpoint:
         if not os.path.isdir(checkpoint):
             raise InputNotFoundError(f"--checkpoint {checkpoint}: no such directory")
-        return checkpoint
+        return ckpt.resolve_step_dir(checkpoint)
     if not workdir:
         raise InputError("give --workdir (a training run) or --checkpoint (a step directory)")
     if which not in CHOICES and not str(which).isdigit():
@@ -41,8 +42,15 @@ def find_checkpoint(*, workdir: str = "", checkpoint: str = "", which: str = "be
                     f"--workdir {workdir}: no checkpoint at step {step}; have {manager.all_steps()}")
         else:
             step = manager.best_step() if which == "best" else manager.latest_step()
+        saved = manager.all_steps()
     finally:
         manager.close()
+    if step is None and saved:
+        # `best` ranks by the mIoU stored with a checkpoint; a run stopped before its first
+        # evaluation saved some without one. Falling back to the latest would pass off an unevaluated
+        # network as the best, so the user chooses.
+        raise InputError(f"--workdir {workdir}: checkpoints exist (steps {saved}, latest {saved[-1]}) but none "
+                         "has been evaluated yet, so there is no best one; use --which latest (or a step number)")
     if step is None:
         raise InputNotFoundError(f"--workdir {workdir}: no checkpoint saved yet")
     return os.path.join(directory, str(step))
@@ -67,6 +75,11 @@ def _tuples(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_tuples(v) for v in value)
     return value
+
+
+def load_config(step_dir: str) -> dict | None:
+    """The config stored with a step dir (None if it holds none); its arrays are not read."""
+    return ckpt.restore_config(step_dir)
 
 
 def load_variables(step_dir: str) -> tuple[dict, dict | None, int]:
