@@ -21,7 +21,8 @@ def get_config(arg=None):
     config.data.crop_size = 513
     config.data.batch_size_labeled = 12  # global: 3 per GPU x 4 GPUs
     config.data.batch_size_unlabeled = 12  # global: 3 per GPU x 4 GPUs
-    config.data.eval_pad_size = 2048  # TAS500 images are 2026 x 620
+    # (height, width): TAS500 images are 2026 x 620 (W x H), so validation runs unpadded, as published.
+    config.data.eval_pad_size = (620, 2026)
 
     config.loss.ohem = True  # published: OHEM, thresh 0.7, min_kept 200000
     config.loss.ohem_thresh = 0.7
