@@ -58,7 +58,12 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.batch_size_labeled = 8  # GLOBAL batch (published: 2 per GPU x 4 GPUs)
     config.data.batch_size_unlabeled = 8  # GLOBAL batch
     config.data.eval_batch_size = 1
-    config.data.eval_pad_size = 1024  # validation images are padded to this square (one compile)
+    # Validation images are padded to this canvas (one compile): an int (square) or (height, width);
+    # images of exactly that size run unpadded, as the published evaluation. Padding changes MiT's
+    # logits inside the image (global attention), so a dataset of one image size sets that size.
+    # Typed `object` so that either form overrides the other, always with '=' (any literal is parsed):
+    # --config.data.eval_pad_size=512 or --config.data.eval_pad_size='(620, 2026)'.
+    config.data.eval_pad_size = ml_collections.FieldReference(1024, field_type=object)
     config.data.scale_range = (0.5, 2.0)  # host-side random long-side resize
     config.data.num_workers = 0  # grain worker processes (0 = in-process)
     config.data.use_edge_maps = False  # read precomputed edge maps instead of deriving them

@@ -24,7 +24,9 @@ def get_config(arg=None):
     config.data.crop_size = 513
     config.data.batch_size_labeled = 8  # global (2 per GPU x 4 GPUs, as published for UAV-SEG)
     config.data.batch_size_unlabeled = 8
-    config.data.eval_pad_size = 1024  # must be >= the largest validation image side
+    # An int (square) or (height, width) that holds every validation image; when they all have one
+    # size, set exactly that size: they then run unpadded (padding changes MiT's logits).
+    config.data.eval_pad_size = 1024
 
     # The published train_method.py trains with plain cross-entropy; its YAML's OHEM criterion
     # (these values) is used by the supervised baseline train_baseline_sup.py only.

@@ -22,7 +22,9 @@ def get_config(arg=None):
     config.data.crop_size = 513
     config.data.batch_size_labeled = 20  # global: 5 per GPU x 4 GPUs
     config.data.batch_size_unlabeled = 20  # global: 5 per GPU x 4 GPUs
-    config.data.eval_pad_size = 512  # VOC images are at most 500 x 500
+    # VOC images vary in size (at most 500 x 500), so they are padded to this canvas: unlike the
+    # published per-image evaluation, the padding slightly changes the logits (README).
+    config.data.eval_pad_size = 512
 
     config.loss.ohem = False  # published: plain cross-entropy on Pascal
 

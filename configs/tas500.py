@@ -21,7 +21,8 @@ def get_config(arg=None):
     config.data.crop_size = 513
     config.data.batch_size_labeled = 12  # global: 3 per GPU x 4 GPUs
     config.data.batch_size_unlabeled = 12  # global: 3 per GPU x 4 GPUs
-    config.data.eval_pad_size = 2048  # TAS500 images are 2026 x 620
+    # (height, width): TAS500 images are 2026 x 620 (W x H), so validation runs unpadded, as published.
+    config.data.eval_pad_size = (620, 2026)
 
     # The published train_method.py trains with plain cross-entropy; its YAML's OHEM criterion
     # (these values) is used by the supervised baseline train_baseline_sup.py only.

@@ -21,7 +21,9 @@ def get_config(arg=None):
     config.data.crop_size = 513
     config.data.batch_size_labeled = 8  # global: 2 per GPU x 4 GPUs
     config.data.batch_size_unlabeled = 8  # global: 2 per GPU x 4 GPUs
-    config.data.eval_pad_size = 1024  # every validation image fits in 1024 x 1024
+    # Every validation image fits in 1024 x 1024; their exact size is not recorded here (data_specs):
+    # if they all share one, set it as (height, width) so that they run unpadded, as published.
+    config.data.eval_pad_size = 1024
 
     # The published train_method.py trains with plain cross-entropy; its YAML's OHEM criterion
     # (these values) is used by the supervised baseline train_baseline_sup.py only.

@@ -1,5 +1,6 @@
 """The step, eval, losses and peak benchmarks run end to end at a toy size and report what issue 8 asks for."""
 
+import argparse
 import importlib.util
 
 import jax
@@ -60,6 +61,18 @@ def test_eval_benchmark_reports_throughput_and_counts_every_window():
     assert (r["windows_per_image"], low["windows_per_image"]) == (6, 3)
     assert r["flops_per_call"] == pytest.approx(2 * low["flops_per_call"])
     assert r["flops_per_image_per_model"] == pytest.approx(r["flops_per_call"] / (2 * r["config"]["batch"]))
+
+
+def test_eval_benchmark_takes_a_height_width_canvas():
+    from mofgseg_jax.bench.common import canvas_arg
+
+    assert canvas_arg("48") == (48, 48) and canvas_arg("24x40") == (24, 40) == canvas_arg("24,40")
+    for bad in ("0", "24x0", "24x40x3", "abc"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"'{bad}': expected N"):
+            canvas_arg(bad)
+    r = eval_bench.run(["--smoke", "--mode", "original", "--crop", "32", "--pad", "24x40", "--classes", "3",
+                        "--models", "1", "--iters", "1", "--warmup", "1"])
+    assert r["config"]["pad"] == [24, 40] and r["config"]["image_hw"] == [24, 40] and r["images_per_s"] > 0
 
 
 def test_peak_benchmark_reports_rates_that_match_the_flop_counts():

@@ -124,6 +124,13 @@ def test_a_dataset_config_without_its_data_root_is_a_one_line_error(env, tmp_pat
     assert proc.stderr.strip().splitlines()[-1].startswith("error: data.root is empty: pass --config.data.root")
 
 
+def test_a_malformed_eval_canvas_is_a_one_line_error_before_training(env, tmp_path):
+    proc = run(["launch/train.py", "--config", "configs/demo.py:smoke", "--workdir", str(tmp_path / "run"),
+                "--config.data.eval_pad_size=(96, 0)"], env, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: data.eval_pad_size=(96, 0): expected a positive int")
+
+
 def test_evaluating_a_folder_that_is_no_run_is_a_one_line_error(env, tmp_path):
     proc = run(["launch/evaluate.py", "--workdir", str(tmp_path)], env, timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr

@@ -1,6 +1,7 @@
 """Configs: published settings (DESIGN.md §5), variants, and runnable docstrings."""
 
 import importlib
+import os
 
 import pytest
 
@@ -67,3 +68,43 @@ def test_demo_matches_its_dataset_spec():
     spec = load_spec("demo")
     assert c.model.num_classes == spec.num_classes and c.data.name == "demo"
     assert c.train.num_steps > 0 and c.data.eval_pad_size >= c.data.crop_size
+
+
+def test_validation_canvases_fit_the_datasets_image_sizes():
+    from mofgseg_jax.data.transforms import canvas_hw
+
+    assert _config("tas500").data.eval_pad_size == (620, 2026)  # TAS500 images: 2026 x 620, unpadded
+    assert _config("loveda").data.eval_pad_size == 1024  # LoveDA tiles: 1024 x 1024, unpadded
+    assert _config("demo").data.eval_pad_size == 96  # demo images: 96 x 96
+    for name in NAMES:
+        for variant in (None, "smoke"):
+            canvas_hw(_config(name, variant).data.eval_pad_size)  # a valid int or (height, width)
+
+
+def _parse_flags(*argv):
+    """The launchers' flag parsing (`config_flags.DEFINE_config_file(..., lock_config=True)`)."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["launch/train.py", *argv]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True, sys_argv=argv)
+    values(argv)
+    return values.config
+
+
+@pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")  # ml_collections' config loader
+@pytest.mark.parametrize("config, override, expected", [
+    ("demo.py", "(620, 2026)", (620, 2026)),
+    ("demo.py", "[620,2026]", [620, 2026]),
+    ("demo.py", "512", 512),
+    ("tas500.py", "512", 512),
+    ("tas500.py", "(96, 128)", (96, 128)),
+    ("tas500.py:smoke", "(64, 80)", (64, 80)),
+])
+def test_eval_pad_size_overrides_take_either_form_on_the_command_line(config, override, expected):
+    from mofgseg_jax.data.transforms import canvas_hw
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", config)
+    value = _parse_flags(f"--config={path}", f"--config.data.eval_pad_size={override}").data.eval_pad_size
+    assert value == expected and canvas_hw(value) == tuple(canvas_hw(expected))

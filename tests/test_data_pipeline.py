@@ -88,6 +88,65 @@ def test_validation_batches_are_padded_to_fixed_shapes(demo_root):
     assert np.all(first["label"][0, 40:] == 255) and np.all(first["image"][0, :, 40:] == 0)
 
 
+@pytest.fixture(scope="module")
+def wide_root(demo_root, tmp_path_factory):
+    """The demo data with every validation image and mask cut to 24 x 40 (height x width)."""
+    import shutil
+
+    from PIL import Image
+
+    from mofgseg_jax.data.splits import read_list
+
+    root = str(tmp_path_factory.mktemp("wide") / "demo")
+    shutil.copytree(demo_root, root)
+    for entry in read_list(f"{root}/splits/val.txt"):
+        for rel in (entry.image, entry.mask):
+            with Image.open(f"{root}/{rel}") as img:
+                img.crop((0, 0, 40, 24)).save(f"{root}/{rel}", quality=95)
+    return root
+
+
+def test_a_canvas_of_the_image_size_gives_the_unpadded_images(wide_root):
+    from PIL import Image
+
+    from mofgseg_jax.data.splits import read_list
+
+    batches = list(pipeline.make_val_batches(_cfg(wide_root, eval_pad_size=(24, 40))))
+    entries = read_list(f"{wide_root}/splits/val.txt")
+    images = [img for b in batches for img, v in zip(b["image"], b["valid"]) if v]
+    labels = [lab for b in batches for lab, v in zip(b["label"], b["valid"]) if v]
+    assert len(images) == len(entries) == 5
+    for b in batches:
+        assert b["image"].shape == (2, 24, 40, 3) and b["label"].shape == (2, 24, 40)
+        assert [int(h) for h, v in zip(b["height"], b["valid"]) if v] == [24] * int(b["valid"].sum())
+        assert [int(w) for w, v in zip(b["width"], b["valid"]) if v] == [40] * int(b["valid"].sum())
+    for entry, image, label in zip(entries, images, labels):
+        np.testing.assert_array_equal(image, np.asarray(Image.open(f"{wide_root}/{entry.image}").convert("RGB")))
+        np.testing.assert_array_equal(label, np.asarray(Image.open(f"{wide_root}/{entry.mask}")))
+
+
+def test_an_image_larger_than_a_height_width_canvas_is_a_one_line_error_naming_the_file(wide_root):
+    from mofgseg_jax.data.errors import DataError
+    from mofgseg_jax.data.splits import read_list
+
+    first = read_list(f"{wide_root}/splits/val.txt")[0].image
+    with pytest.raises(DataError) as info:
+        list(pipeline.make_val_batches(_cfg(wide_root, eval_pad_size=(24, 39))))
+    message = str(info.value)
+    assert "\n" not in message and first in message
+    assert "image of height 24, width 40 does not fit data.eval_pad_size=(24, 39) (height 24, width 39)" in message
+
+
+@pytest.mark.parametrize("value", [0, (1, 2, 3), "abc"])
+def test_a_malformed_canvas_is_a_one_line_error_naming_the_key(demo_root, value):
+    from mofgseg_jax.errors import InputError
+
+    with pytest.raises(InputError) as info:
+        pipeline.make_val_batches(_cfg(demo_root, eval_pad_size=value))
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"data.eval_pad_size={value!r}: expected")
+
+
 def test_validation_sharding_gives_every_process_the_same_batch_count(demo_root):
     per = [list(pipeline.make_val_batches(_cfg(demo_root), process_index=p, process_count=2)) for p in range(2)]
     assert len(per[0]) == len(per[1]) == 2

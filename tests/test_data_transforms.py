@@ -1,9 +1,12 @@
 """Host-side transforms (DESIGN.md §3 steps 1-2) against NumPy/PIL references."""
 
 import numpy as np
+import pytest
 from PIL import Image, ImageFilter
 
 from mofgseg_jax.data import transforms
+from mofgseg_jax.data.errors import DataError
+from mofgseg_jax.errors import InputError
 
 
 def _example(h=30, w=50, seed=0):
@@ -127,3 +130,47 @@ def test_pad_to_records_true_size():
     out = transforms.pad_to({"image": ex["image"], "label": ex["label"]}, 32)
     assert (out["height"], out["width"], bool(out["valid"])) == (20, 30, True)
     assert out["image"].shape == (32, 32, 3) and np.all(out["label"][20:] == 255)
+
+
+def test_pad_to_a_height_width_canvas_pads_bottom_right_and_records_true_size():
+    ex = _example(20, 30)
+    out = transforms.pad_to({"image": ex["image"], "label": ex["label"]}, (24, 40), ignore_index=255)
+    assert out["image"].shape == (24, 40, 3) and out["label"].shape == (24, 40)
+    assert (out["height"], out["width"], bool(out["valid"])) == (20, 30, True)
+    np.testing.assert_array_equal(out["image"][:20, :30], ex["image"])
+    np.testing.assert_array_equal(out["label"][:20, :30], ex["label"])
+    assert np.all(out["image"][20:] == 0) and np.all(out["image"][:, 30:] == 0)
+    assert np.all(out["label"][20:] == 255) and np.all(out["label"][:, 30:] == 255)
+
+
+def test_pad_to_a_canvas_of_the_image_size_leaves_the_image_as_it_is():
+    ex = _example(20, 30)
+    out = transforms.pad_to({"image": ex["image"], "label": ex["label"]}, (20, 30))
+    np.testing.assert_array_equal(out["image"], ex["image"])
+    np.testing.assert_array_equal(out["label"], ex["label"])
+
+
+@pytest.mark.parametrize("canvas", [(20, 29), (19, 30), 29])
+def test_an_image_larger_than_the_canvas_is_a_one_line_error_naming_file_key_and_sides(canvas):
+    ex = _example(20, 30)
+    with pytest.raises(DataError) as info:
+        transforms.pad_to({"image": ex["image"], "label": ex["label"]}, canvas, where="val.txt:3 gt_jpg/val/a.jpg")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("val.txt:3 gt_jpg/val/a.jpg: image of height 20, width 30")
+    assert f"data.eval_pad_size={canvas!r}" in message
+    hp, wp = canvas if isinstance(canvas, tuple) else (canvas, canvas)
+    assert f"(height {hp}, width {wp})" in message
+
+
+@pytest.mark.parametrize("value", [0, -4, (1, 2, 3), (0, 8), (8, -1), (8.0, 8), "abc", "512", True, None, ()])
+def test_a_malformed_canvas_is_a_one_line_input_error_naming_the_key(value):
+    with pytest.raises(InputError) as info:
+        transforms.canvas_hw(value)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"data.eval_pad_size={value!r}: expected")
+
+
+@pytest.mark.parametrize("value, sides", [(96, (96, 96)), ((620, 2026), (620, 2026)), ([620, 2026], (620, 2026)),
+                                          (np.int64(64), (64, 64))])
+def test_a_canvas_is_an_int_square_or_height_width(value, sides):
+    assert transforms.canvas_hw(value) == sides

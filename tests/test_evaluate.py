@@ -126,6 +126,54 @@ def test_original_mode_scores_each_image_only_inside_its_size():
         assert (pred[i, :h, :w] >= 0).all() and (pred[i, h:] < 0).all() and (pred[i, :, w:] < 0).all()
 
 
+def _unpadded_input(image_u8):
+    """The network input of an image on its own: `[1, h, w, 3]` float32, ImageNet-normalised."""
+    x = image_u8.astype(np.float32) / np.float32(255)
+    x = (x - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    return jnp.asarray(x[None])
+
+
+def _canvas_batch(image_u8, canvas):
+    from mofgseg_jax.data.transforms import pad_to
+
+    label = np.zeros(image_u8.shape[:2], np.uint8)
+    ex = pad_to({"image": image_u8, "label": label}, canvas)
+    return {k: jnp.asarray(np.asarray(ex[k])[None]) for k in ("image", "height", "width")}
+
+
+def _original_on(model, variables, batch):
+    fn = jax.jit(lambda b: ev.predict(ev.logits_fn_for(model, variables), b["image"], b["height"], b["width"],
+                                      mode="original", crop_size=8, num_classes=K))
+    return np.asarray(fn(batch))[0]
+
+
+def test_original_mode_on_a_canvas_of_the_image_size_is_the_model_on_the_unpadded_image():
+    """A (height, width) canvas equal to the image: exactly the published `model(img)`; the square
+    canvas that holds it pads it and changes predictions inside the image (the logits see the
+    whole input, as MiT's global attention does)."""
+    model, variables = ContextModel(), _variables(11)
+    image = np.random.default_rng(12).integers(0, 256, (9, 24, 3), dtype=np.uint8)
+    direct = np.asarray(jnp.argmax(model.apply(variables, _unpadded_input(image))["logits"], -1))[0]
+    np.testing.assert_array_equal(_original_on(model, variables, _canvas_batch(image, (9, 24))), direct)
+    square = _original_on(model, variables, _canvas_batch(image, 24))[:9, :24]
+    assert (square != direct).any()
+
+
+def test_original_mode_of_a_mit_network_on_a_canvas_of_the_image_size_is_the_network_on_the_image():
+    from mofgseg_jax.models import build_model
+    from mofgseg_jax.train.state import init_variables
+
+    model = build_model(dict(backbone="b0", num_classes=K, depths=(1, 1, 1, 1), dims=(16, 32, 80, 128),
+                             embed_dim=32, rep_dim=24))
+    variables = init_variables(model, jax.random.key(0), (1, 32, 48, 3))
+    image = np.random.default_rng(13).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    logits = jax.jit(lambda x: model.apply(variables, x, train=False)["logits"])(_unpadded_input(image))
+    direct = np.asarray(jnp.argmax(logits, -1))[0]
+    np.testing.assert_array_equal(_original_on(model, variables, _canvas_batch(image, (32, 48))), direct)
+    square = _original_on(model, variables, _canvas_batch(image, 48))[:32, :48]
+    assert (square != direct).any()  # zero padding in the square changes MiT's logits inside the image
+
+
 def _numpy_confusion(preds, labels, valid):
     conf = np.zeros((K, K), np.int64)
     for p, l, v in zip(preds, labels, valid):

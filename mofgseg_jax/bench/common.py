@@ -21,6 +21,21 @@ import numpy as np
 from mofgseg_jax.train.host_memory import allocator_info
 
 
+def canvas_arg(text: str) -> tuple[int, int]:
+    """argparse type of a validation canvas (`data.eval_pad_size`): '512' -> (512, 512), '620x2026'
+    (height x width) -> (620, 2026)."""
+    import argparse  # noqa: PLC0415
+
+    from mofgseg_jax.data.transforms import canvas_hw  # noqa: PLC0415
+
+    try:
+        parts = [int(t) for t in text.lower().replace(",", "x").split("x")]
+        return canvas_hw(parts[0] if len(parts) == 1 else tuple(parts), key="canvas")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N (a square) or HxW (height x width), "
+                                         f"positive ints") from None
+
+
 def code_version() -> str | None:
     """`git describe` of the checkout this package runs from (`-dirty` with local changes), or None
     outside a git checkout: which code a benchmark JSON measured."""

@@ -4,6 +4,7 @@ streams (host only: decode + augment + batch), for the folder and/or TFDS source
   python launch/benchmark.py data                                  # demo data, 96px images, crop 64
   python launch/benchmark.py data --size 512 --crop-size 321 --num-workers 2 --source both
   python launch/benchmark.py data --root /data/uavseg --name uavseg --split 1_8 --crop-size 513
+  python launch/benchmark.py data --root /data/tas500 --name tas500 --crop-size 513 --eval-pad-size 620x2026
 """
 
 from __future__ import annotations
@@ -51,12 +52,17 @@ def _measure(data_cfg, args) -> dict[str, Any]:
 
 
 def run(argv: list[str]) -> dict[str, Any]:
+    from mofgseg_jax.bench.common import canvas_arg  # noqa: PLC0415 (imports jax; the rest needs none)
+
     parser = argparse.ArgumentParser(prog="benchmark.py data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="", help="dataset root; default: generate demo data in a temp dir")
     parser.add_argument("--name", default="demo", help="data_specs name of --root")
     parser.add_argument("--split", default="1_8")
     parser.add_argument("--size", type=int, default=96, help="generated demo image side")
+    parser.add_argument("--eval-pad-size", type=canvas_arg, default=None,
+                        help="validation canvas: N (square) or HxW (height x width); default: --size for "
+                             "generated data, data.eval_pad_size of configs/common.py with --root")
     parser.add_argument("--num-train", type=int, default=256, help="generated demo train images")
     parser.add_argument("--num-val", type=int, default=64, help="generated demo val images")
     parser.add_argument("--crop-size", type=int, default=64)
@@ -80,7 +86,10 @@ def run(argv: list[str]) -> dict[str, Any]:
         d = config.data
         d.name, d.root, d.split, d.crop_size = args.name, root, args.split, args.crop_size
         d.batch_size_labeled = d.batch_size_unlabeled = d.eval_batch_size = args.batch_size
-        d.eval_pad_size = max(args.size, 1) if not args.root else d.eval_pad_size
+        if args.eval_pad_size:
+            d.eval_pad_size = args.eval_pad_size
+        elif not args.root:
+            d.eval_pad_size = max(args.size, 1)
         d.num_workers = args.num_workers
         result: dict[str, Any] = {"crop_size": args.crop_size, "batch_size": args.batch_size,
                                   "num_workers": args.num_workers, "num_threads": args.num_threads,

@@ -243,12 +243,12 @@ def make_train_iterator(data_cfg: Any, *, seed: int, process_index: int = 0, pro
 class _LoadPadded:
     """Global val index -> padded example; indices past the split are blank padding (valid=False)."""
 
-    def __init__(self, load: _Load, pad_size: int, ignore_index: int):
+    def __init__(self, load: _Load, pad_size: int | tuple[int, int], ignore_index: int):
         self.load, self.pad_size, self.ignore_index = load, pad_size, ignore_index
 
     def blank(self) -> dict[str, np.ndarray]:
-        p = self.pad_size
-        return {"image": np.zeros((p, p, 3), np.uint8), "label": np.full((p, p), self.ignore_index, np.uint8),
+        hp, wp = transforms.canvas_hw(self.pad_size)
+        return {"image": np.zeros((hp, wp, 3), np.uint8), "label": np.full((hp, wp), self.ignore_index, np.uint8),
                 "height": np.int32(0), "width": np.int32(0), "valid": np.bool_(False)}
 
     def __call__(self, index: int) -> dict[str, np.ndarray]:
@@ -268,8 +268,9 @@ class _LoadPadded:
 class ValBatches:
     """Re-iterable fixed-shape validation batches of one process:
 
-    {'image': uint8[B,P,P,3], 'label': uint8[B,P,P] (255 in padding), 'height': int32[B],
-     'width': int32[B], 'valid': bool[B]}  with B = data.eval_batch_size, P = data.eval_pad_size.
+    {'image': uint8[B,Hp,Wp,3], 'label': uint8[B,Hp,Wp] (255 in padding), 'height': int32[B],
+     'width': int32[B], 'valid': bool[B]}  with B = data.eval_batch_size and (Hp, Wp) the canvas
+    `data.eval_pad_size` (an int: a square; or (height, width)).
 
     Every process gets the same number of batches (blank `valid=False` samples fill the end), so
     collective evaluation code never waits on a process that ran out.
@@ -287,10 +288,13 @@ class ValBatches:
 
 def make_val_batches(data_cfg: Any, *, process_index: int = 0, process_count: int = 1,
                      num_threads: int = 4, prefetch: int = 4) -> ValBatches:
-    """Validation batches of `val.txt` in list order, padded to `data.eval_pad_size` squares.
+    """Validation batches of `val.txt` in list order, padded to the `data.eval_pad_size` canvas.
 
-    Process p takes images p, p+P, ...; `valid` marks real samples.
+    The canvas is an int (a square) or (height, width); an image of exactly the canvas size is not
+    padded. Process p takes images p, p+P, ...; `valid` marks real samples.
     """
+    pad_size = data_cfg.eval_pad_size
+    transforms.canvas_hw(pad_size)  # a malformed value is a one-line error before any file is read
     spec = spec_from_config(data_cfg)
     source = open_sources(data_cfg, ("val",))["val"]
     load = _Load(source, spec, with_mask=True, with_edge=False,
@@ -299,5 +303,5 @@ def make_val_batches(data_cfg: Any, *, process_index: int = 0, process_count: in
     chunk = b * process_count
     total = -(-len(source) // chunk) * chunk  # round up so every process gets the same batch count
     ds = grain.MapDataset.range(total)[process_index::process_count]
-    ds = ds.map(_LoadPadded(load, int(data_cfg.eval_pad_size), spec.ignore_index)).batch(b)
+    ds = ds.map(_LoadPadded(load, pad_size, spec.ignore_index)).batch(b)
     return ValBatches(ds, len(source), _read_options(num_threads, prefetch))

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from mofgseg_jax.data.errors import DataError
+from mofgseg_jax.errors import InputError
 
 Example = dict[str, np.ndarray]  # {'image': uint8[H,W,3], optional 'label'/'edge'/'inside': uint8[H,W]}
 
@@ -120,17 +121,39 @@ def train_view(example: Example, rng: np.random.Generator, *, crop_size: int,
     return {key: np.ascontiguousarray(arr) for key, arr in example.items()}
 
 
-def pad_to(example: Example, pad_size: int, *, ignore_index: int = 255, where: str = "") -> Example:
-    """Pads bottom/right to `pad_size` square (image 0, label ignore) and records the true size.
+def canvas_hw(pad_size: int | Sequence[int], key: str = "data.eval_pad_size") -> tuple[int, int]:
+    """(height, width) of a validation canvas given as an int (a square) or a (height, width) pair.
 
-    Returns {'image': uint8[P,P,3], 'label': uint8[P,P], 'height', 'width': int32, 'valid': bool}.
+    Raises a one-line `InputError` naming `key` for anything else (0, negative, 3 numbers, a string).
     """
+    if isinstance(pad_size, (int, np.integer)) and not isinstance(pad_size, (bool, np.bool_)):
+        sides: tuple = (pad_size, pad_size)
+    elif isinstance(pad_size, (tuple, list)) and len(pad_size) == 2:
+        sides = tuple(pad_size)
+    else:
+        sides = ()
+    if len(sides) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_))
+                                  and s > 0 for s in sides):
+        raise InputError(f"{key}={pad_size!r}: expected a positive int (a square canvas) or (height, width), "
+                         f"two positive ints, e.g. 1024 or (620, 2026)")
+    return int(sides[0]), int(sides[1])
+
+
+def pad_to(example: Example, pad_size: int | Sequence[int], *, ignore_index: int = 255, where: str = "") -> Example:
+    """Pads bottom/right to the `pad_size` canvas (image 0, label ignore) and records the true size.
+
+    pad_size: an int (a square canvas) or (height, width); an image of exactly that size is not
+    padded. Returns {'image': uint8[Hp,Wp,3], 'label': uint8[Hp,Wp], 'height', 'width': int32,
+    'valid': bool}.
+    """
+    hp, wp = canvas_hw(pad_size)
     h, w = example["image"].shape[:2]
-    if h > pad_size or w > pad_size:
-        raise DataError(f"{where}: image {w}x{h} is larger than data.eval_pad_size={pad_size}; raise it")
-    image = np.zeros((pad_size, pad_size, 3), np.uint8)
+    if h > hp or w > wp:
+        raise DataError(f"{where}: image of height {h}, width {w} does not fit data.eval_pad_size={pad_size!r} "
+                        f"(height {hp}, width {wp}); raise it")
+    image = np.zeros((hp, wp, 3), np.uint8)
     image[:h, :w] = example["image"]
-    label = np.full((pad_size, pad_size), ignore_index, np.uint8)
+    label = np.full((hp, wp), ignore_index, np.uint8)
     label[:h, :w] = example["label"]
     return {"image": image, "label": label, "height": np.int32(h), "width": np.int32(w),
             "valid": np.bool_(True)}

@@ -1,8 +1,11 @@
 """Evaluation: fixed-shape segmentation of padded validation batches, confusion matrices, mIoU.
 
-Validation batches arrive padded to one square size `[B, Hp, Wp]` (DESIGN.md §4, INTERFACES.md), so
-every function here compiles once. Three modes, as the published code:
-  - `original`: the whole (padded) image in one forward pass;
+Validation batches arrive padded to one canvas `[B, Hp, Wp]` (DESIGN.md §4, INTERFACES.md), so every
+function here compiles once: `data.eval_pad_size`, an int (a square) or (height, width). An image of
+exactly the canvas size is not padded. Three modes, as the published code:
+  - `original`: the whole (padded) image in one forward pass. MiT's attention is global, so padding
+    changes the logits inside the image too: only an image that fills the canvas gets exactly the
+    published `model(img)`; set the canvas to the image size when a dataset has one;
   - `center_crop`: the central `crop x crop` window of each image;
   - `sliding_window`: `crop x crop` windows every `stride = int(crop * window_stride_ratio)` pixels
     (2/3 of the window, as published), softmax probabilities summed where windows overlap (the argmax
@@ -64,7 +67,9 @@ def window_origins(hp: int, wp: int, crop_size: int, stride_ratio: float) -> lis
 
 
 def predict_original(logits_fn: LogitsFn, images: jax.Array, height: jax.Array, width: jax.Array) -> jax.Array:
-    """Whole-canvas prediction. images: normalised `[B, Hp, Wp, 3]` -> int32 `[B, Hp, Wp]`."""
+    """Whole-canvas prediction. images: normalised `[B, Hp, Wp, 3]` -> int32 `[B, Hp, Wp]`.
+
+    The network sees the padding too; an image that fills the canvas is predicted as on its own."""
     pred = jnp.argmax(logits_fn(images), axis=-1).astype(jnp.int32)
     return jnp.where(inside_mask(images.shape[1], images.shape[2], height, width), pred, NO_PREDICTION)
 

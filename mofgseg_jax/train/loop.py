@@ -230,6 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     """
     from mofgseg_jax.data.pipeline import make_train_iterator, make_val_batches  # noqa: PLC0415
     from mofgseg_jax.data.specs import load_spec  # noqa: PLC0415
+    from mofgseg_jax.data.transforms import canvas_hw  # noqa: PLC0415
     from mofgseg_jax.models import build_model  # noqa: PLC0415
     from mofgseg_jax.train.parallel import make_mesh, make_parallel  # noqa: PLC0415
     from mofgseg_jax.train.step import AXIS, check_finite, make_train_step, wants_inside_map  # noqa: PLC0415
@@ -251,6 +252,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
         spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
                          class_names=tuple(config.data.class_names or ()))
+        canvas_hw(config.data.eval_pad_size)  # a malformed canvas fails now, not at the first evaluation
         _prepare_demo_data(config)
         total_steps, epoch_steps, eval_every, checkpoint_every = _run_length(config)
         log_every = max(1, int(config.train.log_every))
