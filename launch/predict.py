@@ -9,7 +9,9 @@
   --network student|teacher    which of the two networks predicts (default: teacher, the EMA)
   --config configs/<name>.py   optional (default: the run's stored config); eval.mode decides
                                whole image / centre crop / sliding window
-Images are padded to a multiple of --pad_multiple so similar sizes share one compilation.
+Images are padded to a multiple of --pad_multiple so similar sizes share one compilation. In
+'original' mode the padding moves the logits a little (MiT's attention is global; README,
+Evaluation): --pad_multiple=1 predicts each image unpadded, one compilation per image size.
 """
 
 import os
@@ -34,7 +36,7 @@ flags.DEFINE_string("output", None, "output folder")
 flags.DEFINE_bool("overwrite", False, "replace prediction files that exist in --output (default: refuse)")
 flags.DEFINE_enum("network", "teacher", ["student", "teacher"], "which network predicts")
 flags.DEFINE_enum("mode", None, ["original", "center_crop", "sliding_window"], "override eval.mode")
-flags.DEFINE_integer("pad_multiple", 32, "pad each image up to a multiple of this (fewer compilations)")
+flags.DEFINE_integer("pad_multiple", 32, "pad each image up to a multiple of this (fewer compilations; 1 = unpadded, exact)")
 flags.mark_flags_as_required(["input", "output"])
 
 
