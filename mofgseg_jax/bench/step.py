@@ -150,8 +150,11 @@ def _batch(args: argparse.Namespace, seed: int = 0) -> dict[str, Any]:
     rs = np.random.RandomState(seed)
     bl, bu, s = args.batch_labeled, args.batch_unlabeled, args.crop
     label = rs.randint(0, args.classes, (bl, s // 16, s // 16)).astype(np.uint8).repeat(16, 1).repeat(16, 2)
-    label = np.pad(label, ((0, 0), (0, s - label.shape[1]), (0, s - label.shape[2])), constant_values=255)
-    return {"labeled": {"image": rs.randint(0, 256, (bl, s, s, 3)).astype(np.uint8), "label": label},
+    pad = ((0, 0), (0, s - label.shape[1]), (0, s - label.shape[2]))
+    inside = np.pad(np.ones_like(label), pad)  # as the pipeline's crop padding: 0 there
+    label = np.pad(label, pad, constant_values=255)
+    return {"labeled": {"image": rs.randint(0, 256, (bl, s, s, 3)).astype(np.uint8), "label": label,
+                        "inside": inside},
             "unlabeled": {"image": rs.randint(0, 256, (bu, s, s, 3)).astype(np.uint8)}}
 
 
@@ -162,7 +165,7 @@ def prepare_ours(args: argparse.Namespace, mode: str, overrides: str = ""):
     from mofgseg_jax.models import build_model
     from mofgseg_jax.train import parallel
     from mofgseg_jax.train.state import create_train_state, init_variables
-    from mofgseg_jax.train.step import AXIS, make_train_step
+    from mofgseg_jax.train.step import AXIS, make_train_step, wants_inside_map
 
     config = _config(args, mode, overrides)
     log(f"step: building and compiling {mode}{f' [{overrides}]' if overrides else ''} "
@@ -174,6 +177,8 @@ def prepare_ours(args: argparse.Namespace, mode: str, overrides: str = ""):
     state = create_train_state(config, model, None, (1, args.crop, args.crop, 3), variables=variables)
     par = parallel.make_parallel(config, make_train_step(config, model))
     host_batch = _batch(args)
+    if not wants_inside_map(config):  # the batches training would feed this config
+        del host_batch["labeled"]["inside"]
     if mode != "semi":
         host_batch = {"labeled": host_batch["labeled"]}
     batch = par.put_batch(host_batch)
