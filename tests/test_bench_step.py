@@ -136,3 +136,16 @@ def test_step_benchmark_compare_rejects_a_bad_override_before_compiling(compare,
     monkeypatch.setattr(step_bench, "prepare_ours", no_compile)
     with pytest.raises(ValueError, match=message.replace("[", r"\[")):
         step_bench.run(["--smoke", "--modes", "sup", "--compare", compare, "--no-reference"])
+
+
+def test_step_benchmark_batch_carries_the_padding_map_that_training_sends():
+    # Crop 40 holds two 16-pixel label blocks per side and 8 padded rows/columns of ignore: the
+    # 'inside' map is 0 exactly there, as the pipeline's crop padding.
+    from mofgseg_jax.train.step import wants_inside_map
+
+    args = step_bench._parse(["--smoke", "--crop", "40", "--classes", "3"])
+    labeled = step_bench._batch(args)["labeled"]
+    assert labeled["inside"].shape == labeled["label"].shape == (2, 40, 40)
+    assert (labeled["inside"][:, :32, :32] == 1).all() and (labeled["inside"][:, 32:] == 0).all()
+    assert (labeled["inside"][:, :, 32:] == 0).all() and (labeled["label"][labeled["inside"] == 0] == 255).all()
+    assert wants_inside_map(step_bench._config(args, "semi"))  # so the timed step reads it
