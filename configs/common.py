@@ -143,7 +143,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.train = ml_collections.ConfigDict()
     config.train.mode = "semi"  # 'semi' or 'sup'
-    config.train.num_epochs = 240  # one epoch = one pass over the unlabelled split
+    config.train.num_epochs = 240  # one epoch = one pass over the unlabelled split (labelled in 'sup' mode)
     config.train.num_steps = 0  # > 0 overrides num_epochs
     config.train.log_every = 20
     config.train.eval_every = 0  # steps; 0 = once per epoch

@@ -207,3 +207,27 @@ def test_data_benchmark_reports_each_stream():
     for source in ("folder", "tfds"):
         assert set(result[source]) == {"labeled", "unlabeled", "train", "val"}
         assert all(v["images_per_s"] > 0 for v in result[source].values())
+
+
+def test_labelled_only_iterator_reads_no_unlabelled_split_and_keeps_the_labelled_batches(demo_root, tmp_path):
+    # 'sup' runs: the same labelled batches as a semi run of that seed, without unlabeled.txt.
+    split = tmp_path / "splits" / "1_4"
+    split.mkdir(parents=True)
+    source = f"{demo_root}/splits/1_4"
+    (split / "labeled.txt").write_text(open(f"{source}/labeled.txt").read())
+    (tmp_path / "splits" / "val.txt").write_text(open(f"{demo_root}/splits/val.txt").read())
+    cfg = _cfg(demo_root, split_dir=str(split))
+    with pytest.raises(Exception, match="unlabeled.txt"):
+        pipeline.make_train_iterator(cfg, seed=6)
+    only = _take(pipeline.make_train_iterator(cfg, seed=6, labelled_only=True), 5)
+    both = _take(pipeline.make_train_iterator(_cfg(demo_root), seed=6), 5)
+    assert all(set(b) == {"labeled"} for b in only)
+    for a, b in zip(only, both):
+        assert set(a["labeled"]) == set(b["labeled"])
+        for key in a["labeled"]:
+            np.testing.assert_array_equal(a["labeled"][key], b["labeled"][key])
+
+
+def test_labelled_only_epoch_is_one_pass_over_the_labelled_split(demo_root):
+    # The published supervised baseline (train_baseline_sup.py): total_iters = len(labelled loader) * epochs.
+    assert pipeline.steps_per_epoch(_cfg(demo_root), labelled_only=True) == 8 // 2

@@ -216,3 +216,18 @@ def test_pmap_mode_trains_evaluates_and_checkpoints_end_to_end(tmp_path, tmp_pat
     for copy in ("student", "teacher"):
         assert jax.tree.map(np.shape, variables[copy]["params"]) == jax.tree.map(np.shape, expected["params"])
     assert all(np.isfinite(x).all() for x in _leaves(tmp_path, 2))
+
+
+def test_an_epoch_of_a_sup_run_is_a_pass_over_the_labelled_split(tmp_path_factory):
+    # The method's epoch is a pass over unlabeled.txt (DESIGN.md §5); the published supervised
+    # baseline (train_baseline_sup.py) iterates only its labelled loader: total = len(loader) * epochs.
+    semi, sup = _smoke_config(tmp_path_factory), _smoke_config(tmp_path_factory, "sup,smoke")
+    for config in (semi, sup):
+        config.train.num_steps, config.train.num_epochs, config.train.eval_every = 0, 3, 0
+    lists = f"{semi.data.root}/splits/{semi.data.split}"
+    sizes = {part: sum(1 for line in open(f"{lists}/{part}.txt") if line.strip()) for part in ("labeled", "unlabeled")}
+    semi_epoch = sizes["unlabeled"] // semi.data.batch_size_unlabeled
+    sup_epoch = sizes["labeled"] // sup.data.batch_size_labeled
+    assert sup_epoch < semi_epoch
+    assert loop._run_length(semi)[:3] == (3 * semi_epoch, semi_epoch, semi_epoch)
+    assert loop._run_length(sup)[:3] == (3 * sup_epoch, sup_epoch, sup_epoch)

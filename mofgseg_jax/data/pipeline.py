@@ -1,4 +1,5 @@
-"""grain input pipelines: the train iterator (labelled + unlabelled) and fixed-shape validation batches.
+"""grain input pipelines: the train iterator (labelled + unlabelled, or labelled only) and fixed-shape
+validation batches.
 
 Determinism: each stream is a `grain.MapDataset` over a global, infinitely repeated index sequence
 (reshuffled every epoch from the seed); augmentation randomness is a per-record generator derived
@@ -8,8 +9,10 @@ batching, so processes see disjoint records within an epoch. The iterator's `get
 `set_state()` is grain's, so a restored iterator yields exactly the batches an uninterrupted one would.
 
 One epoch (DESIGN.md §5) = one pass over the unlabelled split = `steps_per_epoch(data_cfg)` steps;
-the labelled stream simply keeps cycling (repeated to the unlabelled length). Both streams are
-infinite: the training loop decides how many steps to take.
+the labelled stream simply keeps cycling (repeated to the unlabelled length). A labelled-only run
+(`labelled_only`, the loop's `train.mode='sup'`) reads no unlabelled split, and its epoch is one pass
+over the labelled split, as in the published supervised baseline (`train_baseline_sup.py`). Both
+streams are infinite: the training loop decides how many steps to take.
 """
 
 from __future__ import annotations
@@ -74,9 +77,12 @@ def dataset_sizes(data_cfg: Any) -> dict[str, int]:
     return {part: len(read_list(path)) for part, path in files.items()}
 
 
-def steps_per_epoch(data_cfg: Any) -> int:
-    """Train steps in one epoch = one pass over the unlabelled split at the global unlabelled batch."""
-    return max(1, dataset_sizes(data_cfg)["unlabeled"] // int(data_cfg.batch_size_unlabeled))
+def steps_per_epoch(data_cfg: Any, *, labelled_only: bool = False) -> int:
+    """Train steps in one epoch = one pass over the unlabelled split at the global unlabelled batch,
+    or with `labelled_only` over the labelled split at the global labelled batch."""
+    part = "labeled" if labelled_only else "unlabeled"
+    path = split_files(data_cfg.root, data_cfg.split, cfg_get(data_cfg, "split_dir", ""))[part]
+    return max(1, len(read_list(path)) // int(data_cfg[f"batch_size_{part}"]))
 
 
 class _Load:
@@ -141,6 +147,11 @@ class _ToTrainBatch:
         return {"labeled": labeled, "unlabeled": {"image": unlabeled["image"]}}
 
 
+class _ToLabelledBatch:
+    def __call__(self, labeled: dict) -> dict[str, dict[str, np.ndarray]]:
+        return {"labeled": labeled}
+
+
 def _with_inside(data_cfg: Any, with_inside: bool | None) -> bool:
     """The labelled 'inside' map is needed only where edge targets are derived on the fly."""
     if with_inside is None:
@@ -149,14 +160,16 @@ def _with_inside(data_cfg: Any, with_inside: bool | None) -> bool:
 
 
 def train_streams(data_cfg: Any, *, seed: int, process_index: int = 0, process_count: int = 1,
-                  with_inside: bool | None = None) -> dict[str, grain.MapDataset]:
+                  with_inside: bool | None = None, labelled_only: bool = False) -> dict[str, grain.MapDataset]:
     """{'labeled', 'unlabeled'}: each stream's infinite per-process batches as a `grain.MapDataset`.
 
     with_inside: whether labelled examples carry 'inside' (`transforms.train_view`); None = when
     edge targets are derived on the fly (not `data.use_edge_maps`).
+    labelled_only: {'labeled'} only; unlabeled.txt is not read. The labelled stream is the same
+    either way (each stream has its own seeds).
     """
     spec = spec_from_config(data_cfg)
-    sources = open_sources(data_cfg, ("labeled", "unlabeled"))
+    sources = open_sources(data_cfg, ("labeled",) if labelled_only else ("labeled", "unlabeled"))
     skip = bool(cfg_get(data_cfg, "skip_invalid", False))
     with_edge = bool(cfg_get(data_cfg, "use_edge_maps", False))
     with_inside = _with_inside(data_cfg, with_inside)
@@ -171,6 +184,8 @@ def train_streams(data_cfg: Any, *, seed: int, process_index: int = 0, process_c
         _Load(sources["labeled"], spec, with_mask=True, with_edge=with_edge, skip_invalid=skip),
         _Augment(strong=True, with_inside=with_inside, **view, **strong), len(sources["labeled"]),
         shuffle_seed=int(seeds[0]), augment_seed=int(seeds[1]), batch_size=bl, **common)
+    if labelled_only:
+        return {"labeled": labeled}
     unlabeled = _stream(
         _Load(sources["unlabeled"], spec, with_mask=False, with_edge=False, skip_invalid=skip),
         _Augment(strong=False, **view), len(sources["unlabeled"]),
@@ -179,10 +194,12 @@ def train_streams(data_cfg: Any, *, seed: int, process_index: int = 0, process_c
 
 
 def train_dataset(data_cfg: Any, *, seed: int, process_index: int = 0, process_count: int = 1,
-                  with_inside: bool | None = None) -> grain.MapDataset:
+                  with_inside: bool | None = None, labelled_only: bool = False) -> grain.MapDataset:
     """The train batches as an (infinite) `grain.MapDataset`; `make_train_iterator` iterates it."""
     streams = train_streams(data_cfg, seed=seed, process_index=process_index, process_count=process_count,
-                            with_inside=with_inside)
+                            with_inside=with_inside, labelled_only=labelled_only)
+    if labelled_only:
+        return streams["labeled"].map(_ToLabelledBatch())
     labeled, unlabeled = streams["labeled"], streams["unlabeled"]
     n = min(len(labeled), len(unlabeled))  # both are effectively infinite; zip needs equal lengths
     return grain.experimental.ZipMapDataset([labeled[:n], unlabeled[:n]]).map(_ToTrainBatch())
@@ -214,13 +231,14 @@ def iterate(ds: grain.MapDataset, *, num_workers: int = 0, num_threads: int = 4,
 
 def make_train_iterator(data_cfg: Any, *, seed: int, process_index: int = 0, process_count: int = 1,
                         num_threads: int = 4, prefetch: int = 4,
-                        with_inside: bool | None = None) -> grain.DatasetIterator:
+                        with_inside: bool | None = None, labelled_only: bool = False) -> grain.DatasetIterator:
     """Iterator of this process's train batches (per-process batch = global / process_count):
 
     {'labeled': {'image': uint8[bl,C,C,3], 'label': uint8[bl,C,C] (255 = ignore: void or padding)
                  [, 'edge': uint8[bl,C,C] in {0,1} when data.use_edge_maps]
                  [, 'inside': uint8[bl,C,C], 1 = image pixel, 0 = crop padding, with `with_inside`]},
-     'unlabeled': {'image': uint8[bu,C,C,3]}}   with C = data.crop_size.
+     'unlabeled': {'image': uint8[bu,C,C,3]}}   with C = data.crop_size ('unlabeled' not with
+    `labelled_only`, whose epoch `steps_per_epoch(..., labelled_only=True)` counts).
 
     with_inside: None = when edge targets are derived on the fly (not data.use_edge_maps); the
     training loop passes `train.step.wants_inside_map(config)`, which also leaves it out when no
@@ -231,7 +249,7 @@ def make_train_iterator(data_cfg: Any, *, seed: int, process_index: int = 0, pro
     into an iterator made with the same config, seed, process index/count and num_workers.
     """
     ds = train_dataset(data_cfg, seed=seed, process_index=process_index, process_count=process_count,
-                       with_inside=with_inside)
+                       with_inside=with_inside, labelled_only=labelled_only)
     return iterate(ds, num_workers=int(cfg_get(data_cfg, "num_workers", 0) or 0), num_threads=num_threads,
                    prefetch=prefetch)
 

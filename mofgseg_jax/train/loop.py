@@ -121,11 +121,17 @@ def write_config(config_dict: dict, workdir: str, *, resuming: bool) -> None:
         os.replace(tmp, path)
 
 
+def _labelled_only(config: ml_collections.ConfigDict) -> bool:
+    """'sup' runs read no unlabelled images, and their epoch is a pass over the labelled split (the
+    published supervised baseline's), not the method's pass over the unlabelled one."""
+    return str(config.train.mode) == "sup"
+
+
 def _run_length(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
     """(total steps, steps per epoch, eval every, checkpoint every) from `train.*` and the data."""
     from mofgseg_jax.data.pipeline import steps_per_epoch  # noqa: PLC0415
 
-    epoch = steps_per_epoch(config.data)
+    epoch = steps_per_epoch(config.data, labelled_only=_labelled_only(config))
     total = int(config.train.num_steps) or int(config.train.num_epochs) * epoch
     if total <= 0:
         raise InputError("train.num_steps and train.num_epochs are both 0: nothing to train")
@@ -259,7 +265,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
         mesh = make_mesh()
         ndev = mesh.devices.size
-        for key in ("batch_size_labeled", "batch_size_unlabeled"):
+        labelled_only = _labelled_only(config)
+        for key in ("batch_size_labeled",) + (() if labelled_only else ("batch_size_unlabeled",)):
             if int(config.data[key]) % ndev:
                 raise InputError(f"data.{key}={config.data[key]} (global) must be a multiple of the "
                                  f"{ndev} devices")
@@ -277,7 +284,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         parallel = make_parallel(config, make_train_step(config, model), mesh=mesh)
         state = parallel.put_state(state)
         train_it = make_train_iterator(config.data, seed=int(config.seed), process_index=pi, process_count=pc,
-                                       with_inside=wants_inside_map(config))
+                                       with_inside=wants_inside_map(config), labelled_only=labelled_only)
         if restored is not None and restored.data_state is not None:
             train_it.set_state(restored.data_state)
         val_batches = make_val_batches(config.data, process_index=pi, process_count=pc)
