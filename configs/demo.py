@@ -5,7 +5,7 @@ sized to train the full method on 2 CPU cores in minutes, data generation and co
 (about 5 on the first CI host, 12 on an AVX2 EPYC: README). The data is generated into `data.root`
 on first use (or: python launch/make_demo_data.py --out demo_data). Variants: `:semi` (default),
 `:sup` (labelled only), `:no_contrast`, `:no_boundary`, `:published_teacher_bn`, `:smoke` (a
-seconds-long run: python launch/train.py --config configs/demo.py:smoke --workdir /tmp/smoke);
+short run, about a minute: python launch/train.py --config configs/demo.py:smoke --workdir /tmp/smoke);
 combine with commas (`:sup,smoke`).
 """
 

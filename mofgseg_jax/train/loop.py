@@ -12,7 +12,7 @@ The host only feeds batches, logs, evaluates and checkpoints; every number comes
      a non-finite value stops training with a clear error before anything else is saved.
   4. Every `eval_every` steps (0 = once per epoch) and at the end: student and teacher mIoU and
      per-class IoU, TensorBoard scalars and a colourised prediction grid (also written to
-     `<workdir>/predictions/step_<N>.png`). Every `checkpoint_every` steps (0 = at each evaluation)
+     `<workdir>/predictions/step_<NNNNNNN>.png`, the step in 7 digits). Every `checkpoint_every` steps (0 = at each evaluation)
      and at the end: an asynchronous checkpoint (latest `keep_checkpoints` + the best student mIoU).
   5. SIGTERM (a scheduler's preemption notice) or Ctrl-C: the step under way finishes, is saved, and
      the loop returns `{'step', 'workdir', 'stopped_by': signal name}`; the same command resumes
