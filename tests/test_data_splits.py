@@ -77,6 +77,15 @@ def test_empty_or_missing_list_is_an_error_naming_it(tmp_path):
         read_list(str(tmp_path / "nope.txt"))
 
 
+def test_unreadable_list_is_an_error_naming_it(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("a.jpg a.png\nb\xe9.jpg b.png\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.txt line 2: split list is not UTF-8 text"):
+        read_list(str(tmp_path / "latin1.txt"))
+    (tmp_path / "folder.txt").mkdir()
+    with pytest.raises(DataError, match=r"folder\.txt: cannot read split list: Is a directory"):
+        read_list(str(tmp_path / "folder.txt"))
+
+
 def test_entries_remember_their_line_for_messages():
     entries = parse_list("\na.jpg a.png\n\nb.jpg b.png", list_file="l.txt")
     assert [e.line for e in entries] == [2, 4] and entries[1].where == "l.txt line 4"

@@ -52,8 +52,17 @@ def read_list(path: str, *, allow_empty: bool = False) -> list[Entry]:
     if not os.path.exists(path):
         raise DataError(f"{path}: split list not found (launch/make_splits.py --root <dataset folder> "
                         "writes the lists of a dataset in the published layout)")
-    with open(path) as f:
-        entries = parse_list(f.read(), list_file=path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:  # a folder, no permission, ...
+        raise DataError(f"{path}: cannot read split list: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path} line {line}: split list is not UTF-8 text ({e.reason})") from None
+    entries = parse_list(text, list_file=path)
     if not entries and not allow_empty:
         raise DataError(f"{path}: split list is empty")
     return entries
