@@ -86,6 +86,14 @@ def test_unreadable_list_is_an_error_naming_it(tmp_path):
         read_list(str(tmp_path / "folder.txt"))
 
 
+def test_an_image_listed_twice_is_an_error_naming_both_lines():
+    # A repeated val line would count its image twice in mIoU; a repeated train line oversamples it.
+    with pytest.raises(DataError, match=r"val\.txt line 4: a\.jpg is listed again \(first on line 1\)"):
+        parse_list("a.jpg a.png\nb.jpg b.png\n\na.jpg a.png\n", list_file="val.txt")
+    with pytest.raises(DataError, match=r"line 2: a\.jpg is listed again"):  # even with another mask
+        parse_list("a.jpg a.png\na.jpg other.png\n", list_file="labeled.txt")
+
+
 def test_entries_remember_their_line_for_messages():
     entries = parse_list("\na.jpg a.png\n\nb.jpg b.png", list_file="l.txt")
     assert [e.line for e in entries] == [2, 4] and entries[1].where == "l.txt line 4"

@@ -34,8 +34,10 @@ class Entry:
 
 
 def parse_list(text: str, *, list_file: str = "") -> list[Entry]:
-    """Parses list-file text; blank lines are skipped, anything else must be exactly two paths."""
+    """Parses list-file text; blank lines are skipped, anything else must be exactly two paths, and
+    each image may appear once (a repeated val image would count twice in mIoU)."""
     entries = []
+    first_line: dict[str, int] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line:
@@ -43,6 +45,10 @@ def parse_list(text: str, *, list_file: str = "") -> list[Entry]:
         fields = line.split()
         if len(fields) != 2:
             raise DataError(f"{list_file or '<list>'} line {number}: expected '<image> <mask>', got {raw!r}")
+        if fields[0] in first_line:
+            raise DataError(f"{list_file or '<list>'} line {number}: {fields[0]} is listed again (first on "
+                            f"line {first_line[fields[0]]}); each image may appear once")
+        first_line[fields[0]] = number
         entries.append(Entry(fields[0], fields[1], list_file, number))
     return entries
 
