@@ -8,6 +8,7 @@ A list file has one `<image path> <mask path>` pair per line, both relative to t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -86,9 +87,22 @@ def format_list(pairs: Iterable[Entry | tuple[str, str]]) -> str:
 
 
 def write_list(path: str, pairs: Iterable[Entry | tuple[str, str]]) -> None:
+    _write_whole(path, format_list(pairs))
+
+
+def _write_whole(path: str, text: str) -> None:
+    """Writes `text` to a temporary file renamed onto `path`: a write that stops half way (disk
+    full, Ctrl-C) leaves the earlier file, never half a list."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(format_list(pairs))
+    temporary = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
 
 
 def split_files(root: str, split: str, split_dir: str = "") -> dict[str, str]:
@@ -147,14 +161,24 @@ def make_splits(pairs: Sequence[Entry | tuple[str, str]], ratios: Sequence[str],
     return out
 
 
+def split_lists(out_dir: str, splits: dict[str, dict[str, list[tuple[str, str]]]],
+                val: Sequence[Entry | tuple[str, str]] | None = None) -> dict[str, Sequence]:
+    """{path: pairs} of the lists `write_splits` writes: `<out_dir>/<ratio>/{labeled,unlabeled}.txt`
+    and, if `val` is given, `<out_dir>/val.txt`."""
+    lists = {os.path.join(out_dir, ratio, f"{part}.txt"): pairs
+             for ratio, parts in splits.items() for part, pairs in parts.items()}
+    if val is not None:
+        lists[os.path.join(out_dir, "val.txt")] = val
+    return lists
+
+
 def write_splits(out_dir: str, splits: dict[str, dict[str, list[tuple[str, str]]]],
                  val: Sequence[Entry | tuple[str, str]] | None = None) -> None:
-    """Writes `<out_dir>/<ratio>/{labeled,unlabeled}.txt` and, if given, `<out_dir>/val.txt`."""
-    for ratio, parts in splits.items():
-        for part, pairs in parts.items():
-            write_list(os.path.join(out_dir, ratio, f"{part}.txt"), pairs)
-    if val is not None:
-        write_list(os.path.join(out_dir, "val.txt"), val)
+    """Writes the lists of `split_lists`, each whole (see `_write_whole`)."""
+    # All formatted first: a path that cannot be listed leaves every list as it was, not some replaced.
+    texts = {path: format_list(pairs) for path, pairs in split_lists(out_dir, splits, val).items()}
+    for path, text in texts.items():
+        _write_whole(path, text)
 
 
 def scan_layout(root: str, images_dir: str, masks_dir: str, image_ext: str,
@@ -168,4 +192,6 @@ def scan_layout(root: str, images_dir: str, masks_dir: str, image_ext: str,
         if name.endswith(image_ext):
             stem = name[: -len(image_ext)]
             pairs.append((f"{images_dir}/{name}", f"{masks_dir}/{stem}{mask_ext}"))
+    if not pairs:  # read_list refuses an empty list when training starts; say so now, naming the folder
+        raise DataError(f"{folder}: no *{image_ext} images to list")
     return pairs
