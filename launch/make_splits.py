@@ -5,8 +5,9 @@
 
 Train images come from the dataset layout's train folders (gt_jpg/train + label_png/train by default)
 or from an existing `--train-list`; val from the val folders or `--val-list`. Writes
-<out>/<ratio>/{labeled,unlabeled}.txt and <out>/val.txt (default out: <root>/splits). One seeded
-permutation serves all ratios, so 1/16 ⊂ 1/8 ⊂ 1/4. A ratio is 'A_B' (fraction), a count, or 'all'.
+<out>/<ratio>/{labeled,unlabeled}.txt and <out>/val.txt (default out: <root>/splits); a list that
+exists there ends the run before anything is written, unless --overwrite. One seeded permutation
+serves all ratios, so 1/16 ⊂ 1/8 ⊂ 1/4. A ratio is 'A_B' (fraction), a count, or 'all'.
 """
 
 import os
@@ -20,8 +21,9 @@ from mofgseg_jax.errors import one_line_errors  # noqa: E402
 
 
 def main(argv=None) -> None:
+    from mofgseg_jax import outputs
     from mofgseg_jax.data.specs import available_specs, load_spec
-    from mofgseg_jax.data.splits import make_splits, read_list, scan_layout, write_splits
+    from mofgseg_jax.data.splits import make_splits, read_list, scan_layout, split_lists, write_splits
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="dataset root (list paths are relative to it)")
@@ -31,6 +33,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="", help="splits folder to write (default <root>/splits)")
     parser.add_argument("--train-list", default="", help="take train pairs from this list instead of scanning")
     parser.add_argument("--val-list", default="", help="take val pairs from this list instead of scanning")
+    parser.add_argument("--overwrite", action="store_true", help="replace split lists that exist in --out")
     args = parser.parse_args(argv)
 
     layout = load_spec(args.dataset, num_classes=1 if args.dataset == "custom" else 0).layout
@@ -47,6 +50,9 @@ def main(argv=None) -> None:
     val = pairs("val", args.val_list)
     out = args.out or os.path.join(args.root, "splits")
     splits = make_splits(train, [r for r in args.ratios.split(",") if r], seed=args.seed)
+    outputs.check_writable(out, "--out")
+    # Published lists live in <root>/splits: replacing one would silently change every later result.
+    outputs.refuse_existing(list(split_lists(out, splits, val)), "--out", overwrite=args.overwrite)
     write_splits(out, splits, val=val)
     for ratio, parts in splits.items():
         print(f"{out}/{ratio}: {len(parts['labeled'])} labelled, {len(parts['unlabeled'])} unlabelled")

@@ -89,6 +89,7 @@ def main(argv):
     import numpy as np  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
 
+    from mofgseg_jax.data.decode import read_image  # noqa: PLC0415
     from mofgseg_jax.data.specs import load_spec  # noqa: PLC0415
     from mofgseg_jax.models import build_model  # noqa: PLC0415
     from mofgseg_jax.train import evaluate as ev  # noqa: PLC0415
@@ -117,10 +118,7 @@ def main(argv):
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     for path, name in tqdm(list(zip(images, names)), desc="predict", dynamic_ncols=True):
-        try:
-            image = np.asarray(Image.open(path).convert("RGB"))
-        except OSError as e:
-            raise InputError(f"--input {path}: not a readable image ({e})") from e
+        image = read_image(path, where="--input")  # the training pipeline's decoding and checks
         h, w = image.shape[:2]
         m = max(1, int(f.pad_multiple))
         hp, wp = -(-h // m) * m, -(-w // m) * m

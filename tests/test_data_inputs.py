@@ -10,7 +10,7 @@ from PIL import Image
 
 from configs.common import base_config
 from mofgseg_jax.data import demo, pipeline
-from mofgseg_jax.data.decode import decode_image, decode_mask
+from mofgseg_jax.data.decode import decode_image, decode_mask, read_image
 from mofgseg_jax.data.errors import DataError
 from mofgseg_jax.data.splits import read_list
 
@@ -160,3 +160,39 @@ def test_grayscale_mask_saved_as_rgb_is_accepted():
     ids = np.array([[0, 1], [255, 3]], np.uint8)
     out = decode_mask(_png(Image.fromarray(np.stack([ids] * 3, -1))), num_classes=4)
     np.testing.assert_array_equal(out, ids)
+
+
+def _encoded(array, fmt):
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("array, fmt, mode", [
+    (np.full((4, 5), 40000, np.uint16), "PNG", "I;16"),
+    (np.full((4, 5), 40000, np.int32), "TIFF", "I"),
+    (np.full((4, 5), 0.5, np.float32), "TIFF", "F"),
+])
+def test_16_bit_and_float_images_are_refused_naming_file_and_mode(tmp_path, array, fmt, mode):
+    # PIL's convert('RGB') clips these to white: training on them would be training on blank images.
+    path = tmp_path / f"deep.{fmt.lower()}"
+    path.write_bytes(_encoded(array, fmt))
+    with pytest.raises(DataError, match=rf"deep\.{fmt.lower()} \(l\.txt line 3\): image has more than 8 bits "
+                                        rf"a channel \(PIL mode '{mode}'\)"):
+        decode_image(path.read_bytes(), path=str(path), where="l.txt line 3")
+    with pytest.raises(DataError, match=rf"deep\.{fmt.lower()} \(--input\): .*PIL mode '{mode}'"):
+        read_image(str(path), where="--input")  # predict.py's reader
+
+
+def test_16_bit_mask_of_ids_is_read_as_ids():
+    ids = np.array([[0, 1, 2], [7, 255, 3]], np.uint16)
+    np.testing.assert_array_equal(decode_mask(_encoded(ids, "PNG"), num_classes=8), ids)
+
+
+def test_float_mask_must_hold_whole_class_ids():
+    ids = np.array([[0, 1], [2, 255]], np.float32)
+    np.testing.assert_array_equal(decode_mask(_encoded(ids, "TIFF"), num_classes=3), ids.astype(np.uint8))
+    with pytest.raises(DataError, match=r"m\.tif \(v\.txt line 1\): float mask \(PIL mode 'F'\) has non-integer"):
+        decode_mask(_encoded(ids + 0.5, "TIFF"), num_classes=3, path="m.tif", where="v.txt line 1")

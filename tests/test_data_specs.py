@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from configs.common import base_config
+from mofgseg_jax.data import specs
 from mofgseg_jax.data.specs import available_specs, default_palette, load_spec, spec_from_config
+from mofgseg_jax.errors import InputError
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "datasets.json"
 PUBLISHED = {"uavseg": (14, 513, 240, 2, 0.005, 1), "tas500": (24, 513, 240, 3, 0.005, 1),
@@ -76,3 +78,32 @@ def test_config_ignore_index_must_match_the_spec():
     config.data.ignore_index = 0
     with pytest.raises(ValueError, match=r"data.ignore_index=0 differs from .*uavseg.json's ignore_index=255"):
         spec_from_config(config.data)
+
+
+def _broken_demo_spec(tmp_path, monkeypatch, edit):
+    """Loads a copy of demo.json changed by `edit(raw)` (or, for a string, with that text)."""
+    if isinstance(edit, str):
+        text = edit
+    else:
+        raw = json.loads((Path(specs.SPEC_DIR) / "demo.json").read_text())
+        edit(raw)
+        text = json.dumps(raw)
+    (tmp_path / "demo.json").write_text(text)
+    monkeypatch.setattr(specs, "SPEC_DIR", str(tmp_path))
+    return load_spec("demo")
+
+
+@pytest.mark.parametrize("edit, message", [
+    ('{"name": "demo",', r"demo\.json: not a readable JSON spec \(Expecting"),
+    ("[1, 2]", r"demo\.json: must be a JSON object of spec keys, got list"),
+    (lambda raw: raw.pop("class_names"), r"demo\.json: key 'class_names' missing"),
+    (lambda raw: raw["layout"].pop("mask_ext"), r"demo\.json: key 'layout\.mask_ext' missing"),
+    (lambda raw: raw["layout"]["val"].pop("images"), r"demo\.json: key 'layout\.val\.images' missing"),
+    (lambda raw: raw.update(num_classes="8"), r"demo\.json: key 'num_classes' must be an int, got '8'"),
+    (lambda raw: raw.update(layout=[]), r"demo\.json: key 'layout' must be an object, got \[\]"),
+    (lambda raw: raw.update(ignore_index=None), r"demo\.json: key 'ignore_index' must be an int, got None"),
+    (lambda raw: raw["palette"].__setitem__(2, [1, 2]), r"demo\.json: key 'palette' item 2 must be \[r, g, b\]"),
+])
+def test_a_malformed_spec_file_is_one_line_naming_file_and_key(tmp_path, monkeypatch, edit, message):
+    with pytest.raises(InputError, match=message):
+        _broken_demo_spec(tmp_path, monkeypatch, edit)

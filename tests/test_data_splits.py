@@ -77,6 +77,23 @@ def test_empty_or_missing_list_is_an_error_naming_it(tmp_path):
         read_list(str(tmp_path / "nope.txt"))
 
 
+def test_unreadable_list_is_an_error_naming_it(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("a.jpg a.png\nb\xe9.jpg b.png\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.txt line 2: split list is not UTF-8 text"):
+        read_list(str(tmp_path / "latin1.txt"))
+    (tmp_path / "folder.txt").mkdir()
+    with pytest.raises(DataError, match=r"folder\.txt: cannot read split list: Is a directory"):
+        read_list(str(tmp_path / "folder.txt"))
+
+
+def test_an_image_listed_twice_is_an_error_naming_both_lines():
+    # A repeated val line would count its image twice in mIoU; a repeated train line oversamples it.
+    with pytest.raises(DataError, match=r"val\.txt line 4: a\.jpg is listed again \(first on line 1\)"):
+        parse_list("a.jpg a.png\nb.jpg b.png\n\na.jpg a.png\n", list_file="val.txt")
+    with pytest.raises(DataError, match=r"line 2: a\.jpg is listed again"):  # even with another mask
+        parse_list("a.jpg a.png\na.jpg other.png\n", list_file="labeled.txt")
+
+
 def test_entries_remember_their_line_for_messages():
     entries = parse_list("\na.jpg a.png\n\nb.jpg b.png", list_file="l.txt")
     assert [e.line for e in entries] == [2, 4] and entries[1].where == "l.txt line 4"
@@ -100,14 +117,77 @@ def test_make_splits_is_deterministic_nested_and_disjoint():
 def test_make_splits_cli_writes_the_published_format(tmp_path):
     from launch.make_splits import main
 
-    for subset, n in (("train", 16), ("val", 3)):
-        for d in (f"gt_jpg/{subset}", f"label_png/{subset}"):
-            (tmp_path / d).mkdir(parents=True)
-        for i in range(n):
-            (tmp_path / f"gt_jpg/{subset}/{i}.jpg").write_bytes(b"")
+    _raw_folder(tmp_path)
     main(["--root", str(tmp_path), "--ratios", "1_4,1_2", "--seed", "1"])
     files = split_files(str(tmp_path), "1_4")
     labeled = read_list(files["labeled"])
     assert len(labeled) == 4 and len(read_list(files["unlabeled"])) == 12 and len(read_list(files["val"])) == 3
     assert labeled[0].image.startswith("gt_jpg/train/") and labeled[0].mask.startswith("label_png/train/")
     assert labeled[0].mask.endswith(".png") and isinstance(labeled[0], Entry)
+
+
+def _raw_folder(root, train=16, val=3):
+    for subset, n in (("train", train), ("val", val)):
+        for d in (f"gt_jpg/{subset}", f"label_png/{subset}"):
+            (root / d).mkdir(parents=True)
+        for i in range(n):
+            (root / f"gt_jpg/{subset}/{i}.jpg").write_bytes(b"")
+    return root
+
+
+def test_make_splits_cli_keeps_existing_lists_unless_overwrite(tmp_path):
+    from launch.make_splits import main
+    from mofgseg_jax.errors import OutputExistsError
+
+    root = _raw_folder(tmp_path)
+    published = root / "splits" / "1_4" / "labeled.txt"
+    published.parent.mkdir(parents=True)
+    published.write_text("gt_jpg/train/0.jpg label_png/train/0.png\n")
+    with pytest.raises(OutputExistsError, match=rf"--out: {published} exists; .*pass --overwrite \(nothing was"):
+        main(["--root", str(root), "--ratios", "1_4,1_2"])
+    assert published.read_text() == "gt_jpg/train/0.jpg label_png/train/0.png\n"
+    assert sorted(p.name for p in (root / "splits").rglob("*")) == ["1_4", "labeled.txt"]  # nothing written
+    main(["--root", str(root), "--ratios", "1_4,1_2", "--overwrite"])
+    assert len(read_list(str(published))) == 4
+    assert not list((root / "splits").rglob("*.tmp*"))  # each list was written whole, then renamed
+
+
+def test_a_list_write_that_fails_leaves_the_earlier_lists_whole(tmp_path, monkeypatch):
+    import os
+
+    from mofgseg_jax.data.splits import write_list, write_splits
+
+    path = tmp_path / "val.txt"
+    write_list(str(path), [("a.jpg", "a.png")])
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            write_list(str(path), [("b.jpg", "b.png")])
+    assert path.read_text() == "a.jpg a.png\n" and sorted(p.name for p in tmp_path.iterdir()) == ["val.txt"]
+    # A pair that cannot be listed (whitespace) fails before any list of the set is replaced.
+    with pytest.raises(DataError, match="path with whitespace"):
+        write_splits(str(tmp_path), {"1_2": {"labeled": [("c.jpg", "c.png")]}}, val=[("my d.jpg", "d.png")])
+    assert path.read_text() == "a.jpg a.png\n" and not (tmp_path / "1_2").exists()
+
+
+def test_make_splits_cli_out_that_is_a_file_is_a_clear_error(tmp_path):
+    from launch.make_splits import main
+
+    root = _raw_folder(tmp_path)
+    (tmp_path / "a_file").write_text("kept")
+    with pytest.raises(PermissionError, match=rf"--out {tmp_path}/a_file: cannot create or write there"):
+        main(["--root", str(root), "--out", str(tmp_path / "a_file")])
+    assert (tmp_path / "a_file").read_text() == "kept"
+
+
+def test_make_splits_cli_refuses_an_empty_val_folder(tmp_path):
+    from launch.make_splits import main
+
+    root = _raw_folder(tmp_path, val=0)
+    with pytest.raises(DataError, match=rf"{root}/gt_jpg/val: no \*\.jpg images to list"):
+        main(["--root", str(root)])
+    assert not (root / "splits").exists()

@@ -154,6 +154,23 @@ def test_a_failed_overwrite_keeps_the_previous_build(tmp_path):
     assert len(source) == 2 and source[0]["image"] == (raw / entries[0].image).read_bytes()
 
 
+def test_a_damaged_build_names_the_build_record_and_list_line(tmp_path):
+    from mofgseg_jax.data.tfds_builder import TfdsSource
+
+    raw, out = _small_build(tmp_path)
+    entries = read_list(str(raw / "splits" / "val.txt"))
+    (records,) = (out / "mofgseg_demo" / "1.0.0").glob("*-val.array_record-*")
+    intact = records.read_bytes()
+    flipped = intact[:200] + bytes(b ^ 0x5A for b in intact[200:2000]) + intact[2000:]
+    # Corrupted bytes make array_record raise; a file cut at 64 KB reads back as empty records.
+    for damaged in (flipped, intact[:65536]):
+        records.write_bytes(damaged)
+        source = TfdsSource(str(out), "demo", entries, subset="val")
+        with pytest.raises(DataError, match=rf"{out}/mofgseg_demo/1\.0\.0 \[val\] record 0 \({entries[0].image}, "
+                                            r".*val\.txt line 1\): damaged build, cannot read it \(.*\); rebuild"):
+            source[0]
+
+
 def test_an_unwritable_out_is_a_clear_error(tmp_path):
     from launch.prepare_data import main
 

@@ -3,7 +3,8 @@
 Every check names the file and the split-list line it came from, so a bad dataset is fixed in one
 look: unreadable/corrupt image, mask size differing from its image, mask values that are neither a
 class id nor the ignore label, a colour (RGB) mask where class ids are expected. Grayscale, RGBA,
-palette and CMYK images are converted to RGB.
+palette and CMYK images are converted to RGB; 16-bit and float images are refused (no one scaling
+to 8 bits fits all data). `read_image` reads an image file the same way (predict.py uses it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import io
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageMode
 
 from mofgseg_jax.data.errors import DataError
 
@@ -33,8 +34,15 @@ def _open(data: bytes, path: str, where: str, kind: str) -> Image.Image:
 
 
 def decode_image(data: bytes, *, path: str = "<image>", where: str = "") -> np.ndarray:
-    """Encoded JPEG/PNG bytes -> uint8 `[H, W, 3]` RGB (grayscale/RGBA/palette converted)."""
+    """Encoded JPEG/PNG bytes -> uint8 `[H, W, 3]` RGB (grayscale/RGBA/palette converted).
+
+    Images with more than 8 bits a channel (16-bit, 32-bit int or float) are an error: PIL's
+    conversion clips them to white, and how their range maps to 0..255 depends on the data.
+    """
     img = _open(data, path, where, "image")
+    if ImageMode.getmode(img.mode).typestr not in ("|u1", "|b1"):  # 8-bit and 1-bit modes convert exactly
+        raise DataError(f"{path} ({where}): image has more than 8 bits a channel (PIL mode {img.mode!r}); "
+                        "convert it to 8-bit RGB first, choosing how its value range maps to 0..255")
     if img.mode != "RGB":
         img = img.convert("RGB")
     return np.asarray(img, dtype=np.uint8)
@@ -65,6 +73,9 @@ def decode_mask(data: bytes, *, num_classes: int, ignore_index: int = 255, path:
         raise DataError(f"{path} ({where}): mask size {arr.shape[1]}x{arr.shape[0]} (WxH) differs from its "
                         f"image's {image_shape[1]}x{image_shape[0]}")
     if arr.dtype != np.uint8:
+        if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):  # NaN fails too
+            raise DataError(f"{path} ({where}): float mask (PIL mode {img.mode!r}) has non-integer values; "
+                            "class ids must be whole numbers")
         if arr.dtype == bool:
             arr = arr.astype(np.uint8)
         elif arr.min() < 0 or arr.max() > 255:
@@ -93,6 +104,16 @@ def decode_edge(data: bytes, *, path: str = "<edge>", where: str = "",
         raise DataError(f"{path} ({where}): edge map size {arr.shape[1]}x{arr.shape[0]} differs from its "
                         f"image's {image_shape[1]}x{image_shape[0]}")
     return (arr > 0).astype(np.uint8)
+
+
+def read_image(path: str, *, where: str = "") -> np.ndarray:
+    """An image file -> uint8 `[H, W, 3]` RGB by `decode_image`; an unreadable file is a `DataError`."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DataError(f"{path} ({where}): cannot read image: {e.strerror or e}") from None
+    return decode_image(data, path=path, where=where)
 
 
 def decode_record(record: dict[str, Any], *, num_classes: int, ignore_index: int = 255,

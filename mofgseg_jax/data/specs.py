@@ -65,6 +65,45 @@ def default_palette(num_classes: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(palette)
 
 
+# What a spec file must hold (dotted keys are nested), with the JSON type of each; `_OPTIONAL_KEYS`
+# are checked only when present. Checked once on loading, so a bad file is one line naming the key.
+_REQUIRED_KEYS = {"name": str, "num_classes": int, "class_names": list, "palette": list, "layout": dict,
+                  "layout.train": dict, "layout.train.images": str, "layout.train.masks": str,
+                  "layout.val": dict, "layout.val.images": str, "layout.val.masks": str,
+                  "layout.image_ext": str, "layout.mask_ext": str}
+_OPTIONAL_KEYS = {"ignore_index": int, "splits": list, "published": dict, "description": str}
+_JSON_TYPE_NAMES = {str: "a string", int: "an int", list: "a list", dict: "an object"}
+_MISSING = object()
+
+
+def _read_spec(path: str) -> dict[str, Any]:
+    """The JSON object in `path`, with `_REQUIRED_KEYS` present and every key of the right type."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InputError(f"{path}: not a readable JSON spec ({e})") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: must be a JSON object of spec keys, got {type(raw).__name__}")
+    for key, kind in {**_REQUIRED_KEYS, **_OPTIONAL_KEYS}.items():
+        value = raw
+        for part in key.split("."):  # parents come first in the table, so each is a dict here
+            value = value.get(part, _MISSING)
+        if value is _MISSING:
+            if key in _REQUIRED_KEYS:
+                raise InputError(f"{path}: key '{key}' missing")
+        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise InputError(f"{path}: key '{key}' must be {_JSON_TYPE_NAMES[kind]}, got {value!r}")
+    for i, class_name in enumerate(raw["class_names"]):
+        if not isinstance(class_name, str):
+            raise InputError(f"{path}: key 'class_names' item {i} must be a string, got {class_name!r}")
+    for i, colour in enumerate(raw["palette"]):
+        if not (isinstance(colour, list) and len(colour) == 3
+                and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in colour)):
+            raise InputError(f"{path}: key 'palette' item {i} must be [r, g, b] of ints 0..255, got {colour!r}")
+    return raw
+
+
 def load_spec(name: str, *, num_classes: int = 0, class_names: Sequence[str] = (),
               ignore_index: int | None = None) -> DatasetSpec:
     """Loads `data_specs/<name>.json`.
@@ -78,8 +117,7 @@ def load_spec(name: str, *, num_classes: int = 0, class_names: Sequence[str] = (
     path = os.path.join(SPEC_DIR, f"{name}.json")
     if not os.path.exists(path):
         raise InputError(f"data.name={name!r}: no {path}; choose one of {', '.join(available_specs())}")
-    with open(path) as f:
-        raw = json.load(f)
+    raw = _read_spec(path)
     class_names = tuple(class_names)
     if name == "custom":
         k = int(num_classes) or len(class_names)

@@ -8,6 +8,7 @@ A list file has one `<image path> <mask path>` pair per line, both relative to t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -34,8 +35,10 @@ class Entry:
 
 
 def parse_list(text: str, *, list_file: str = "") -> list[Entry]:
-    """Parses list-file text; blank lines are skipped, anything else must be exactly two paths."""
+    """Parses list-file text; blank lines are skipped, anything else must be exactly two paths, and
+    each image may appear once (a repeated val image would count twice in mIoU)."""
     entries = []
+    first_line: dict[str, int] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line:
@@ -43,6 +46,10 @@ def parse_list(text: str, *, list_file: str = "") -> list[Entry]:
         fields = line.split()
         if len(fields) != 2:
             raise DataError(f"{list_file or '<list>'} line {number}: expected '<image> <mask>', got {raw!r}")
+        if fields[0] in first_line:
+            raise DataError(f"{list_file or '<list>'} line {number}: {fields[0]} is listed again (first on "
+                            f"line {first_line[fields[0]]}); each image may appear once")
+        first_line[fields[0]] = number
         entries.append(Entry(fields[0], fields[1], list_file, number))
     return entries
 
@@ -52,8 +59,17 @@ def read_list(path: str, *, allow_empty: bool = False) -> list[Entry]:
     if not os.path.exists(path):
         raise DataError(f"{path}: split list not found (launch/make_splits.py --root <dataset folder> "
                         "writes the lists of a dataset in the published layout)")
-    with open(path) as f:
-        entries = parse_list(f.read(), list_file=path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:  # a folder, no permission, ...
+        raise DataError(f"{path}: cannot read split list: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path} line {line}: split list is not UTF-8 text ({e.reason})") from None
+    entries = parse_list(text, list_file=path)
     if not entries and not allow_empty:
         raise DataError(f"{path}: split list is empty")
     return entries
@@ -71,9 +87,22 @@ def format_list(pairs: Iterable[Entry | tuple[str, str]]) -> str:
 
 
 def write_list(path: str, pairs: Iterable[Entry | tuple[str, str]]) -> None:
+    _write_whole(path, format_list(pairs))
+
+
+def _write_whole(path: str, text: str) -> None:
+    """Writes `text` to a temporary file renamed onto `path`: a write that stops half way (disk
+    full, Ctrl-C) leaves the earlier file, never half a list."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(format_list(pairs))
+    temporary = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
 
 
 def split_files(root: str, split: str, split_dir: str = "") -> dict[str, str]:
@@ -132,14 +161,24 @@ def make_splits(pairs: Sequence[Entry | tuple[str, str]], ratios: Sequence[str],
     return out
 
 
+def split_lists(out_dir: str, splits: dict[str, dict[str, list[tuple[str, str]]]],
+                val: Sequence[Entry | tuple[str, str]] | None = None) -> dict[str, Sequence]:
+    """{path: pairs} of the lists `write_splits` writes: `<out_dir>/<ratio>/{labeled,unlabeled}.txt`
+    and, if `val` is given, `<out_dir>/val.txt`."""
+    lists = {os.path.join(out_dir, ratio, f"{part}.txt"): pairs
+             for ratio, parts in splits.items() for part, pairs in parts.items()}
+    if val is not None:
+        lists[os.path.join(out_dir, "val.txt")] = val
+    return lists
+
+
 def write_splits(out_dir: str, splits: dict[str, dict[str, list[tuple[str, str]]]],
                  val: Sequence[Entry | tuple[str, str]] | None = None) -> None:
-    """Writes `<out_dir>/<ratio>/{labeled,unlabeled}.txt` and, if given, `<out_dir>/val.txt`."""
-    for ratio, parts in splits.items():
-        for part, pairs in parts.items():
-            write_list(os.path.join(out_dir, ratio, f"{part}.txt"), pairs)
-    if val is not None:
-        write_list(os.path.join(out_dir, "val.txt"), val)
+    """Writes the lists of `split_lists`, each whole (see `_write_whole`)."""
+    # All formatted first: a path that cannot be listed leaves every list as it was, not some replaced.
+    texts = {path: format_list(pairs) for path, pairs in split_lists(out_dir, splits, val).items()}
+    for path, text in texts.items():
+        _write_whole(path, text)
 
 
 def scan_layout(root: str, images_dir: str, masks_dir: str, image_ext: str,
@@ -153,4 +192,6 @@ def scan_layout(root: str, images_dir: str, masks_dir: str, image_ext: str,
         if name.endswith(image_ext):
             stem = name[: -len(image_ext)]
             pairs.append((f"{images_dir}/{name}", f"{masks_dir}/{stem}{mask_ext}"))
+    if not pairs:  # read_list refuses an empty list when training starts; say so now, naming the folder
+        raise DataError(f"{folder}: no *{image_ext} images to list")
     return pairs

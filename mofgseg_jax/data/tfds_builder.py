@@ -241,6 +241,7 @@ class TfdsSource(Sequence[dict[str, Any]]):
             raise DataError(f"{tfds_dir}/{name}: build has no image_paths metadata; rebuild it")
         index = {p: i for i, p in enumerate(paths)}
         self.tfds_dir, self.with_mask, self.edge_dir = tfds_dir, with_mask, edge_dir
+        self.build_dir, self.subset = os.fspath(builder.data_dir), subset
         self.entries, self.indices, self.skipped = [], [], []
         for entry in entries:
             problem = None
@@ -264,9 +265,27 @@ class TfdsSource(Sequence[dict[str, Any]]):
         entry = self.entries[index]
         return f"{entry.image} in {self.tfds_dir} ({entry.where})"
 
+    def _read_record(self, index: int) -> dict[str, Any]:
+        """The build's record of entry `index`; a damaged build (a truncated or corrupted array_record
+        file) is a `DataError` naming the build folder, the record and the list line."""
+        entry, number = self.entries[index], self.indices[index]
+        try:
+            record = self.records[number]
+            stored = record["image_path"]
+        except Exception as e:  # array_record raises RuntimeError ('Corrupted Riegeli/records file ...')
+            problem = " ".join(str(e).split())  # one line
+        else:
+            # A file cut at a 64 KB block boundary reads back as records of None, without an error.
+            if (stored.decode() if isinstance(stored, bytes) else stored) == entry.image:
+                return record
+            problem = f"the record holds image {stored!r}"
+        raise DataError(f"{self.build_dir} [{self.subset}] record {number} ({entry.image}, {entry.where}): "
+                        f"damaged build, cannot read it ({problem}); rebuild it with launch/prepare_data.py "
+                        "--overwrite")
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         entry = self.entries[index]
-        record = self.records[self.indices[index]]
+        record = self._read_record(index)
         where = f"{entry.where}, TFDS build {self.tfds_dir}"
         mask = record["mask"] if self.with_mask else None
         if self.with_mask and not mask:
