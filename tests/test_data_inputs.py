@@ -125,6 +125,8 @@ def test_skip_invalid_skips_and_reports(root, caplog):
     messages = "\n".join(r.getMessage() for r in caplog.records)
     assert f"{gone.image}" in messages and "file not found" in messages
     assert f"{broken.image}" in messages and "cannot decode image" in messages
+    # Under the loop's "mofgseg" logger, so the skips also reach <workdir>/train.log.
+    assert {r.name for r in caplog.records if "skipping" in r.getMessage()} == {"mofgseg.data"}
 
 
 def test_grayscale_rgba_and_palette_images_become_rgb(tmp_path):
@@ -196,3 +198,8 @@ def test_float_mask_must_hold_whole_class_ids():
     np.testing.assert_array_equal(decode_mask(_encoded(ids, "TIFF"), num_classes=3), ids.astype(np.uint8))
     with pytest.raises(DataError, match=r"m\.tif \(v\.txt line 1\): float mask \(PIL mode 'F'\) has non-integer"):
         decode_mask(_encoded(ids + 0.5, "TIFF"), num_classes=3, path="m.tif", where="v.txt line 1")
+
+
+def test_an_unknown_format_names_the_file_not_a_buffer():
+    with pytest.raises(DataError, match=r"^x\.jpg \(here\): cannot decode image: not a known image format$"):
+        decode_image(b"not an image at all", path="x.jpg", where="here")

@@ -13,7 +13,7 @@ import io
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageMode
+from PIL import Image, ImageMode, UnidentifiedImageError
 
 from mofgseg_jax.data.errors import DataError
 
@@ -28,6 +28,8 @@ def _open(data: bytes, path: str, where: str, kind: str) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
         img.load()  # decode now: a truncated/corrupt file fails here, not later in a worker
+    except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
+        raise DataError(f"{path} ({where}): cannot decode {kind}: not a known image format") from None
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
         raise DataError(f"{path} ({where}): cannot decode {kind}: {e}") from None
     return img

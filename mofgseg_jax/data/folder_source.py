@@ -13,6 +13,8 @@ from typing import Any, Sequence
 from mofgseg_jax.data.errors import DataError
 from mofgseg_jax.data.splits import Entry
 
+log = logging.getLogger("mofgseg.data")  # see data/pipeline.py
+
 
 def edge_path(edge_dir: str, image_path: str) -> str:
     """Precomputed edge map of an image: `<edge_dir>/<image file stem>.png`."""
@@ -45,7 +47,7 @@ class FolderSource(Sequence[dict[str, Any]]):
                 kept.append(entry)
             elif skip_invalid:
                 self.skipped.append(problem)
-                logging.warning("skipping: %s", problem)
+                log.warning("skipping: %s", problem)
             else:
                 raise DataError(problem)
         self.entries = kept

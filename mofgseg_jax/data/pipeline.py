@@ -30,6 +30,9 @@ from mofgseg_jax.data.specs import DatasetSpec, cfg_get, spec_from_config
 from mofgseg_jax.data.splits import read_list, split_files
 from mofgseg_jax.errors import InputError
 
+# A child of the training loop's "mofgseg" logger: skipped files also reach <workdir>/train.log.
+log = logging.getLogger("mofgseg.data")
+
 _REPORTED: set[str] = set()  # files already reported as skipped (warn once, not every epoch)
 
 
@@ -112,7 +115,7 @@ class _Load:
                     raise
                 if str(e) not in _REPORTED:
                     _REPORTED.add(str(e))
-                    logging.warning("skipping: %s", e)
+                    log.warning("skipping: %s", e)
         raise DataError("every record of the split failed to decode (see the warnings above)")
 
 
@@ -277,7 +280,7 @@ class _LoadPadded:
         except DataError as e:
             if not self.load.skip_invalid:
                 raise
-            logging.warning("skipping: %s", e)  # counted out of the metrics, not replaced
+            log.warning("skipping: %s", e)  # counted out of the metrics, not replaced
             return self.blank()
         return transforms.pad_to(example, self.pad_size, ignore_index=self.ignore_index,
                                  where=self.load.source.describe(index))

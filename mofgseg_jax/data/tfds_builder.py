@@ -32,6 +32,8 @@ from mofgseg_jax.data.specs import DatasetSpec, load_spec
 from mofgseg_jax.data.splits import Entry, read_list
 from mofgseg_jax.errors import InputError, OutputExistsError
 
+log = logging.getLogger("mofgseg.data")  # see data/pipeline.py
+
 def builder_name(dataset: str) -> str:
     """TFDS name of a dataset's build, e.g. 'mofgseg_uavseg' (prefixed: no clash with TFDS's own)."""
     return f"mofgseg_{dataset}"
@@ -122,7 +124,7 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             except DataError as e:
                 if not self.skip_invalid:
                     raise
-                logging.warning("skipping: %s", e)
+                log.warning("skipping: %s", e)
                 self.summary["skipped"].append(str(e))
                 continue
             if mask is not None:
@@ -253,7 +255,7 @@ class TfdsSource(Sequence[dict[str, Any]]):
                 self.entries.append(entry)
                 self.indices.append(index[entry.image])
             elif skip_invalid:
-                logging.warning("skipping: %s", problem)
+                log.warning("skipping: %s", problem)
                 self.skipped.append(problem)
             else:
                 raise DataError(problem)
