@@ -125,8 +125,8 @@ def render(rng: np.random.Generator, *, size: int = 96, num_regions: Sequence[in
     return np.clip(image + 0.5, 0, 255).astype(np.uint8), classes[region].astype(np.uint8)
 
 
-def generate(root: str, *, overwrite: bool = False, seed: int = 0, num_train: int = 512, num_val: int = 96, size: int = 96,
-             ratios: Sequence[str] = DEFAULT_SPLITS, split_seed: int = 0, jpeg_quality: int = 90,
+def generate(root: str, *, overwrite: bool = False, seed: int = 0, num_train: int = 512, num_val: int = 96,
+             size: int = 96, ratios: Sequence[str] = DEFAULT_SPLITS, split_seed: int = 0, jpeg_quality: int = 90,
              **render_kwargs: Any) -> dict[str, Any]:
     """Writes the demo dataset under `root` (layout in the module docstring); returns a summary.
 

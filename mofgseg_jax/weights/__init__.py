@@ -128,4 +128,5 @@ def load_pretrained(path: str | Path, variables: dict[str, Any], *, reinit_class
     return traverse_util.unflatten_dict(dst)
 
 
-__all__ = ["WEIGHTS_FILE", "INFO_FILE", "CheckpointError", "convert_file", "save_converted", "read_converted", "load_pretrained"]
+__all__ = ["WEIGHTS_FILE", "INFO_FILE", "CheckpointError", "convert_file", "save_converted", "read_converted",
+           "load_pretrained"]
