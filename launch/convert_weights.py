@@ -8,7 +8,8 @@ Accepts released ImageNet `mit_b*.pth` (backbone only), mmseg SegFormer checkpoi
 `decoder.eam.`), and Hugging Face SegformerModel / SegformerForSemanticSegmentation
 (`model.safetensors`, `pytorch_model.bin` or a save_pretrained folder, current or legacy names).
 Never runs pickled code.
-Writes OUT/weights.safetensors and OUT/info.json, then prints a summary.
+Writes OUT/weights.safetensors and OUT/info.json, then prints a summary; refuses an OUT that holds
+either file unless --overwrite.
 """
 
 import argparse
@@ -18,25 +19,32 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mofgseg_jax.errors import one_line_errors  # noqa: E402
-from mofgseg_jax.weights import WEIGHTS_FILE, CheckpointError, convert_file, save_converted  # noqa: E402
+from mofgseg_jax.errors import InputError, one_line_errors  # noqa: E402
+from mofgseg_jax.outputs import check_writable, refuse_existing  # noqa: E402
+from mofgseg_jax.weights import INFO_FILE, WEIGHTS_FILE, CheckpointError, convert_file, save_converted  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", required=True, help="checkpoint file (.pth, .bin, .safetensors)")
     parser.add_argument("--out", required=True, help="output folder (created)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the files of a conversion in --out")
     args = parser.parse_args(argv)
-    existing = Path(args.out) / WEIGHTS_FILE
-    if existing.exists():
-        print(f"error: {existing} exists; choose another --out (nothing was overwritten)", file=sys.stderr)
-        return 1
+    out = Path(args.out)
+    created = not os.path.lexists(out)
     try:
-        variables, info = convert_file(args.src)
-    except CheckpointError as e:
+        refuse_existing([str(out / WEIGHTS_FILE), str(out / INFO_FILE)], "--out", overwrite=args.overwrite)
+        check_writable(str(out), "--out")
+        try:
+            variables, info = convert_file(args.src)
+        except CheckpointError:
+            if created:
+                out.rmdir()  # a bad --src leaves no empty --out behind
+            raise
+    except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    out = save_converted(args.out, variables, info)
+    save_converted(out, variables, info)
     n_backbone = sum(v.size for v in _leaves(variables["params"].get("backbone", {})))
     n_all = sum(v.size for v in _leaves(variables))
     print(f"source:      {info['source']}")

@@ -4,7 +4,8 @@
   python launch/make_demo_data.py --out /tmp/hard --stripe-ratio 1.3 --grain-ratio 1.6 --off-family-prob 0.5
 
 Writes gt_jpg/{train,val}, label_png/{train,val} and splits/{1_16,1_8,1_4,all} + splits/val.txt
-(see mofgseg_jax/data/demo.py for the classes and the difficulty knobs).
+(see mofgseg_jax/data/demo.py for the classes and the difficulty knobs). --out must be missing or
+empty; --overwrite writes into a folder that holds files (same-named files are replaced).
 """
 
 import os
@@ -21,7 +22,8 @@ from mofgseg_jax.errors import one_line_errors  # noqa: E402
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="dataset root to write")
+    parser.add_argument("--out", required=True, help="dataset root to write (a missing or empty folder)")
+    parser.add_argument("--overwrite", action="store_true", help="write into --out even if it holds files")
     parser.add_argument("--seed", type=int, default=0, help="image content seed")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the labelled/unlabelled partition")
     parser.add_argument("--num-train", type=int, default=512)
@@ -37,8 +39,8 @@ def main(argv=None) -> None:
     knobs.add_argument("--warp", type=float, default=10.0, help="region boundary warp in pixels")
     args = parser.parse_args(argv)
     summary = demo.generate(
-        args.out, seed=args.seed, split_seed=args.split_seed, num_train=args.num_train, num_val=args.num_val,
-        size=args.size, ratios=tuple(args.splits.split(",")), stripe_ratio=args.stripe_ratio,
+        args.out, overwrite=args.overwrite, seed=args.seed, split_seed=args.split_seed, num_train=args.num_train,
+        num_val=args.num_val, size=args.size, ratios=tuple(args.splits.split(",")), stripe_ratio=args.stripe_ratio,
         grain_ratio=args.grain_ratio, colour_spread=args.colour_spread, off_family_prob=args.off_family_prob,
         noise_std=args.noise_std, warp=args.warp)
     print(json.dumps(summary, indent=2))

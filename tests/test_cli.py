@@ -131,6 +131,19 @@ def test_a_malformed_eval_canvas_is_a_one_line_error_before_training(env, tmp_pa
     assert proc.stderr.strip().splitlines()[-1].startswith("error: data.eval_pad_size=(96, 0): expected a positive int")
 
 
+def test_the_demo_config_never_generates_over_a_data_root_that_holds_other_files(env, tmp_path):
+    # A user's dataset whose split lists live elsewhere: it has no splits/val.txt of its own.
+    image = tmp_path / "data" / "gt_jpg" / "train" / "a.jpg"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"my photo")
+    proc = run(["launch/train.py", "--config", "configs/demo.py:smoke", "--workdir", str(tmp_path / "run"),
+                "--config.data.root", str(tmp_path / "data")], env, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'data'}: the folder holds files")
+    assert [p for p in (tmp_path / "data").rglob("*") if p.is_file()] == [image]
+    assert image.read_bytes() == b"my photo"
+
+
 def test_evaluating_a_folder_that_is_no_run_is_a_one_line_error(env, tmp_path):
     proc = run(["launch/evaluate.py", "--workdir", str(tmp_path)], env, timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr

@@ -145,6 +145,23 @@ def test_resuming_with_a_shape_changing_config_is_refused_by_name(tmp_path, tmp_
         loop.train_and_evaluate(config, str(tmp_path))
 
 
+def test_a_refused_resume_leaves_the_stored_config_as_it_was(tmp_path, tmp_path_factory):
+    """The checkpoint holds another model: each attempt is refused when it is restored, after the
+    config check passed (only the seed differs), and config.json stays the one it was trained with."""
+    config = _smoke_config(tmp_path_factory)
+    stored = json.dumps(loop.config_to_dict(config))
+    (tmp_path / "config.json").write_text(stored)
+    c = ckpt.Checkpointer(str(tmp_path))
+    c.save(1, {"x": jnp.zeros(2)})
+    c.close()
+    for seed in (1, 2):  # a second refused attempt must not replace what the first kept either
+        config.seed = seed
+        with pytest.raises(ckpt.ShapeMismatchError):
+            loop.train_and_evaluate(config, str(tmp_path))
+    assert (tmp_path / "config.json").read_text() == stored
+    assert not list(tmp_path.glob("config.previous*"))
+
+
 def test_a_model_key_added_since_a_run_resumes_at_its_default_and_is_refused_otherwise(tmp_path):
     # A config.json written before `model.eam_mid_dim` existed: the network then had width 256.
     loop.write_config({"model": {"num_classes": 8}}, str(tmp_path), resuming=False)
@@ -170,6 +187,10 @@ def test_a_changed_config_keeps_the_previous_one_beside_it(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text()) == {"optim": {"lr": 0.2}}
     assert json.loads((tmp_path / "config.previous.json").read_text()) == {"optim": {"lr": 0.1}}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "config.previous.json"]
+    loop.write_config({"optim": {"lr": 0.3}}, str(tmp_path), resuming=True)  # the first one stays too
+    assert json.loads((tmp_path / "config.previous.json").read_text()) == {"optim": {"lr": 0.1}}
+    assert json.loads((tmp_path / "config.previous.1.json").read_text()) == {"optim": {"lr": 0.2}}
+    assert json.loads((tmp_path / "config.json").read_text()) == {"optim": {"lr": 0.3}}
 
 
 def test_config_differences_lists_changed_keys():

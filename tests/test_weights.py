@@ -444,6 +444,48 @@ def test_convert_weights_cli_never_overwrites_and_names_dims_of_a_custom_backbon
     err = capsys.readouterr().err.strip()
     assert str(out / "weights.safetensors") in err and "exists" in err and "\n" not in err
     assert (out / "weights.safetensors").read_bytes() == written
+    assert convert_weights.main(["--src", str(_mmseg_file(tmp_path)), "--out", str(out), "--overwrite"]) == 0
+    assert (out / "weights.safetensors").read_bytes() != written
+    assert sorted(p.name for p in out.iterdir()) == ["info.json", "weights.safetensors"]  # no temp files left
+
+
+def test_convert_weights_cli_keeps_a_users_info_json_in_out(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launch"))
+    import convert_weights
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "info.json").write_text("my notes")
+    assert convert_weights.main(["--src", str(_mmseg_file(tmp_path)), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --out: {out / 'info.json'} exists") and "\n" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["info.json"] and (out / "info.json").read_text() == "my notes"
+
+
+def test_convert_weights_cli_with_a_file_as_out_is_a_one_line_error(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launch"))
+    import convert_weights
+
+    out = tmp_path / "a_file"
+    out.write_text("kept")
+    assert convert_weights.main(["--src", str(_mmseg_file(tmp_path)), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --out {out}: cannot create or write there") and "\n" not in err
+    assert out.read_text() == "kept"
+
+
+@pytest.mark.parametrize("content", ['{"depths": [2, 2', "[1, 2]"])
+def test_a_converted_folder_with_a_corrupt_info_json_is_a_one_line_error_naming_it(tmp_path, content):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launch"))
+    import convert_weights
+
+    out = tmp_path / "converted"
+    assert convert_weights.main(["--src", str(_mmseg_file(tmp_path)), "--out", str(out)]) == 0
+    (out / "info.json").write_text(content)
+    model = build_model(dict(MODELS["b0"][1]))
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(out / 'info.json'))}: ") as e:
+        load_pretrained(out, _skeleton(model, (1, 32, 32, 3)))
+    assert "\n" not in str(e.value)
 
 
 def test_convert_weights_cli_reports_a_bad_file_in_one_line(tmp_path, capsys):

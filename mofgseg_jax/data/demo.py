@@ -21,11 +21,15 @@ family: the texture has to be learnt, which takes labelled examples. The knobs (
 
 Layout written under `root` (the published raw layout):
   gt_jpg/{train,val}/NNNNN.jpg, label_png/{train,val}/NNNNN.png (ids 0..7),
-  splits/{1_16,1_8,1_4,all}/{labeled,unlabeled}.txt, splits/val.txt.
+  splits/{1_16,1_8,1_4,all}/{labeled,unlabeled}.txt, splits/val.txt, and mofgseg_demo.json (the
+  generation parameters; `"complete": true` once everything else is written).
+Generation writes only into a missing or empty folder (or with `overwrite`), so a folder that holds
+anything else, such as a user's dataset named by `data.root`, is never written over.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any, Sequence
@@ -34,12 +38,17 @@ import numpy as np
 from PIL import Image
 
 from mofgseg_jax.data.splits import make_splits, write_splits
+from mofgseg_jax.errors import OutputExistsError
 
 CLASS_NAMES = ("smooth", "stripes_fine", "stripes_coarse", "stripes_wavy", "grain_fine", "grain_coarse",
                "dots", "checker")
 # Hue (0..1) of each class's colour family; smooth regions take any hue (None).
 FAMILY_HUE = (None, 0.06, 0.06, 0.06, 0.3, 0.3, 0.6, 0.6)
 DEFAULT_SPLITS = ("1_16", "1_8", "1_4", "all")
+# Claims the folder as demo data: written first with "complete": false, rewritten last with true.
+MARKER_FILE = "mofgseg_demo.json"
+# The first line of splits/val.txt of every demo dataset, also of those written before MARKER_FILE.
+FIRST_VAL_PAIR = "gt_jpg/val/00000.jpg label_png/val/00000.png"
 
 
 def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -116,15 +125,20 @@ def render(rng: np.random.Generator, *, size: int = 96, num_regions: Sequence[in
     return np.clip(image + 0.5, 0, 255).astype(np.uint8), classes[region].astype(np.uint8)
 
 
-def generate(root: str, *, seed: int = 0, num_train: int = 512, num_val: int = 96, size: int = 96,
-             ratios: Sequence[str] = DEFAULT_SPLITS, split_seed: int = 0, jpeg_quality: int = 90,
+def generate(root: str, *, overwrite: bool = False, seed: int = 0, num_train: int = 512, num_val: int = 96,
+             size: int = 96, ratios: Sequence[str] = DEFAULT_SPLITS, split_seed: int = 0, jpeg_quality: int = 90,
              **render_kwargs: Any) -> dict[str, Any]:
     """Writes the demo dataset under `root` (layout in the module docstring); returns a summary.
 
     Image i of a subset depends only on (seed, subset, i), so any count reproduces the same images.
-    `render_kwargs` are `render`'s difficulty knobs.
+    `render_kwargs` are `render`'s difficulty knobs. `root` must be missing or empty unless
+    `overwrite` (then same-named files are replaced and other files stay); else `OutputExistsError`.
     """
+    _refuse_unless_empty(root, overwrite=overwrite)
     start = time.perf_counter()
+    params = {"seed": seed, "num_train": num_train, "num_val": num_val, "size": size, "splits": list(ratios),
+              "split_seed": split_seed, "jpeg_quality": jpeg_quality, **render_kwargs}
+    _write_marker(root, params, complete=False)
     counts = np.zeros(len(CLASS_NAMES), np.int64)
     pairs = {}
     for subset_id, (subset, num) in enumerate((("train", num_train), ("val", num_val))):
@@ -141,6 +155,7 @@ def generate(root: str, *, seed: int = 0, num_train: int = 512, num_val: int = 9
             pairs[subset].append((image_rel, mask_rel))
     write_splits(os.path.join(root, "splits"), make_splits(pairs["train"], ratios, seed=split_seed),
                  val=pairs["val"])
+    _write_marker(root, params, complete=True)
     return {"root": root, "num_train": num_train, "num_val": num_val, "size": size,
             "splits": list(ratios), "classes": list(CLASS_NAMES),
             "class_pixel_fraction": [round(float(c) / float(counts.sum()), 4) for c in counts],
@@ -148,11 +163,58 @@ def generate(root: str, *, seed: int = 0, num_train: int = 512, num_val: int = 9
 
 
 def ensure(root: str, **kwargs: Any) -> bool:
-    """Generates the demo data under `root` unless it is already there (its splits/val.txt exists).
+    """Generates the demo data under `root` unless a complete demo dataset is already there.
 
-    Returns True when it generated. For the demo config's 'generated on first use'.
+    Returns True when it generated. For the demo config's 'generated on first use'. Generates into
+    a missing or empty folder, or over an interrupted generation (its marker says incomplete); any
+    other folder is refused with `OutputExistsError`, never written over.
     """
-    if os.path.exists(os.path.join(root, "splits", "val.txt")):
+    marker = _read_marker(root)
+    if marker is not None and marker.get("complete") is True:
         return False
-    generate(root, **kwargs)
+    if marker is None and _is_demo_without_marker(root):
+        return False
+    generate(root, overwrite=marker is not None, **kwargs)
     return True
+
+
+def _refuse_unless_empty(root: str, *, overwrite: bool) -> None:
+    if overwrite or not os.path.lexists(root):
+        return
+    if not os.path.isdir(root):
+        raise OutputExistsError(f"{root}: exists and is not a folder; the demo data needs a missing or empty "
+                                "folder (nothing was written)")
+    if os.listdir(root):
+        raise OutputExistsError(
+            f"{root}: the folder holds files that are not a demo dataset (no complete {MARKER_FILE}); the demo "
+            "data is generated only into a missing or empty folder, so choose another one, or replace its "
+            f"contents with `python launch/make_demo_data.py --out {root} --overwrite` (nothing was written)")
+
+
+def _write_marker(root: str, params: dict[str, Any], *, complete: bool) -> None:
+    # Written beside and renamed: a marker is never half-written.
+    path = os.path.join(root, MARKER_FILE)
+    os.makedirs(root, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"complete": complete, **params}, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def _read_marker(root: str) -> dict[str, Any] | None:
+    """The marker's content; None when there is none (or it is not ours: not a JSON object)."""
+    try:
+        with open(os.path.join(root, MARKER_FILE)) as f:
+            marker = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def _is_demo_without_marker(root: str) -> bool:
+    """A complete demo dataset written before the marker existed: splits/val.txt, written last, lists
+    the demo's validation images."""
+    try:
+        with open(os.path.join(root, "splits", "val.txt")) as f:
+            return f.readline().strip() == FIRST_VAL_PAIR
+    except (OSError, UnicodeDecodeError):
+        return False

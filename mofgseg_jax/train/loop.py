@@ -1,9 +1,10 @@
 """The training loop: `train_and_evaluate(config, workdir)`.
 
 The host only feeds batches, logs, evaluates and checkpoints; every number comes from the config.
-  1. The resolved config is written to `<workdir>/config.json` and logged. Resuming with a config
-     that changes parameter shapes is refused with the differing keys named; other differences are
-     listed as a warning (and the previous file kept as `config.previous.json`).
+  1. The resolved config is logged, and written to `<workdir>/config.json` once the state is built
+     (a refused run leaves the stored one as it was). Resuming with a config that changes parameter
+     shapes is refused with the differing keys named; other differences are listed as a warning
+     (and the previous file kept as `config.previous.json`, then `config.previous.1.json`, ...).
   2. Model, train state, mapped step (`parallel.mode`), input iterators. If `<workdir>/checkpoints`
      holds a checkpoint, training resumes from it (state, teacher, optimiser, input position);
      `model.pretrained` is loaded only on a fresh start.
@@ -86,11 +87,12 @@ def _added_at_default(key: str, old: Any, new: Any) -> bool:
     return old == "<absent>" and name in MODEL_DEFAULTS and new == MODEL_DEFAULTS[name]
 
 
-def write_config(config_dict: dict, workdir: str, *, resuming: bool) -> None:
-    """Writes `<workdir>/config.json`; when resuming, checks it against the stored one first.
+def check_config(config_dict: dict, workdir: str, *, resuming: bool) -> bool:
+    """Compares the config with the stored `<workdir>/config.json`; True when they differ.
 
-    Every process reads the stored file before process 0 replaces it (a barrier between): all of
-    them then take the same decision, and none reads a half-written file.
+    When resuming, a change of parameter shapes is refused; other differences are logged. Every
+    process reads the stored file before process 0 may replace it (a barrier after): all of them
+    then take the same decision, and none reads a half-written file.
     """
     path = os.path.join(workdir, CONFIG_FILE)
     old = None
@@ -111,14 +113,31 @@ def write_config(config_dict: dict, workdir: str, *, resuming: bool) -> None:
                 f"shapes ({changes}). Resume with the original config, or use a new --workdir.")
         log.warning("resuming with a config that differs from %s: %s", path,
                     "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in diff.items()))
-    if jax.process_index() == 0:
-        if diff:
-            os.replace(path, os.path.join(workdir, "config.previous.json"))
-        # Written beside and renamed: an interrupted write never leaves a truncated config.json.
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(config_dict, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
+    return bool(diff)
+
+
+def save_config(config_dict: dict, workdir: str, *, differs: bool) -> None:
+    """Process 0 writes `<workdir>/config.json`; a stored one that `differs` is kept as the first free
+    of `config.previous.json`, `config.previous.1.json`, ... (each earlier config stays)."""
+    if jax.process_index() != 0:
+        return
+    path = os.path.join(workdir, CONFIG_FILE)
+    if differs:
+        previous, k = os.path.join(workdir, "config.previous.json"), 1
+        while os.path.lexists(previous):
+            previous, k = os.path.join(workdir, f"config.previous.{k}.json"), k + 1
+        os.replace(path, previous)
+    # Written beside and renamed: an interrupted write never leaves a truncated config.json.
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(config_dict, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def write_config(config_dict: dict, workdir: str, *, resuming: bool) -> None:
+    """`check_config`, then `save_config`. Training calls the two apart: the config is saved only once
+    the run has got past every check, so a refused run leaves the stored one as it was."""
+    save_config(config_dict, workdir, differs=check_config(config_dict, workdir, resuming=resuming))
 
 
 def _labelled_only(config: ml_collections.ConfigDict) -> bool:
@@ -250,7 +269,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     try:
         config_dict = config_to_dict(config)
         checkpointer = ckpt.Checkpointer(workdir, keep=int(config.train.keep_checkpoints))
-        write_config(config_dict, workdir, resuming=bool(checkpointer.all_steps()))
+        config_differs = check_config(config_dict, workdir, resuming=bool(checkpointer.all_steps()))
         log.info("workdir %s\nconfig:\n%s", workdir, json.dumps(config_dict, indent=2, sort_keys=True))
 
         cache_dir = enable_for_config(config)
@@ -275,6 +294,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         init_rng, train_rng = jax.random.split(rng)
         state, restored = build_state(config, model, init_rng, total_steps, checkpointer, mesh,
                                       str(config.parallel.mode))
+        # Only now: a run refused above (a checkpoint of another model, a bad batch size) must not
+        # replace the config that the checkpoints were trained with.
+        save_config(config_dict, workdir, differs=config_differs)
         start_step = restored.step if restored is not None else 0
         if restored is not None:
             log.info("resumed from %s/%d", checkpointer.directory, restored.step)

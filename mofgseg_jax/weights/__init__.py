@@ -7,6 +7,7 @@ merges a converted folder (or a raw checkpoint file) into freshly initialised va
 """
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,19 @@ def convert_file(src: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def save_converted(out_dir: str | Path, variables: dict[str, Any], info: dict[str, Any]) -> Path:
-    """Writes `out_dir/weights.safetensors` (keys like 'params/backbone/norm1/scale') and info.json."""
+    """Writes `out_dir/weights.safetensors` (keys like 'params/backbone/norm1/scale') and info.json,
+    replacing them if they exist (launch/convert_weights.py refuses that first, unless --overwrite)."""
     from safetensors.numpy import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     flat = traverse_util.flatten_dict(variables, sep="/")
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in flat.items()}, str(out_dir / WEIGHTS_FILE))
-    (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    # Each written beside and renamed: an interrupted write never leaves a truncated file.
+    weights_tmp, info_tmp = out_dir / (WEIGHTS_FILE + ".tmp"), out_dir / (INFO_FILE + ".tmp")
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in flat.items()}, str(weights_tmp))
+    info_tmp.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(weights_tmp, out_dir / WEIGHTS_FILE)
+    os.replace(info_tmp, out_dir / INFO_FILE)
     return out_dir
 
 
@@ -62,10 +68,23 @@ def read_converted(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
             flat = load_file(str(weights))
         except Exception as e:  # safetensors raises its own error type
             raise CheckpointError(f"{weights}: unreadable or truncated ({e})") from None
-        info_file = path / INFO_FILE
-        info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+        info = _read_info(path / INFO_FILE)
         return traverse_util.unflatten_dict(dict(flat), sep="/"), info
     return convert_file(path)
+
+
+def _read_info(info_file: Path) -> dict[str, Any]:
+    """The converter's description of a converted folder; {} when there is none."""
+    if not info_file.is_file():
+        return {}
+    try:
+        info = json.loads(info_file.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{info_file}: unreadable or not JSON ({e}); convert the weights again") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{info_file}: expected a JSON object, found {type(info).__name__}; "
+                              "convert the weights again")
+    return info
 
 
 def load_pretrained(path: str | Path, variables: dict[str, Any], *, reinit_classifier: bool = False
@@ -109,4 +128,5 @@ def load_pretrained(path: str | Path, variables: dict[str, Any], *, reinit_class
     return traverse_util.unflatten_dict(dst)
 
 
-__all__ = ["WEIGHTS_FILE", "CheckpointError", "convert_file", "save_converted", "read_converted", "load_pretrained"]
+__all__ = ["WEIGHTS_FILE", "INFO_FILE", "CheckpointError", "convert_file", "save_converted", "read_converted",
+           "load_pretrained"]
