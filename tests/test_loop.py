@@ -3,6 +3,7 @@ class-count mismatch."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from configs import demo as demo_config
+from mofgseg_jax.errors import InputError
 from mofgseg_jax.train import checkpoint as ckpt
 from mofgseg_jax.train import loop
 
@@ -170,6 +172,21 @@ def test_a_changed_config_keeps_the_previous_one_beside_it(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text()) == {"optim": {"lr": 0.2}}
     assert json.loads((tmp_path / "config.previous.json").read_text()) == {"optim": {"lr": 0.1}}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "config.previous.json"]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("data.eval_batch_size", 0, "data.eval_batch_size=0: expected an integer > 0"),
+    ("data.scale_range", (2.0,), "data.scale_range=(2.0,): expected two numbers (low, high)"),
+    ("augment.mix_mode", "bogus", "augment.mix_mode='bogus': choose from"),
+    ("loss.edge_connectivity", 5, "loss.edge_connectivity=5: choose from 4, 8"),
+])
+def test_a_bad_config_value_stops_training_before_the_workdir_is_touched(tmp_path, key, value, message):
+    config = demo_config.get_config("smoke")
+    section, name = key.split(".")
+    config[section][name] = value
+    with pytest.raises(InputError, match="^" + re.escape(message)):
+        loop.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_config_differences_lists_changed_keys():

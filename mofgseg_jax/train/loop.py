@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mofgseg_jax.config_checks import check_config
 from mofgseg_jax.errors import InputError
 from mofgseg_jax.train import checkpoint as ckpt
 from mofgseg_jax.train import evaluate as ev
@@ -236,11 +237,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     """
     from mofgseg_jax.data.pipeline import make_train_iterator, make_val_batches  # noqa: PLC0415
     from mofgseg_jax.data.specs import load_spec  # noqa: PLC0415
-    from mofgseg_jax.data.transforms import canvas_hw  # noqa: PLC0415
     from mofgseg_jax.models import build_model  # noqa: PLC0415
     from mofgseg_jax.train.parallel import make_mesh, make_parallel  # noqa: PLC0415
     from mofgseg_jax.train.step import AXIS, check_finite, make_train_step, wants_inside_map  # noqa: PLC0415
 
+    check_config(config)  # a bad value fails here, before the workdir is touched
     workdir = os.path.abspath(workdir)
     ckpt.check_writable(workdir)
     file_log = _setup_file_log(workdir)
@@ -258,7 +259,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
         spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
                          class_names=tuple(config.data.class_names or ()))
-        canvas_hw(config.data.eval_pad_size)  # a malformed canvas fails now, not at the first evaluation
         _prepare_demo_data(config)
         total_steps, epoch_steps, eval_every, checkpoint_every = _run_length(config)
         log_every = max(1, int(config.train.log_every))
