@@ -122,11 +122,14 @@ def _train_rules(config: Any) -> dict[str, Rule]:
 def check_config(config: Any, *, training: bool = True) -> None:
     """Raises one `InputError` naming the first key whose value is malformed or out of its domain.
 
-    `training=False` checks only what evaluation and prediction read.
+    Also fills the one derived value: `model.num_classes` = len(`data.class_names`) when it is 0, as
+    a custom dataset may be given by its class names alone (`data/specs.py`). `training=False`
+    checks only what evaluation and prediction read.
     """
     from mofgseg_jax.data.transforms import canvas_hw  # noqa: PLC0415
     from mofgseg_jax.train.evaluate import window_stride  # noqa: PLC0415
 
+    _fill_num_classes(config)
     rules = _eval_rules() | (_train_rules(config) if training else {})
     for key, rule in rules.items():
         value = _get(config, key)
@@ -137,6 +140,15 @@ def check_config(config: Any, *, training: bool = True) -> None:
         canvas_hw(_get(config, "data.eval_pad_size"))
     if _get(config, "eval.window_stride_ratio") is not _ABSENT:
         window_stride(_get(config, "data.crop_size"), _get(config, "eval.window_stride_ratio"))
+
+
+def _fill_num_classes(config: Any) -> None:
+    names = _get(config, "data.class_names")
+    if _get(config, "model.num_classes") == 0 and names not in (_ABSENT, None) and len(names):
+        config.model.num_classes = len(names)
+        # Follows by reference in a config from `configs/`, not in one read back from JSON.
+        if _get(config, "data.num_classes") == 0:
+            config.data.num_classes = len(names)
 
 
 def _get(config: Any, dotted: str) -> Any:

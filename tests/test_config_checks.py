@@ -75,6 +75,16 @@ def test_the_unlabelled_batch_is_checked_only_where_it_is_read():
         check_config(config)
 
 
+def test_a_custom_dataset_takes_its_class_count_from_its_class_names():
+    from mofgseg_jax.data.specs import spec_from_config
+
+    config = _config("custom")
+    config.data.class_names = ("sea", "land", "sky")
+    check_config(config)
+    assert config.model.num_classes == config.data.num_classes == 3
+    assert spec_from_config(config.data).class_names == ("sea", "land", "sky")
+
+
 def test_evaluation_checks_the_keys_it_reads_and_not_the_training_ones():
     stored = _config("demo", "smoke").to_dict()
     stored["augment"]["mix_mode"] = "bogus"  # a training key: evaluation does not read it
