@@ -34,6 +34,20 @@ def test_keeps_the_latest_n_and_the_best_by_miou(tmp_path):
     c.close()
 
 
+def test_metrics_recorded_after_a_save_rank_steps_as_metrics_given_to_it(tmp_path):
+    # Training saves a step, evaluates it, then records its mIoU.
+    c = ckpt.Checkpointer(str(tmp_path), keep=2)
+    for step, miou in enumerate([10.0, 50.0, 20.0, 30.0, 15.0, 12.0], start=1):
+        c.save(step, _scaled(step), data_state={"next_index": step * 10}, config={"seed": 0})
+        c.record_metrics(step, {"miou": miou})
+    assert c.all_steps() == [2, 5, 6] and c.best_step() == 2
+    c.close()
+    c = ckpt.Checkpointer(str(tmp_path), keep=2)
+    assert c.all_steps() == [2, 5, 6] and c.best_step() == 2
+    assert c.restore(ckpt.abstract_like(STATE), step=2).data_state == {"next_index": 20}
+    c.close()
+
+
 def test_restores_state_iterator_state_and_config(tmp_path):
     _write(tmp_path, [1.0, 2.0, 3.0])
     c = ckpt.Checkpointer(str(tmp_path), keep=2)

@@ -6,7 +6,9 @@ A checkpoint step directory holds three items:
     (`process_<i>-of-<n>.json`, as grain's own orbax handler writes it), so a resumed run sees exactly
     the batches an uninterrupted run would;
   - `config`: the resolved config (JSON), so a checkpoint can be evaluated without its workdir.
-Metrics (`{'miou': ...}`) ride along for the best-checkpoint policy.
+Metrics (`{'miou': ...}`) rank steps for the best-checkpoint policy. Training saves a step before
+evaluating it (a failing evaluation then loses no training) and adds its mIoU afterwards with
+`record_metrics`, which writes the file that `save(metrics=...)` would have written.
 
 Retention: `max_to_keep` together with `best_fn` keeps the N *best* and may delete the latest, which
 a resume needs; we use orbax's preservation policies instead: `LatestN(keep) OR BestN(1)`.
@@ -32,6 +34,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
+from orbax.checkpoint import checkpoint_manager as ocp_manager
 from orbax.checkpoint import checkpoint_managers as ocm
 
 from mofgseg_jax import outputs
@@ -148,6 +151,24 @@ class Checkpointer:
         metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
         return self.manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics, force=force)
 
+    def record_metrics(self, step: int, metrics: dict) -> None:
+        """Stores `metrics` with the saved `step` (evaluated after its save), as `save(metrics=...)`.
+
+        Waits for the pending save first; the best-checkpoint ranking (`best_step`, and which step
+        the next save keeps) then counts them. Orbax has no call for this: the file is the one its
+        manager reads back (`<step>/metrics/metrics`, JSON), written beside and renamed.
+        """
+        self.wait()
+        if jax.process_index() == 0:
+            folder = os.path.join(self.directory, str(int(step)), ocp_manager.METRIC_ITEM_NAME)
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, ocp_manager.METRIC_ITEM_NAME)
+            with open(path + ".tmp", "w") as f:
+                json.dump({k: float(v) for k, v in metrics.items()}, f)
+            os.replace(path + ".tmp", path)
+        _sync("mofgseg_checkpoint_record_metrics")
+        self.manager.reload()
+
     def restore(self, abstract_state: Any, *, step: int | None = None, with_data: bool = True) -> Restored | None:
         """Restores `step` (default: the latest loadable one) into the structure of `abstract_state`
         (a pytree of `jax.ShapeDtypeStruct` with shardings, e.g. from `abstract_like`).
@@ -195,10 +216,7 @@ class Checkpointer:
                     dst, k = f"{src}.corrupt-{k}", k + 1
                 os.rename(src, dst)
                 log.warning("moved the unreadable checkpoint %s to %s", src, dst)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils  # noqa: PLC0415
-
-            multihost_utils.sync_global_devices("mofgseg_checkpoint_set_aside")
+        _sync("mofgseg_checkpoint_set_aside")
         self.manager.reload()
 
     def _restore_step(self, step: int, abstract_state: Any, with_data: bool) -> Restored:
@@ -227,6 +245,14 @@ class Checkpointer:
         if await_cleanup is not None:
             await_cleanup()
         self.manager.close()
+
+
+def _sync(name: str) -> None:
+    """All processes wait here (process 0 has changed files they read next)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # noqa: PLC0415
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _best_metric(metrics: Any) -> float:

@@ -13,7 +13,9 @@ The host only feeds batches, logs, evaluates and checkpoints; every number comes
   4. Every `eval_every` steps (0 = once per epoch) and at the end: student and teacher mIoU and
      per-class IoU, TensorBoard scalars and a colourised prediction grid (also written to
      `<workdir>/predictions/step_<N>.png`). Every `checkpoint_every` steps (0 = at each evaluation)
-     and at the end: an asynchronous checkpoint (latest `keep_checkpoints` + the best student mIoU).
+     and at the end: an asynchronous checkpoint (latest `keep_checkpoints` + the best student mIoU),
+     saved before its step is evaluated (a failing evaluation loses no training; the same command
+     then resumes and evaluates it), its mIoU recorded once known.
   5. SIGTERM (a scheduler's preemption notice) or Ctrl-C: the step under way finishes, is saved, and
      the loop returns `{'step', 'workdir', 'stopped_by': signal name}`; the same command resumes
      (`preemption.py`; several processes agree on the step through JAX's preemption service).
@@ -351,12 +353,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                         writer.scalars(step, means, prefix="train/")
                         progress.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{means.get('lr', 0):.2e}")
                         acc, count, window_start = None, 0, now
+                if do_save:  # before evaluating: an evaluation that fails loses no training
+                    checkpointer.save(step, parallel.get_state(state), data_state=train_it.get_state(),
+                                      config=config_dict)
                 if do_eval:
                     last_eval = run_eval(step)
-                if do_save:
-                    metrics_for_best = {"miou": last_eval["student"]["miou"]} if do_eval else None
-                    checkpointer.save(step, parallel.get_state(state), data_state=train_it.get_state(),
-                                      config=config_dict, metrics=metrics_for_best)
+                    checkpointer.record_metrics(step, {"miou": last_eval["student"]["miou"]})
                 if stopping:
                     break
         progress.close()
@@ -365,8 +367,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             log.info("stopped at step %d on %s; checkpoint saved: the same command resumes from it",
                      step, stop.name)
             return {"step": step, "workdir": workdir, "stopped_by": stop.name}
-        if last_eval is None:  # resumed at the end: evaluate what was restored
+        if last_eval is None:  # resumed at the end (e.g. after a failed evaluation): evaluate it now
             last_eval = run_eval(step)
+            if step in checkpointer.all_steps():
+                checkpointer.record_metrics(step, {"miou": last_eval["student"]["miou"]})
         summary = {"step": step, "workdir": workdir, "best_step": checkpointer.best_step(),
                    "student": {k: last_eval["student"][k] for k in ("miou", "iou")},
                    "teacher": {k: last_eval["teacher"][k] for k in ("miou", "iou")}}
