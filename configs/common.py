@@ -186,7 +186,7 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_coll
             config.data.crop_size = 64
             config.data.batch_size_labeled = 2
             config.data.batch_size_unlabeled = 2
-            config.data.eval_pad_size = 128
+            # data.eval_pad_size stays the dataset's: it must hold every validation image.
             config.loss.num_queries = 16
             config.loss.num_negatives = 32
             config.train.num_steps = 4

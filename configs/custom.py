@@ -2,9 +2,10 @@
 
 Any dataset in the published raw layout (`gt_jpg/{train,val}/ID.jpg`, `label_png/{train,val}/ID.png`,
 masks of class ids with 255 = ignore) plus split lists under `<root>/splits/<split>/` (write them with
-`launch/make_splits.py`). Set `data.root` and `model.num_classes`; `data.class_names` is optional
-(`--config.data.class_names "('sea','land','sky')"`, shown in TensorBoard). The training recipe is the
-published UAV-SEG one (MiT-B5, crop 513, OHEM); override any key from the command line.
+`launch/make_splits.py`). Set `data.root` and `model.num_classes`, or `data.class_names` alone
+(`--config.data.class_names "('sea','land','sky')"`, shown in TensorBoard; the class count is then
+its length). The training recipe is the published UAV-SEG one (MiT-B5, crop 513, plain
+cross-entropy as the published train_method.py); override any key from the command line.
 Variants: `:semi` (default), `:sup`, `:no_contrast`, `:no_boundary`, `:published_teacher_bn`, `:smoke`.
 """
 
@@ -14,7 +15,7 @@ from configs.common import apply_variant, base_config
 def get_config(arg=None):
     config = base_config()
     config.model.backbone = "b5"
-    config.model.num_classes = 0  # required: the number of classes in your masks (ids 0..K-1)
+    config.model.num_classes = 0  # the number of classes in your masks (ids 0..K-1); 0 = len(data.class_names)
     config.model.pretrained = ""  # e.g. pretrained/mit_b5 (launch/convert_weights.py); fresh starts only
 
     config.data.name = "custom"

@@ -34,6 +34,20 @@ def test_keeps_the_latest_n_and_the_best_by_miou(tmp_path):
     c.close()
 
 
+def test_metrics_recorded_after_a_save_rank_steps_as_metrics_given_to_it(tmp_path):
+    # Training saves a step, evaluates it, then records its mIoU.
+    c = ckpt.Checkpointer(str(tmp_path), keep=2)
+    for step, miou in enumerate([10.0, 50.0, 20.0, 30.0, 15.0, 12.0], start=1):
+        c.save(step, _scaled(step), data_state={"next_index": step * 10}, config={"seed": 0})
+        c.record_metrics(step, {"miou": miou})
+    assert c.all_steps() == [2, 5, 6] and c.best_step() == 2
+    c.close()
+    c = ckpt.Checkpointer(str(tmp_path), keep=2)
+    assert c.all_steps() == [2, 5, 6] and c.best_step() == 2
+    assert c.restore(ckpt.abstract_like(STATE), step=2).data_state == {"next_index": 20}
+    c.close()
+
+
 def test_restores_state_iterator_state_and_config(tmp_path):
     _write(tmp_path, [1.0, 2.0, 3.0])
     c = ckpt.Checkpointer(str(tmp_path), keep=2)
@@ -97,6 +111,36 @@ def test_checkpoint_of_another_model_is_a_clear_error_not_a_fallback(tmp_path):
     with pytest.raises(ckpt.ShapeMismatchError, match=r"do not match the model built by the config"):
         c.restore(ckpt.abstract_like(other))
     c.close()
+
+
+def test_arrays_that_differ_only_in_count_are_named_by_group_and_shape(tmp_path):
+    _write(tmp_path, [1.0])
+    other = {"params": {"w": jnp.ones((3, 4)), "w2": jnp.ones((3, 4)), "b": jnp.zeros(5)},
+             "step": jnp.zeros((), jnp.int32)}  # one more array of a shape the checkpoint has too
+    c = ckpt.Checkpointer(str(tmp_path), keep=2)
+    with pytest.raises(ckpt.ShapeMismatchError) as e:
+        c.restore(ckpt.abstract_like(other))
+    c.close()
+    assert "(params: 2 arrays stored vs 3 expected, only expected: (3, 4) x1). " in str(e.value)
+    assert "model built by the config" in str(e.value)
+
+
+def test_another_optimiser_state_is_named_as_such_with_its_config_keys(tmp_path):
+    import optax
+
+    params = {"w": jnp.ones((3, 4)), "b": jnp.zeros(5)}
+    c = ckpt.Checkpointer(str(tmp_path), keep=2)
+    c.save(1, {"params": params, "opt_state": optax.adamw(1e-3).init(params)})  # mu and nu
+    c.close()
+    sgd = {"params": params, "opt_state": optax.trace(0.9).init(params)}  # one momentum trace
+    c = ckpt.Checkpointer(str(tmp_path), keep=2)
+    with pytest.raises(ckpt.ShapeMismatchError) as e:
+        c.restore(ckpt.abstract_like(sgd))
+    c.close()
+    message = str(e.value)
+    assert "the checkpoint's optimiser state does not match the optimiser built by the config" in message
+    assert "opt_state: 5 arrays stored vs 2 expected, only stored: () x1, (3, 4) x1, (5,) x1)" in message
+    assert "optim.name and optim.accumulate_steps" in message and "model" not in message
 
 
 def test_restore_variables_reads_student_and_teacher_from_a_step_dir(tmp_path):

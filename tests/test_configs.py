@@ -58,6 +58,12 @@ def test_smoke_variant_is_tiny(name):
     assert c.train.num_steps <= 10 and c.data.crop_size <= 64 and max(c.model.dims) <= 128
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_smoke_variant_keeps_the_datasets_eval_canvas(name):
+    # The canvas must hold every validation image: a smaller one fails at the first evaluation.
+    assert _config(name, "smoke").data.eval_pad_size == _config(name).data.eval_pad_size
+
+
 def test_unknown_variant_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown config variant 'semii'"):
         _config("demo", "semii")

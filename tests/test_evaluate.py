@@ -7,6 +7,7 @@ import pytest
 from jax.sharding import Mesh
 
 from mofgseg_jax.augment.photometric import IMAGENET_MEAN, IMAGENET_STD
+from mofgseg_jax.errors import InputError
 from mofgseg_jax.train import evaluate as ev
 
 K = 5
@@ -235,3 +236,15 @@ def test_unknown_mode_is_a_clear_error():
     with pytest.raises(ValueError, match="eval.mode='whole'"):
         ev.make_eval_step(ContextModel(), Mesh(np.array(jax.devices()[:1]), ("data",)), mode="whole",
                           crop_size=8, num_classes=K)
+
+
+@pytest.mark.parametrize("ratio", [0.0, -0.5, 1.5, 0.001])
+def test_a_window_stride_ratio_outside_0_1_or_under_a_pixel_is_an_error_naming_the_key(ratio):
+    # Clamped to stride 1, a ratio near 0 meant a window at every pixel: 10^6 at 1024 x 1024.
+    with pytest.raises(InputError, match=rf"^eval.window_stride_ratio={ratio}: "):
+        ev.window_origins(1024, 1024, 513, ratio)
+
+
+def test_window_stride_is_the_ratio_of_the_crop_down_to_one_pixel():
+    assert ev.window_stride(513, 2 / 3) == 342 and ev.window_stride(513, 1.0) == 513
+    assert ev.window_stride(513, 1 / 513) == 1

@@ -3,6 +3,7 @@ class-count mismatch."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from configs import demo as demo_config
+from mofgseg_jax.errors import InputError
 from mofgseg_jax.train import checkpoint as ckpt
 from mofgseg_jax.train import loop
 
@@ -134,6 +136,60 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(
     assert all(np.isfinite(x).all() for x in _leaves(tmp_path, 2))
 
 
+def _counting_step(config, model):
+    """A stand-in train step that only counts: the loop's bookkeeping without compiling the model."""
+    def body(state, batch, rng):
+        return state.replace(step=state.step + 1), {"loss": jnp.ones(()), "lr": jnp.zeros(())}
+    return body
+
+
+def _scores(mious):
+    """A stand-in `evaluate` that returns the student mIoU `mious[i]` at its i-th call (raising
+    where that is an exception)."""
+    calls = iter(mious)
+
+    def evaluate(*args, **kwargs):
+        miou = next(calls)
+        if isinstance(miou, Exception):
+            raise miou
+        net = {"miou": miou, "iou": [miou] * 8, "confusion": np.zeros((8, 8), np.int64)}
+        return {"student": net, "teacher": net, "kept": []}
+    return evaluate
+
+
+def test_the_best_checkpoint_is_the_best_evaluated_one_with_saves_before_evaluations(
+        tmp_path, tmp_path_factory, monkeypatch):
+    from mofgseg_jax.train import step as step_module
+
+    monkeypatch.setattr(step_module, "make_train_step", _counting_step)
+    monkeypatch.setattr(loop.ev, "evaluate", _scores([10.0, 50.0, 20.0, 30.0]))
+    config = _smoke_config(tmp_path_factory, "sup,smoke")
+    config.train.eval_every = 1
+    config.train.keep_checkpoints = 1
+    assert loop.train_and_evaluate(config, str(tmp_path))["best_step"] == 2
+    c = ckpt.Checkpointer(str(tmp_path))
+    assert c.all_steps() == [2, 4] and c.best_step() == 2  # the best and the latest
+    c.close()
+
+
+def test_a_failing_evaluation_keeps_the_trained_step_and_a_rerun_evaluates_it(tmp_path, tmp_path_factory,
+                                                                               monkeypatch):
+    """The last step is saved before its evaluation; the same command then resumes at the end,
+    evaluates that step and records its mIoU, so that it counts as the best."""
+    from mofgseg_jax.train import step as step_module
+
+    monkeypatch.setattr(step_module, "make_train_step", _counting_step)
+    monkeypatch.setattr(loop.ev, "evaluate", _scores([RuntimeError("evaluation failed"), 42.0]))
+    config = _smoke_config(tmp_path_factory, "sup,smoke")  # 4 steps, evaluated at step 4
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        loop.train_and_evaluate(config, str(tmp_path))
+    c = ckpt.Checkpointer(str(tmp_path))
+    assert c.all_steps() == [4] and c.best_step() is None
+    c.close()
+    summary = loop.train_and_evaluate(config, str(tmp_path))
+    assert summary["step"] == 4 and summary["student"]["miou"] == 42.0 and summary["best_step"] == 4
+
+
 def test_resuming_with_a_shape_changing_config_is_refused_by_name(tmp_path, tmp_path_factory):
     config = _smoke_config(tmp_path_factory)
     (tmp_path / "config.json").write_text(json.dumps(loop.config_to_dict(config)))
@@ -191,6 +247,21 @@ def test_a_changed_config_keeps_the_previous_one_beside_it(tmp_path):
     assert json.loads((tmp_path / "config.previous.json").read_text()) == {"optim": {"lr": 0.1}}
     assert json.loads((tmp_path / "config.previous.1.json").read_text()) == {"optim": {"lr": 0.2}}
     assert json.loads((tmp_path / "config.json").read_text()) == {"optim": {"lr": 0.3}}
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("data.eval_batch_size", 0, "data.eval_batch_size=0: expected an integer > 0"),
+    ("data.scale_range", (2.0,), "data.scale_range=(2.0,): expected two numbers (low, high)"),
+    ("augment.mix_mode", "bogus", "augment.mix_mode='bogus': choose from"),
+    ("loss.edge_connectivity", 5, "loss.edge_connectivity=5: choose from 4, 8"),
+])
+def test_a_bad_config_value_stops_training_before_the_workdir_is_touched(tmp_path, key, value, message):
+    config = demo_config.get_config("smoke")
+    section, name = key.split(".")
+    config[section][name] = value
+    with pytest.raises(InputError, match="^" + re.escape(message)):
+        loop.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_config_differences_lists_changed_keys():

@@ -6,7 +6,9 @@ A checkpoint step directory holds three items:
     (`process_<i>-of-<n>.json`, as grain's own orbax handler writes it), so a resumed run sees exactly
     the batches an uninterrupted run would;
   - `config`: the resolved config (JSON), so a checkpoint can be evaluated without its workdir.
-Metrics (`{'miou': ...}`) ride along for the best-checkpoint policy.
+Metrics (`{'miou': ...}`) rank steps for the best-checkpoint policy. Training saves a step before
+evaluating it (a failing evaluation then loses no training) and adds its mIoU afterwards with
+`record_metrics`, which writes the file that `save(metrics=...)` would have written.
 
 Retention: `max_to_keep` together with `best_fn` keeps the N *best* and may delete the latest, which
 a resume needs; we use orbax's preservation policies instead: `LatestN(keep) OR BestN(1)`.
@@ -27,11 +29,13 @@ import dataclasses
 import json
 import logging
 import os
+from collections import Counter
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
+from orbax.checkpoint import checkpoint_manager as ocp_manager
 from orbax.checkpoint import checkpoint_managers as ocm
 
 from mofgseg_jax import outputs
@@ -148,6 +152,24 @@ class Checkpointer:
         metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
         return self.manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics, force=force)
 
+    def record_metrics(self, step: int, metrics: dict) -> None:
+        """Stores `metrics` with the saved `step` (evaluated after its save), as `save(metrics=...)`.
+
+        Waits for the pending save first; the best-checkpoint ranking (`best_step`, and which step
+        the next save keeps) then counts them. Orbax has no call for this: the file is the one its
+        manager reads back (`<step>/metrics/metrics`, JSON), written beside and renamed.
+        """
+        self.wait()
+        if jax.process_index() == 0:
+            folder = os.path.join(self.directory, str(int(step)), ocp_manager.METRIC_ITEM_NAME)
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, ocp_manager.METRIC_ITEM_NAME)
+            with open(path + ".tmp", "w") as f:
+                json.dump({k: float(v) for k, v in metrics.items()}, f)
+            os.replace(path + ".tmp", path)
+        _sync("mofgseg_checkpoint_record_metrics")
+        self.manager.reload()
+
     def restore(self, abstract_state: Any, *, step: int | None = None, with_data: bool = True) -> Restored | None:
         """Restores `step` (default: the latest loadable one) into the structure of `abstract_state`
         (a pytree of `jax.ShapeDtypeStruct` with shardings, e.g. from `abstract_like`).
@@ -195,10 +217,7 @@ class Checkpointer:
                     dst, k = f"{src}.corrupt-{k}", k + 1
                 os.rename(src, dst)
                 log.warning("moved the unreadable checkpoint %s to %s", src, dst)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils  # noqa: PLC0415
-
-            multihost_utils.sync_global_devices("mofgseg_checkpoint_set_aside")
+        _sync("mofgseg_checkpoint_set_aside")
         self.manager.reload()
 
     def _restore_step(self, step: int, abstract_state: Any, with_data: bool) -> Restored:
@@ -229,6 +248,14 @@ class Checkpointer:
         self.manager.close()
 
 
+def _sync(name: str) -> None:
+    """All processes wait here (process 0 has changed files they read next)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # noqa: PLC0415
+
+        multihost_utils.sync_global_devices(name)
+
+
 def _best_metric(metrics: Any) -> float:
     return float(metrics[BEST_METRIC])
 
@@ -242,22 +269,59 @@ class ShapeMismatchError(InputError):
     """The checkpoint holds arrays of other shapes than the model the config builds."""
 
 
+# The train state's optimiser group, and the config keys that change its arrays (optax's state of
+# sgd: one trace per parameter; adamw: two moments; accumulate_steps > 1: a gradient accumulator).
+OPTIMISER_GROUPS = ("opt_state",)
+OPTIMISER_KEYS = ("optim.name", "optim.accumulate_steps")
+
+
 def check_shapes(stored: Any, abstract_state: Any, where: str) -> None:
     """Compares the stored array shapes (orbax metadata) with the restore target's.
 
     The multisets of shapes are compared, which does not depend on how each library names the
-    nodes of the tree; a config that changes any parameter shape changes this multiset.
+    nodes of the tree; a config that changes any parameter shape changes this multiset. The error
+    lists them per top-level group of the state (`params`, `opt_state`, `teacher`, ...) with the
+    shapes only one side has, and names the optimiser keys when only the optimiser state differs
+    (e.g. a run started with optim.name=adamw resumed with sgd).
     """
-    tree = getattr(stored, "tree", stored)
-    got = sorted(tuple(getattr(x, "shape", ())) for x in jax.tree.leaves(tree))
-    want = sorted(tuple(x.shape) for x in jax.tree.leaves(abstract_state))
-    if got != want:
-        only_ckpt = [s for s in got if s not in want][:3]
-        only_model = [s for s in want if s not in got][:3]
+    got = _shapes_by_group(getattr(stored, "tree", stored))
+    want = _shapes_by_group(abstract_state)
+    if sum(got.values(), Counter()) == sum(want.values(), Counter()):
+        return
+    groups = [g for g in sorted(set(got) | set(want)) if got.get(g) != want.get(g)]
+    details = "; ".join(_group_difference(g, got.get(g, Counter()), want.get(g, Counter())) for g in groups)
+    if set(groups) <= set(OPTIMISER_GROUPS):
         raise ShapeMismatchError(
-            f"{where}: the checkpoint's arrays do not match the model built by the config "
-            f"({len(got)} arrays stored vs {len(want)} expected; e.g. stored {only_ckpt} vs expected {only_model}). "
-            "Use the config the run was started with, or another --workdir.")
+            f"{where}: the checkpoint's optimiser state does not match the optimiser built by the config "
+            f"({details}). Resume with the run's own {' and '.join(OPTIMISER_KEYS)}, or use another --workdir.")
+    raise ShapeMismatchError(
+        f"{where}: the checkpoint's arrays do not match the model built by the config ({details}). "
+        "Use the config the run was started with, or another --workdir.")
+
+
+def _shapes_by_group(tree: Any) -> dict[str, Counter]:
+    """{top-level name: Counter of array shapes} of a state (or of its orbax metadata)."""
+    groups: dict[str, Counter] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        first = path[0] if path else None
+        name = str(getattr(first, "name", getattr(first, "key", getattr(first, "idx", "state"))))
+        groups.setdefault(name, Counter())[tuple(getattr(leaf, "shape", ()))] += 1
+    return groups
+
+
+def _group_difference(group: str, got: Counter, want: Counter, show: int = 3) -> str:
+    """'opt_state: 12 arrays stored vs 8 expected, only stored: (3, 4) x2, ...'."""
+
+    def shapes(c: Counter) -> str:
+        items = [f"{shape} x{n}" for shape, n in sorted(c.items())]
+        return ", ".join(items[:show]) + (", ..." if len(items) > show else "")
+
+    text = f"{group}: {sum(got.values())} arrays stored vs {sum(want.values())} expected"
+    if got - want:
+        text += f", only stored: {shapes(got - want)}"
+    if want - got:
+        text += f", only expected: {shapes(want - got)}"
+    return text
 
 
 def abstract_like(tree: Any) -> Any:

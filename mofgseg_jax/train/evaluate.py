@@ -59,9 +59,26 @@ def window_starts(size: int, crop: int, stride: int) -> list[int]:
     return list(range(0, max(size, 1), stride))
 
 
+def window_stride(crop_size: int, stride_ratio: float) -> int:
+    """Pixels between sliding windows: int(crop_size * stride_ratio).
+
+    Raises an `InputError` naming `eval.window_stride_ratio` unless 0 < ratio <= 1 and the stride is
+    at least one pixel: clamping a ratio near 0 to stride 1 would mean a window at every pixel of the
+    canvas (a million at 1024 x 1024), a run that never ends."""
+    if not (isinstance(stride_ratio, (int, float)) and not isinstance(stride_ratio, bool)
+            and 0 < stride_ratio <= 1):
+        raise InputError(f"eval.window_stride_ratio={stride_ratio!r}: expected a fraction of the window "
+                         "in (0, 1], e.g. 2/3 (published)")
+    stride = int(crop_size * stride_ratio)
+    if stride < 1:
+        raise InputError(f"eval.window_stride_ratio={stride_ratio!r}: a stride of {crop_size} * "
+                         f"{stride_ratio} < 1 pixel; expected at least 1 / data.crop_size")
+    return stride
+
+
 def window_origins(hp: int, wp: int, crop_size: int, stride_ratio: float) -> list[tuple[int, int]]:
     """(row, col) origins of the sliding windows over an `hp` x `wp` canvas, row by row."""
-    stride = max(int(crop_size * stride_ratio), 1)
+    stride = window_stride(crop_size, stride_ratio)
     cols = window_starts(wp, crop_size, stride)
     return [(r, c) for r in window_starts(hp, crop_size, stride) for c in cols]
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import ml_collections
 
+from mofgseg_jax.config_checks import check_config_values
 from mofgseg_jax.errors import InputError, InputNotFoundError
 from mofgseg_jax.train import checkpoint as ckpt
 
@@ -57,15 +58,17 @@ def find_checkpoint(*, workdir: str = "", checkpoint: str = "", which: str = "be
 
 
 def run_config(given: ml_collections.ConfigDict | None, stored: dict | None, workdir: str = "") -> ml_collections.ConfigDict:
-    """The config to use: `given` (command line) > the checkpoint's copy > `<workdir>/config.json`."""
-    if given is not None:
-        return given
-    if stored is None and workdir and os.path.exists(os.path.join(workdir, "config.json")):
-        with open(os.path.join(workdir, "config.json")) as f:
-            stored = json.load(f)
-    if stored is None:
-        raise InputError("no config: pass --config configs/<name>.py (the checkpoint holds no copy)")
-    return ml_collections.ConfigDict(_tuples(stored))
+    """The config to use: `given` (command line) > the checkpoint's copy > `<workdir>/config.json`,
+    its values checked (`check_config_values`: the keys evaluation and prediction read)."""
+    if given is None:
+        if stored is None and workdir and os.path.exists(os.path.join(workdir, "config.json")):
+            with open(os.path.join(workdir, "config.json")) as f:
+                stored = json.load(f)
+        if stored is None:
+            raise InputError("no config: pass --config configs/<name>.py (the checkpoint holds no copy)")
+        given = ml_collections.ConfigDict(_tuples(stored))
+    check_config_values(given, training=False)
+    return given
 
 
 def _tuples(value: Any) -> Any:

@@ -13,8 +13,11 @@ The host only feeds batches, logs, evaluates and checkpoints; every number comes
      a non-finite value stops training with a clear error before anything else is saved.
   4. Every `eval_every` steps (0 = once per epoch) and at the end: student and teacher mIoU and
      per-class IoU, TensorBoard scalars and a colourised prediction grid (also written to
-     `<workdir>/predictions/step_<NNNNNNN>.png`, the step in 7 digits). Every `checkpoint_every` steps (0 = at each evaluation)
-     and at the end: an asynchronous checkpoint (latest `keep_checkpoints` + the best student mIoU).
+     `<workdir>/predictions/step_<NNNNNNN>.png`, the step in 7 digits). Every `checkpoint_every`
+     steps (0 = at each evaluation) and at the end: an asynchronous checkpoint (latest
+     `keep_checkpoints` + the best student mIoU), saved before its step is evaluated (a failing
+     evaluation loses no training; the same command then resumes and evaluates it), its mIoU
+     recorded once known.
   5. SIGTERM (a scheduler's preemption notice) or Ctrl-C: the step under way finishes, is saved, and
      the loop returns `{'step', 'workdir', 'stopped_by': signal name}`; the same command resumes
      (`preemption.py`; several processes agree on the step through JAX's preemption service).
@@ -35,6 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mofgseg_jax.config_checks import check_config_values
 from mofgseg_jax.errors import InputError
 from mofgseg_jax.train import checkpoint as ckpt
 from mofgseg_jax.train import evaluate as ev
@@ -87,7 +91,7 @@ def _added_at_default(key: str, old: Any, new: Any) -> bool:
     return old == "<absent>" and name in MODEL_DEFAULTS and new == MODEL_DEFAULTS[name]
 
 
-def check_config(config_dict: dict, workdir: str, *, resuming: bool) -> bool:
+def check_stored_config(config_dict: dict, workdir: str, *, resuming: bool) -> bool:
     """Compares the config with the stored `<workdir>/config.json`; True when they differ.
 
     When resuming, a change of parameter shapes is refused; other differences are logged. Every
@@ -135,9 +139,9 @@ def save_config(config_dict: dict, workdir: str, *, differs: bool) -> None:
 
 
 def write_config(config_dict: dict, workdir: str, *, resuming: bool) -> None:
-    """`check_config`, then `save_config`. Training calls the two apart: the config is saved only once
+    """`check_stored_config`, then `save_config`. Training calls the two apart: the config is saved only once
     the run has got past every check, so a refused run leaves the stored one as it was."""
-    save_config(config_dict, workdir, differs=check_config(config_dict, workdir, resuming=resuming))
+    save_config(config_dict, workdir, differs=check_stored_config(config_dict, workdir, resuming=resuming))
 
 
 def _labelled_only(config: ml_collections.ConfigDict) -> bool:
@@ -255,11 +259,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     """
     from mofgseg_jax.data.pipeline import make_train_iterator, make_val_batches  # noqa: PLC0415
     from mofgseg_jax.data.specs import load_spec  # noqa: PLC0415
-    from mofgseg_jax.data.transforms import canvas_hw  # noqa: PLC0415
     from mofgseg_jax.models import build_model  # noqa: PLC0415
     from mofgseg_jax.train.parallel import make_mesh, make_parallel  # noqa: PLC0415
     from mofgseg_jax.train.step import AXIS, check_finite, make_train_step, wants_inside_map  # noqa: PLC0415
 
+    check_config_values(config)  # a bad value fails here, before the workdir is touched
     workdir = os.path.abspath(workdir)
     ckpt.check_writable(workdir)
     file_log = _setup_file_log(workdir)
@@ -269,7 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     try:
         config_dict = config_to_dict(config)
         checkpointer = ckpt.Checkpointer(workdir, keep=int(config.train.keep_checkpoints))
-        config_differs = check_config(config_dict, workdir, resuming=bool(checkpointer.all_steps()))
+        config_differs = check_stored_config(config_dict, workdir, resuming=bool(checkpointer.all_steps()))
         log.info("workdir %s\nconfig:\n%s", workdir, json.dumps(config_dict, indent=2, sort_keys=True))
 
         cache_dir = enable_for_config(config)
@@ -277,7 +281,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
         spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
                          class_names=tuple(config.data.class_names or ()))
-        canvas_hw(config.data.eval_pad_size)  # a malformed canvas fails now, not at the first evaluation
         _prepare_demo_data(config)
         total_steps, epoch_steps, eval_every, checkpoint_every = _run_length(config)
         log_every = max(1, int(config.train.log_every))
@@ -373,12 +376,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                         writer.scalars(step, means, prefix="train/")
                         progress.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{means.get('lr', 0):.2e}")
                         acc, count, window_start = None, 0, now
+                if do_save:  # before evaluating: an evaluation that fails loses no training
+                    checkpointer.save(step, parallel.get_state(state), data_state=train_it.get_state(),
+                                      config=config_dict)
                 if do_eval:
                     last_eval = run_eval(step)
-                if do_save:
-                    metrics_for_best = {"miou": last_eval["student"]["miou"]} if do_eval else None
-                    checkpointer.save(step, parallel.get_state(state), data_state=train_it.get_state(),
-                                      config=config_dict, metrics=metrics_for_best)
+                    checkpointer.record_metrics(step, {"miou": last_eval["student"]["miou"]})
                 if stopping:
                     break
         progress.close()
@@ -387,8 +390,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             log.info("stopped at step %d on %s; checkpoint saved: the same command resumes from it",
                      step, stop.name)
             return {"step": step, "workdir": workdir, "stopped_by": stop.name}
-        if last_eval is None:  # resumed at the end: evaluate what was restored
+        if last_eval is None:  # resumed at the end (e.g. after a failed evaluation): evaluate it now
             last_eval = run_eval(step)
+            if step in checkpointer.all_steps():
+                checkpointer.record_metrics(step, {"miou": last_eval["student"]["miou"]})
         summary = {"step": step, "workdir": workdir, "best_step": checkpointer.best_step(),
                    "student": {k: last_eval["student"][k] for k in ("miou", "iou")},
                    "teacher": {k: last_eval["teacher"][k] for k in ("miou", "iou")}}

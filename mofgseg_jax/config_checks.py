@@ -1,0 +1,162 @@
+"""The config's value constraints, checked in one pass before anything is written, loaded or compiled.
+
+Without it a zero batch, a one-number range or a stride ratio of 0 surfaces as a ZeroDivisionError,
+an IndexError inside a grain worker, or a run that never ends; here each is one `InputError` that
+names the key: `data.scale_range=(2.0,): expected two numbers (low, high)`.
+`check_config_values(config)` runs at the start of training (every key) and when evaluation or prediction
+picks its config (`training=False`: the keys they read). A key absent from an older stored config
+is skipped. Checks that need more than the config (batch sizes against the device count, the
+dataset spec) stay where that is known.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from mofgseg_jax.errors import InputError
+
+_ABSENT = object()
+# A rule returns what is wrong with a value ("expected ..."), or None when it is fine.
+Rule = Callable[[Any], "str | None"]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_number(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, (float, np.floating))) and bool(np.isfinite(v))
+
+
+def _integer(words: str, ok: Callable[[int], bool]) -> Rule:
+    return lambda v: None if _is_int(v) and ok(v) else f"expected an integer {words}"
+
+
+def _number(words: str, ok: Callable[[float], bool]) -> Rule:
+    return lambda v: None if _is_number(v) and ok(v) else f"expected a number {words}"
+
+
+def _range(words: str, ok: Callable[[float], bool]) -> Rule:
+    """A (low, high) pair, both ends in the domain (`words` says which)."""
+
+    def rule(v: Any) -> str | None:
+        if not (isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_number(x) for x in v)):
+            return "expected two numbers (low, high)"
+        if v[0] > v[1]:
+            return "expected low <= high"
+        return None if ok(v[0]) and ok(v[1]) else f"expected two numbers {words}"
+
+    return rule
+
+
+def _one_of(*choices: Any) -> Rule:
+    return lambda v: None if v in choices else f"choose from {', '.join(map(str, choices))}"
+
+
+POSITIVE_INT = _integer("> 0", lambda v: v > 0)
+COUNT = _integer(">= 0", lambda v: v >= 0)
+PROBABILITY = _number("in [0, 1]", lambda v: 0 <= v <= 1)
+POSITIVE = _number("> 0", lambda v: v > 0)
+NON_NEGATIVE = _number(">= 0", lambda v: v >= 0)
+SCALES = _range("> 0", lambda v: v > 0)  # resize factors and blur sigmas
+FACTORS = _range(">= 0", lambda v: v >= 0)  # colour-jitter factors
+HUE_SHIFTS = _range("in [-0.5, 0.5] (of a hue turn)", lambda v: -0.5 <= v <= 0.5)
+ODD_POSITIVE_INT = _integer("> 0 and odd", lambda v: v > 0 and v % 2 == 1)
+
+
+def _eval_rules() -> dict[str, Rule]:
+    from mofgseg_jax.train.evaluate import MODES  # noqa: PLC0415 (jax: only when checking)
+
+    return {
+        "data.crop_size": POSITIVE_INT,
+        "data.eval_batch_size": POSITIVE_INT,
+        "eval.mode": _one_of(*MODES),
+    }
+
+
+def _train_rules(config: Any) -> dict[str, Rule]:
+    from mofgseg_jax.augment.mixing import MIX_MODES  # noqa: PLC0415
+
+    rules = {
+        "train.mode": _one_of("semi", "sup"),
+        "train.num_steps": COUNT,
+        "train.num_epochs": COUNT,
+        "train.eval_every": COUNT,
+        "train.checkpoint_every": COUNT,
+        "data.batch_size_labeled": POSITIVE_INT,
+        "data.num_workers": COUNT,
+        "data.scale_range": SCALES,
+        "data.flip_prob": PROBABILITY,
+        "data.strong_view.jitter_prob": PROBABILITY,
+        "data.strong_view.brightness": NON_NEGATIVE,
+        "data.strong_view.contrast": NON_NEGATIVE,
+        "data.strong_view.saturation": NON_NEGATIVE,
+        "data.strong_view.hue": _number("in [0, 0.5] (of a hue turn)", lambda v: 0 <= v <= 0.5),
+        "data.strong_view.grayscale_prob": PROBABILITY,
+        "data.strong_view.blur_prob": PROBABILITY,
+        "data.strong_view.blur_sigma": SCALES,
+        "augment.mix_mode": _one_of(*MIX_MODES),
+        "augment.scale_range": SCALES,
+        "augment.jitter_prob": PROBABILITY,
+        "augment.brightness": FACTORS,
+        "augment.contrast": FACTORS,
+        "augment.saturation": FACTORS,
+        "augment.hue": HUE_SHIFTS,
+        "augment.blur_prob": PROBABILITY,
+        "augment.blur_sigma": SCALES,
+        "augment.blur_kernel_size": ODD_POSITIVE_INT,
+        "augment.flip_prob": PROBABILITY,
+        "loss.edge_connectivity": _one_of(4, 8),
+        "loss.edge_width": POSITIVE_INT,
+        "loss.num_queries": POSITIVE_INT,
+        "loss.num_negatives": POSITIVE_INT,
+        "loss.temperature": POSITIVE,
+    }
+    if _get(config, "train.mode") != "sup":  # 'sup' runs read no unlabelled batch
+        rules["data.batch_size_unlabeled"] = POSITIVE_INT
+    return rules
+
+
+def check_config_values(config: Any, *, training: bool = True) -> None:
+    """Raises one `InputError` naming the first key whose value is malformed or out of its domain.
+
+    Also fills the one derived value: `model.num_classes` = len(`data.class_names`) when it is 0, as
+    a custom dataset may be given by its class names alone (`data/specs.py`). `training=False`
+    checks only what evaluation and prediction read.
+    """
+    from mofgseg_jax.data.transforms import canvas_hw  # noqa: PLC0415
+    from mofgseg_jax.train.evaluate import window_stride  # noqa: PLC0415
+
+    _fill_num_classes(config)
+    rules = _eval_rules() | (_train_rules(config) if training else {})
+    for key, rule in rules.items():
+        value = _get(config, key)
+        problem = None if value is _ABSENT else rule(value)
+        if problem:
+            raise InputError(f"{key}={value!r}: {problem}")
+    if _get(config, "data.eval_pad_size") is not _ABSENT:
+        canvas_hw(_get(config, "data.eval_pad_size"))
+    if _get(config, "eval.window_stride_ratio") is not _ABSENT:
+        window_stride(_get(config, "data.crop_size"), _get(config, "eval.window_stride_ratio"))
+
+
+def _fill_num_classes(config: Any) -> None:
+    names = _get(config, "data.class_names")
+    if _get(config, "model.num_classes") == 0 and names not in (_ABSENT, None) and len(names):
+        config.model.num_classes = len(names)
+        # Follows by reference in a config from `configs/`, not in one read back from JSON.
+        if _get(config, "data.num_classes") == 0:
+            config.data.num_classes = len(names)
+
+
+def _get(config: Any, dotted: str) -> Any:
+    """`config.a.b` for a dotted key, `_ABSENT` where a level lacks it."""
+    node = config
+    for part in dotted.split("."):
+        try:
+            node = node[part]
+        except (KeyError, TypeError, AttributeError):
+            return _ABSENT
+    return node

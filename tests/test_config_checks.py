@@ -1,0 +1,98 @@
+"""The config's value constraints: one pass, one error naming the key, before anything runs."""
+
+import importlib
+import os
+
+import pytest
+
+from configs.common import VARIANTS
+from mofgseg_jax.config_checks import check_config_values
+from mofgseg_jax.errors import InputError
+from mofgseg_jax.train import inference
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+NAMES = ("uavseg", "tas500", "loveda", "pascal", "demo", "custom")
+
+
+def _config(name, arg=None):
+    return importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+def _parse_flags(*argv):
+    """The launchers' flag parsing (`config_flags.DEFINE_config_file(..., lock_config=True)`)."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["launch/train.py", *argv]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True, sys_argv=argv)
+    values(argv)
+    return values.config
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_shipped_config_and_variant_passes(name):
+    for variant in VARIANTS:
+        check_config_values(_config(name, variant))
+
+
+@pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")  # ml_collections' config loader
+@pytest.mark.parametrize("override, message", [
+    ("data.eval_batch_size=0", "data.eval_batch_size=0: expected an integer > 0"),
+    ("data.batch_size_labeled=0", "data.batch_size_labeled=0: expected an integer > 0"),
+    ("data.batch_size_unlabeled=-2", "data.batch_size_unlabeled=-2: expected an integer > 0"),
+    ("data.crop_size=0", "data.crop_size=0: expected an integer > 0"),
+    ("data.scale_range=0.5", "data.scale_range=(0.5,): expected two numbers (low, high)"),
+    ("data.scale_range=(2.0,)", "data.scale_range=(2.0,): expected two numbers (low, high)"),
+    ("data.scale_range=(2.0,0.5)", "data.scale_range=(2.0, 0.5): expected low <= high"),
+    ("data.scale_range=(0,2.0)", "data.scale_range=(0, 2.0): expected two numbers > 0"),
+    ("data.strong_view.blur_sigma=(0.5,)", "data.strong_view.blur_sigma=(0.5,): expected two numbers (low, high)"),
+    ("data.strong_view.hue=0.7", "data.strong_view.hue=0.7: expected a number in [0, 0.5]"),
+    ("data.flip_prob=1.5", "data.flip_prob=1.5: expected a number in [0, 1]"),
+    ("augment.scale_range=(1.0,)", "augment.scale_range=(1.0,): expected two numbers (low, high)"),
+    ("augment.brightness=(1.25,0.75)", "augment.brightness=(1.25, 0.75): expected low <= high"),
+    ("augment.hue=(-0.7,0.2)", "augment.hue=(-0.7, 0.2): expected two numbers in [-0.5, 0.5]"),
+    ("augment.blur_sigma=(0.0,1.0)", "augment.blur_sigma=(0.0, 1.0): expected two numbers > 0"),
+    ("augment.blur_kernel_size=4", "augment.blur_kernel_size=4: expected an integer > 0 and odd"),
+    ("augment.mix_mode=bogus", "augment.mix_mode='bogus': choose from cutout, cutmix, classmix, none"),
+    ("loss.edge_connectivity=5", "loss.edge_connectivity=5: choose from 4, 8"),
+    ("eval.window_stride_ratio=0", "eval.window_stride_ratio=0.0: expected a fraction of the window in (0, 1]"),
+    ("data.eval_pad_size=(96,0)", "data.eval_pad_size=(96, 0): expected a positive int"),
+])
+def test_a_bad_value_on_the_command_line_is_one_error_naming_the_key(override, message):
+    config = _parse_flags(f"--config={CONFIGS}/demo.py:smoke", f"--config.{override}")
+    with pytest.raises(InputError) as e:
+        check_config_values(config)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_the_unlabelled_batch_is_checked_only_where_it_is_read():
+    config = _config("demo", "sup")
+    config.data.batch_size_unlabeled = 0  # 'sup' runs read no unlabelled images
+    check_config_values(config)
+    config.train.mode = "semi"
+    with pytest.raises(InputError, match=r"^data.batch_size_unlabeled=0: "):
+        check_config_values(config)
+
+
+def test_a_custom_dataset_takes_its_class_count_from_its_class_names():
+    from mofgseg_jax.data.specs import spec_from_config
+
+    config = _config("custom")
+    config.data.class_names = ("sea", "land", "sky")
+    check_config_values(config)
+    assert config.model.num_classes == config.data.num_classes == 3
+    assert spec_from_config(config.data).class_names == ("sea", "land", "sky")
+
+
+def test_evaluation_checks_the_keys_it_reads_and_not_the_training_ones():
+    stored = _config("demo", "smoke").to_dict()
+    stored["augment"]["mix_mode"] = "bogus"  # a training key: evaluation does not read it
+    assert inference.run_config(None, stored).augment.mix_mode == "bogus"
+    stored["data"]["eval_batch_size"] = 0
+    with pytest.raises(InputError, match=r"^data.eval_batch_size=0: expected an integer > 0"):
+        inference.run_config(None, stored)
+    given = _config("demo", "smoke")
+    given.eval.window_stride_ratio = -1.0
+    with pytest.raises(InputError, match=r"^eval.window_stride_ratio=-1.0: "):
+        inference.run_config(given, None)
