@@ -111,10 +111,57 @@ def test_unknown_config_key_is_a_one_line_error(env, tmp_path):
     assert 'Did you mean "lr"' in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_unknown_variant_is_a_clear_error(env, tmp_path):
-    proc = run(["launch/train.py", "--config", "configs/demo.py:smokey", "--workdir", str(tmp_path)], env,
+def only_line(proc) -> str:
+    """The one line a launcher printed on stderr (and failed with)."""
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
+def test_a_missing_config_file_is_one_line_and_creates_no_workdir(env, tmp_path):
+    proc = run(["launch/train.py", "--config", "configs/nope.py", "--workdir", str(tmp_path / "run")], env,
                timeout=120)
-    assert proc.returncode != 0 and "unknown config variant 'smokey'" in proc.stderr
+    assert only_line(proc).startswith("error: --config configs/nope.py: ")
+    assert "No such file" in proc.stderr and not (tmp_path / "run").exists()
+
+
+def test_a_config_file_with_a_syntax_error_is_one_line_naming_it(env, tmp_path):
+    config = tmp_path / "broken.py"
+    config.write_text("def get_config(:\n")
+    proc = run(["launch/train.py", "--config", str(config), "--workdir", str(tmp_path / "run")], env, timeout=120)
+    assert only_line(proc).startswith(f"error: --config {config}: SyntaxError: ")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("variant", ["bogus", "smoke,"])
+def test_an_unknown_variant_is_one_line_with_the_choices(env, tmp_path, variant):
+    proc = run(["launch/train.py", "--config", f"configs/demo.py:{variant}", "--workdir", str(tmp_path)], env,
+               timeout=120)
+    assert only_line(proc).startswith(f"error: --config configs/demo.py:{variant}: unknown config variant ")
+    assert "choose from semi, sup" in proc.stderr
+
+
+@pytest.mark.parametrize("key, value", [("loss.ohem", "True"), ("ema.batch_stats", "False")])
+def test_a_boolean_override_with_its_value_after_a_space_says_to_write_equals(env, tmp_path, key, value):
+    proc = run(["launch/train.py", "--config", "configs/demo.py:smoke", "--workdir", str(tmp_path / "run"),
+                f"--config.{key}", value], env, timeout=120)
+    assert only_line(proc) == (f"error: --config.{key} {value}: write --config.{key}={value} "
+                               "(a boolean flag takes its value after '=')")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_literal_override_with_its_value_after_a_space_says_to_write_equals(env, tmp_path):
+    proc = run(["launch/train.py", "--config", "configs/demo.py:smoke", "--workdir", str(tmp_path / "run"),
+                "--config.data.eval_pad_size", "512"], env, timeout=120)
+    assert only_line(proc).startswith(
+        "error: --config.data.eval_pad_size 512: write --config.data.eval_pad_size=512 (")
+
+
+def test_a_stray_argument_is_one_line_without_the_usage(env, tmp_path):
+    proc = run(["launch/train.py", "--config", "configs/demo.py:smoke", "--workdir", str(tmp_path / "run"),
+                "stray"], env, timeout=120)
+    assert only_line(proc) == "error: unexpected argument stray: every argument is a --flag"
 
 
 def test_a_dataset_config_without_its_data_root_is_a_one_line_error(env, tmp_path):
