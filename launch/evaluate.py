@@ -17,11 +17,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mofgseg_jax import outputs  # noqa: E402
-from mofgseg_jax.errors import InputError, one_line_errors  # noqa: E402
+from mofgseg_jax import cli, outputs  # noqa: E402
+from mofgseg_jax.errors import InputError  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "config file (default: the run's stored config)", lock_config=True)
 flags.DEFINE_string("workdir", "", "training run directory")
@@ -49,8 +49,8 @@ def check_output(output: str, overwrite: bool) -> None:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # parse_flags refuses left-over arguments
+    cli.setup_logging()
     import json  # noqa: PLC0415
 
     import jax  # noqa: PLC0415
@@ -102,8 +102,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from mofgseg_jax.train.host_memory import reexec_with_huge_page_malloc
-
-    reexec_with_huge_page_malloc()  # before any work: glibc reads its tunables at start only
-    with one_line_errors():
-        app.run(main)
+    cli.run(main)

@@ -19,11 +19,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mofgseg_jax import outputs  # noqa: E402
-from mofgseg_jax.errors import InputError, InputNotFoundError, one_line_errors  # noqa: E402
+from mofgseg_jax import cli, outputs  # noqa: E402
+from mofgseg_jax.errors import InputError, InputNotFoundError  # noqa: E402
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -74,8 +74,8 @@ def output_names(images: list[str]) -> list[str]:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # parse_flags refuses left-over arguments
+    cli.setup_logging()
     f = flags.FLAGS
     # Every output path is known before the model loads: two inputs with one output name, files
     # that exist and a folder that cannot be written end the run before anything is written.
@@ -138,8 +138,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from mofgseg_jax.train.host_memory import reexec_with_huge_page_malloc
-
-    reexec_with_huge_page_malloc()  # before any work: glibc reads its tunables at start only
-    with one_line_errors():
-        app.run(main)
+    cli.run(main)

@@ -164,6 +164,13 @@ def test_a_stray_argument_is_one_line_without_the_usage(env, tmp_path):
     assert only_line(proc) == "error: unexpected argument stray: every argument is a --flag"
 
 
+@pytest.mark.parametrize("launcher", ["evaluate", "predict"])
+def test_evaluate_and_predict_report_a_mistyped_override_in_one_line(env, tmp_path, launcher):
+    proc = run([f"launch/{launcher}.py", "--workdir", str(tmp_path), "--input", str(tmp_path), "--output",
+                str(tmp_path / "out"), "--config", "configs/demo.py:smoke", "--config.eval.mdoe", "x"], env, timeout=120)
+    assert 'Did you mean "mode"' in only_line(proc)
+
+
 def test_a_dataset_config_without_its_data_root_is_a_one_line_error(env, tmp_path):
     proc = run(["launch/train.py", "--config", "configs/uavseg.py:smoke", "--workdir", str(tmp_path / "run")],
                env, timeout=300)
@@ -218,6 +225,22 @@ def test_sigterm_saves_the_step_under_way_and_the_same_command_resumes(env, tmp_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {workdir / 'checkpoints'}/{stopped}" in resumed.stderr
     assert (workdir / "checkpoints" / "40").is_dir()
+
+
+def library_log_lines(stderr: str) -> list[str]:
+    """absl-formatted INFO lines (`I1207 13:55:37.419 ... file.py:452] ...`), which orbax writes."""
+    return re.findall(r"^I\d{4} \d\d:\d\d:\d\d.*$", stderr, re.M)
+
+
+@pytest.mark.parametrize("launcher", ["evaluate", "predict"])
+def test_evaluate_and_predict_keep_library_info_logs_off_stderr(smoke_run, env, tmp_path, launcher):
+    workdir, data_root, _ = smoke_run
+    image = sorted((data_root / "gt_jpg" / "val").glob("*.jpg"))[0]
+    args = {"evaluate": ["--data_root", str(data_root), "--output", str(tmp_path / "eval.json")],
+            "predict": ["--input", str(image), "--output", str(tmp_path / "pred")]}[launcher]
+    proc = run([f"launch/{launcher}.py", "--workdir", str(workdir), *args], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert library_log_lines(proc.stderr) == []
 
 
 def test_predict_refuses_two_inputs_with_one_output_name(env, tmp_path):
