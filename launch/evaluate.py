@@ -66,7 +66,8 @@ def main(argv):
 
     f = flags.FLAGS
     step_dir = inference.find_checkpoint(workdir=f.workdir, checkpoint=f.checkpoint, which=f.which)
-    config = inference.run_config(f.config, inference.load_config(step_dir), f.workdir)
+    stored = inference.load_config(step_dir)
+    config = inference.run_config(f.config, stored, f.workdir)
     config.unlock()
     if f.mode:
         config.eval.mode = f.mode
@@ -76,6 +77,7 @@ def main(argv):
     output = f.output or default_output(step_dir, f.workdir, str(config.eval.mode))
     check_output(output, f.overwrite)
     variables, _, step = inference.load_variables(step_dir)
+    inference.check_model(config, variables, step_dir, cli.config_source(), stored)  # before the data
     enable_for_config(config)  # the eval step that training compiled, if it left it in the cache
     spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
                      class_names=tuple(config.data.class_names or ()))

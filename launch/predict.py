@@ -96,11 +96,13 @@ def main(argv):
     from mofgseg_jax.train.compile_cache import enable_for_config  # noqa: PLC0415
 
     step_dir = inference.find_checkpoint(workdir=f.workdir, checkpoint=f.checkpoint, which=f.which)
+    variables, stored, step = inference.load_variables(step_dir)
+    config = inference.run_config(f.config, stored, f.workdir)
+    inference.check_model(config, variables, step_dir, cli.config_source(), stored)
+    # The output folders are created only now: a run refused for its checkpoint or config leaves none.
     outputs.check_writable(f.output, "--output")
     for kind in kinds:
         outputs.check_writable(os.path.join(f.output, kind), "--output")
-    variables, stored, step = inference.load_variables(step_dir)
-    config = inference.run_config(f.config, stored, f.workdir)
     enable_for_config(config)  # the eval step that training compiled, if it left it in the cache
     mode = f.mode or str(config.eval.mode)
     spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),

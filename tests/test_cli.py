@@ -322,3 +322,21 @@ def test_evaluate_default_output_names_the_mode_and_replaces_nothing_without_ove
     proc = run([*command, "--overwrite"], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(earlier.read_text())["mode"] == "original"
+
+
+@pytest.mark.parametrize("launcher", ["evaluate", "predict"])
+def test_a_config_whose_model_differs_from_the_checkpoint_is_one_line_before_data_and_outputs(
+        smoke_run, env, tmp_path, launcher):
+    workdir, data_root, _ = smoke_run
+    image = sorted((data_root / "gt_jpg" / "val").glob("*.jpg"))[0]
+    # No data at --data_root: the mismatch must be found before the data is read.
+    args = {"evaluate": ["--data_root", str(tmp_path / "no_data"), "--output", str(tmp_path / "eval.json")],
+            "predict": ["--input", str(image), "--output", str(tmp_path / "pred")]}[launcher]
+    proc = run([f"launch/{launcher}.py", "--workdir", str(workdir), "--config", "configs/demo.py", *args], env,
+               timeout=300)  # the smoke run was trained with configs/demo.py:smoke, a smaller model
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(
+        f"error: --config configs/demo.py: builds another model than the checkpoint {workdir / 'checkpoints' / '4'} ")
+    assert "model.dims (16, 32, 80, 128) in the run, (32, 64, 160, 256) given" in last_line
+    assert not (tmp_path / "eval.json").exists() and not (tmp_path / "pred").exists()
