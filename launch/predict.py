@@ -73,17 +73,33 @@ def output_names(images: list[str]) -> list[str]:
     return list(first)
 
 
+def check_images(images: list[str]) -> None:
+    """Decodes every image once (the pixels are dropped), so that a truncated or non-image file ends
+    the run before the model loads and anything is written: found in the write loop, it left the
+    earlier images' outputs behind, which the rerun then refused as existing."""
+    from PIL import Image  # noqa: PLC0415
+
+    for path in images:
+        try:
+            with Image.open(path) as image:
+                image.load()  # a truncated JPEG opens (header only) and fails here
+        except OSError as e:
+            raise InputError(f"--input {path}: not a readable image ({e})") from e
+
+
 def main(argv):
     del argv  # parse_flags refuses left-over arguments
     cli.setup_logging()
     f = flags.FLAGS
-    # Every output path is known before the model loads: two inputs with one output name, files
-    # that exist and a folder that cannot be written end the run before anything is written.
+    # Every output path is known, and every input decodes, before the model loads: two inputs with
+    # one output name, files that exist, a damaged image and a folder that cannot be written end
+    # the run before anything is written.
     images = list_images(f.input)
     names = output_names(images)
     kinds = ("ids", "color")
     outputs.refuse_existing([os.path.join(f.output, k, n) for n in names for k in kinds], "--output",
                             overwrite=f.overwrite)
+    check_images(images)
 
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415

@@ -340,3 +340,19 @@ def test_a_config_whose_model_differs_from_the_checkpoint_is_one_line_before_dat
         f"error: --config configs/demo.py: builds another model than the checkpoint {workdir / 'checkpoints' / '4'} ")
     assert "model.dims (16, 32, 80, 128) in the run, (32, 64, 160, 256) given" in last_line
     assert not (tmp_path / "eval.json").exists() and not (tmp_path / "pred").exists()
+
+
+def test_predict_decodes_every_input_before_writing_any_output(smoke_run, env, tmp_path):
+    workdir, _, _ = smoke_run
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(folder / f"{name}.jpg")
+    truncated = folder / "b.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:600])
+    proc = run(["launch/predict.py", "--workdir", str(workdir), "--input", str(folder), "--output",
+                str(tmp_path / "pred")], env, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --input {truncated}: not a readable image (")
+    assert not (tmp_path / "pred").exists()  # a.jpg, which decodes, has no prediction written either
