@@ -31,7 +31,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         # absl reports a config file's ValueError/TypeError as `flag --config=...: <traceback text>`.
         if str(e).startswith("flag --config="):
             _exit(f"--config {_config_argument(argv)}: {_reason(e)}")
-        sys.exit(f"error: {e}\nPass --helpshort or --helpfull to see help on flags.")
+        _exit(f"{' '.join(str(e).split())} (--helpshort lists the flags)")
     except (AttributeError, KeyError, ValueError, TypeError) as e:
         bad = [a for a in argv[1:] if a.startswith("--config.")]
         message = " ".join(str(e).replace("\\n", "\n").replace("\\'", "").replace("'", "").split())

@@ -158,6 +158,12 @@ def test_a_literal_override_with_its_value_after_a_space_says_to_write_equals(en
         "error: --config.data.eval_pad_size 512: write --config.data.eval_pad_size=512 (")
 
 
+def test_a_bad_flag_value_is_one_line(env, tmp_path):
+    proc = run(["launch/train.py", "--config", "configs/demo.py:smoke", "--workdir", str(tmp_path / "run"),
+                "--config.optim.lr", "fast"], env, timeout=120)
+    assert only_line(proc).startswith("error: flag --config.optim.lr=fast: could not convert string to float")
+
+
 def test_a_stray_argument_is_one_line_without_the_usage(env, tmp_path):
     proc = run(["launch/train.py", "--config", "configs/demo.py:smoke", "--workdir", str(tmp_path / "run"),
                 "stray"], env, timeout=120)
