@@ -17,11 +17,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mofgseg_jax import outputs  # noqa: E402
-from mofgseg_jax.errors import InputError, one_line_errors  # noqa: E402
+from mofgseg_jax import cli, outputs  # noqa: E402
+from mofgseg_jax.errors import InputError  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "config file (default: the run's stored config)", lock_config=True)
 flags.DEFINE_string("workdir", "", "training run directory")
@@ -49,8 +49,8 @@ def check_output(output: str, overwrite: bool) -> None:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # parse_flags refuses left-over arguments
+    cli.setup_logging()
     import json  # noqa: PLC0415
 
     import jax  # noqa: PLC0415
@@ -66,7 +66,8 @@ def main(argv):
 
     f = flags.FLAGS
     step_dir = inference.find_checkpoint(workdir=f.workdir, checkpoint=f.checkpoint, which=f.which)
-    config = inference.run_config(f.config, inference.load_config(step_dir), f.workdir)
+    stored = inference.load_config(step_dir)
+    config = inference.run_config(f.config, stored, f.workdir)
     config.unlock()
     if f.mode:
         config.eval.mode = f.mode
@@ -76,6 +77,7 @@ def main(argv):
     output = f.output or default_output(step_dir, f.workdir, str(config.eval.mode))
     check_output(output, f.overwrite)
     variables, _, step = inference.load_variables(step_dir)
+    inference.check_model(config, variables, step_dir, cli.config_source(), stored)  # before the data
     enable_for_config(config)  # the eval step that training compiled, if it left it in the cache
     spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
                      class_names=tuple(config.data.class_names or ()))
@@ -102,8 +104,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from mofgseg_jax.train.host_memory import reexec_with_huge_page_malloc
-
-    reexec_with_huge_page_malloc()  # before any work: glibc reads its tunables at start only
-    with one_line_errors():
-        app.run(main)
+    cli.run(main)

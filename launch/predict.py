@@ -19,11 +19,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mofgseg_jax import outputs  # noqa: E402
-from mofgseg_jax.errors import InputError, InputNotFoundError, one_line_errors  # noqa: E402
+from mofgseg_jax import cli, outputs  # noqa: E402
+from mofgseg_jax.errors import InputError, InputNotFoundError  # noqa: E402
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -73,17 +73,33 @@ def output_names(images: list[str]) -> list[str]:
     return list(first)
 
 
+def check_images(images: list[str]) -> None:
+    """Decodes every image once (the pixels are dropped), so that a truncated or non-image file ends
+    the run before the model loads and anything is written: found in the write loop, it left the
+    earlier images' outputs behind, which the rerun then refused as existing."""
+    from PIL import Image  # noqa: PLC0415
+
+    for path in images:
+        try:
+            with Image.open(path) as image:
+                image.load()  # a truncated JPEG opens (header only) and fails here
+        except OSError as e:
+            raise InputError(f"--input {path}: not a readable image ({e})") from e
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # parse_flags refuses left-over arguments
+    cli.setup_logging()
     f = flags.FLAGS
-    # Every output path is known before the model loads: two inputs with one output name, files
-    # that exist and a folder that cannot be written end the run before anything is written.
+    # Every output path is known, and every input decodes, before the model loads: two inputs with
+    # one output name, files that exist, a damaged image and a folder that cannot be written end
+    # the run before anything is written.
     images = list_images(f.input)
     names = output_names(images)
     kinds = ("ids", "color")
     outputs.refuse_existing([os.path.join(f.output, k, n) for n in names for k in kinds], "--output",
                             overwrite=f.overwrite)
+    check_images(images)
 
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
@@ -97,11 +113,13 @@ def main(argv):
     from mofgseg_jax.train.compile_cache import enable_for_config  # noqa: PLC0415
 
     step_dir = inference.find_checkpoint(workdir=f.workdir, checkpoint=f.checkpoint, which=f.which)
+    variables, stored, step = inference.load_variables(step_dir)
+    config = inference.run_config(f.config, stored, f.workdir)
+    inference.check_model(config, variables, step_dir, cli.config_source(), stored)
+    # The output folders are created only now: a run refused for its checkpoint or config leaves none.
     outputs.check_writable(f.output, "--output")
     for kind in kinds:
         outputs.check_writable(os.path.join(f.output, kind), "--output")
-    variables, stored, step = inference.load_variables(step_dir)
-    config = inference.run_config(f.config, stored, f.workdir)
     enable_for_config(config)  # the eval step that training compiled, if it left it in the cache
     mode = f.mode or str(config.eval.mode)
     spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
@@ -136,8 +154,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from mofgseg_jax.train.host_memory import reexec_with_huge_page_malloc
-
-    reexec_with_huge_page_malloc()  # before any work: glibc reads its tunables at start only
-    with one_line_errors():
-        app.run(main)
+    cli.run(main)

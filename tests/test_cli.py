@@ -111,10 +111,70 @@ def test_unknown_config_key_is_a_one_line_error(env, tmp_path):
     assert 'Did you mean "lr"' in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_unknown_variant_is_a_clear_error(env, tmp_path):
-    proc = run(["launch/train.py", "--config", "configs/demo.py:smokey", "--workdir", str(tmp_path)], env,
+def only_line(proc) -> str:
+    """The one line a launcher printed on stderr (and failed with)."""
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
+def test_a_missing_config_file_is_one_line_and_creates_no_workdir(env, tmp_path):
+    proc = run(["launch/train.py", "--config", "configs/nope.py", "--workdir", str(tmp_path / "run")], env,
                timeout=120)
-    assert proc.returncode != 0 and "unknown config variant 'smokey'" in proc.stderr
+    assert only_line(proc).startswith("error: --config configs/nope.py: ")
+    assert "No such file" in proc.stderr and not (tmp_path / "run").exists()
+
+
+def test_a_config_file_with_a_syntax_error_is_one_line_naming_it(env, tmp_path):
+    config = tmp_path / "broken.py"
+    config.write_text("def get_config(:\n")
+    proc = run(["launch/train.py", "--config", str(config), "--workdir", str(tmp_path / "run")], env, timeout=120)
+    assert only_line(proc).startswith(f"error: --config {config}: SyntaxError: ")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("variant", ["bogus", "smoke,"])
+def test_an_unknown_variant_is_one_line_with_the_choices(env, tmp_path, variant):
+    proc = run(["launch/train.py", "--config", f"configs/demo.py:{variant}", "--workdir", str(tmp_path)], env,
+               timeout=120)
+    assert only_line(proc).startswith(f"error: --config configs/demo.py:{variant}: unknown config variant ")
+    assert "choose from semi, sup" in proc.stderr
+
+
+@pytest.mark.parametrize("key, value", [("loss.ohem", "True"), ("ema.batch_stats", "False")])
+def test_a_boolean_override_with_its_value_after_a_space_says_to_write_equals(env, tmp_path, key, value):
+    proc = run(["launch/train.py", "--config", "configs/demo.py:smoke", "--workdir", str(tmp_path / "run"),
+                f"--config.{key}", value], env, timeout=120)
+    assert only_line(proc) == (f"error: --config.{key} {value}: write --config.{key}={value} "
+                               "(a boolean flag takes its value after '=')")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_literal_override_with_its_value_after_a_space_says_to_write_equals(env, tmp_path):
+    proc = run(["launch/train.py", "--config", "configs/demo.py:smoke", "--workdir", str(tmp_path / "run"),
+                "--config.data.eval_pad_size", "512"], env, timeout=120)
+    assert only_line(proc).startswith(
+        "error: --config.data.eval_pad_size 512: write --config.data.eval_pad_size=512 (")
+
+
+def test_a_bad_flag_value_is_one_line(env, tmp_path):
+    proc = run(["launch/train.py", "--config", "configs/demo.py:smoke", "--workdir", str(tmp_path / "run"),
+                "--config.optim.lr", "fast"], env, timeout=120)
+    assert only_line(proc).startswith("error: flag --config.optim.lr=fast: could not convert string to float")
+
+
+def test_a_stray_argument_is_one_line_without_the_usage(env, tmp_path):
+    proc = run(["launch/train.py", "--config", "configs/demo.py:smoke", "--workdir", str(tmp_path / "run"),
+                "stray"], env, timeout=120)
+    assert only_line(proc) == "error: unexpected argument stray: every argument is a --flag"
+
+
+@pytest.mark.parametrize("launcher", ["evaluate", "predict"])
+def test_evaluate_and_predict_report_a_mistyped_override_in_one_line(env, tmp_path, launcher):
+    proc = run([f"launch/{launcher}.py", "--workdir", str(tmp_path), "--input", str(tmp_path), "--output",
+                str(tmp_path / "out"), "--config", "configs/demo.py:smoke", "--config.eval.mdoe", "x"], env, timeout=120)
+    assert 'Did you mean "mode"' in only_line(proc)
 
 
 def test_a_dataset_config_without_its_data_root_is_a_one_line_error(env, tmp_path):
@@ -184,6 +244,22 @@ def test_sigterm_saves_the_step_under_way_and_the_same_command_resumes(env, tmp_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {workdir / 'checkpoints'}/{stopped}" in resumed.stderr
     assert (workdir / "checkpoints" / "40").is_dir()
+
+
+def library_log_lines(stderr: str) -> list[str]:
+    """absl-formatted INFO lines (`I1207 13:55:37.419 ... file.py:452] ...`), which orbax writes."""
+    return re.findall(r"^I\d{4} \d\d:\d\d:\d\d.*$", stderr, re.M)
+
+
+@pytest.mark.parametrize("launcher", ["evaluate", "predict"])
+def test_evaluate_and_predict_keep_library_info_logs_off_stderr(smoke_run, env, tmp_path, launcher):
+    workdir, data_root, _ = smoke_run
+    image = sorted((data_root / "gt_jpg" / "val").glob("*.jpg"))[0]
+    args = {"evaluate": ["--data_root", str(data_root), "--output", str(tmp_path / "eval.json")],
+            "predict": ["--input", str(image), "--output", str(tmp_path / "pred")]}[launcher]
+    proc = run([f"launch/{launcher}.py", "--workdir", str(workdir), *args], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert library_log_lines(proc.stderr) == []
 
 
 def test_predict_refuses_two_inputs_with_one_output_name(env, tmp_path):
@@ -265,3 +341,37 @@ def test_evaluate_default_output_names_the_mode_and_replaces_nothing_without_ove
     proc = run([*command, "--overwrite"], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(earlier.read_text())["mode"] == "original"
+
+
+@pytest.mark.parametrize("launcher", ["evaluate", "predict"])
+def test_a_config_whose_model_differs_from_the_checkpoint_is_one_line_before_data_and_outputs(
+        smoke_run, env, tmp_path, launcher):
+    workdir, data_root, _ = smoke_run
+    image = sorted((data_root / "gt_jpg" / "val").glob("*.jpg"))[0]
+    # No data at --data_root: the mismatch must be found before the data is read.
+    args = {"evaluate": ["--data_root", str(tmp_path / "no_data"), "--output", str(tmp_path / "eval.json")],
+            "predict": ["--input", str(image), "--output", str(tmp_path / "pred")]}[launcher]
+    proc = run([f"launch/{launcher}.py", "--workdir", str(workdir), "--config", "configs/demo.py", *args], env,
+               timeout=300)  # the smoke run was trained with configs/demo.py:smoke, a smaller model
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(
+        f"error: --config configs/demo.py: builds another model than the checkpoint {workdir / 'checkpoints' / '4'} ")
+    assert "model.dims (16, 32, 80, 128) in the run, (32, 64, 160, 256) given" in last_line
+    assert not (tmp_path / "eval.json").exists() and not (tmp_path / "pred").exists()
+
+
+def test_predict_decodes_every_input_before_writing_any_output(smoke_run, env, tmp_path):
+    workdir, _, _ = smoke_run
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(folder / f"{name}.jpg")
+    truncated = folder / "b.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:600])
+    proc = run(["launch/predict.py", "--workdir", str(workdir), "--input", str(folder), "--output",
+                str(tmp_path / "pred")], env, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --input {truncated}: not a readable image (")
+    assert not (tmp_path / "pred").exists()  # a.jpg, which decodes, has no prediction written either

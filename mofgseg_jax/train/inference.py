@@ -85,6 +85,40 @@ def load_config(step_dir: str) -> dict | None:
     return ckpt.restore_config(step_dir)
 
 
+def check_model(config: ml_collections.ConfigDict, variables: dict, step_dir: str, source: str,
+                stored: dict | None = None) -> None:
+    """Raises InputError when the model that `config` builds has other parameters than the checkpoint
+    at `step_dir` holds (`variables` from `load_variables`), naming `source` (how the user gave the
+    config), the checkpoint, the first differing parameter and, with the run's `stored` config at
+    hand, the model keys that differ. Traces the model's init only (no arrays, under a second for
+    B0): without it a mismatch is a flax traceback after the data has been loaded."""
+    import jax  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+    from flax import traverse_util  # noqa: PLC0415
+
+    from mofgseg_jax.models import build_model  # noqa: PLC0415
+    from mofgseg_jax.train.loop import SHAPE_KEYS, config_differences, config_to_dict  # noqa: PLC0415
+    from mofgseg_jax.train.state import host_init_shapes  # noqa: PLC0415
+
+    crop = int(config.data.crop_size)  # MiT has no position embedding: any size gives the same shapes
+    built = jax.eval_shape(lambda: host_init_shapes(build_model(config.model), (1, crop, crop, 3)))["params"]
+    want = {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(built).items()}
+    got = {"/".join(k): tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(variables["student"]["params"]).items()}
+    differing = [k for k in {**want, **got} if want.get(k) != got.get(k)]
+    if not differing:
+        return
+    name = differing[0]
+    first = f"{name}: {got.get(name, 'absent')} in the checkpoint, {want.get(name, 'absent')} from the config"
+    keys = ""
+    if stored is not None:
+        diff = config_differences(stored, config_to_dict(config))
+        keys = "; ".join(f"{k} {_tuples(o)!r} in the run, {_tuples(n)!r} given" for k, (o, n) in diff.items()
+                         if k in SHAPE_KEYS and "<absent>" not in (o, n))
+    raise InputError(f"{source}: builds another model than the checkpoint {step_dir} holds "
+                     f"({keys + '; ' if keys else ''}{len(differing)} parameter(s) differ, e.g. {first}); "
+                     "leave out --config to use the run's own, or give the config it was trained with")
+
+
 def load_variables(step_dir: str) -> tuple[dict, dict | None, int]:
     """({'student': variables, 'teacher': variables}, stored config or None, step) of a step dir."""
     return ckpt.restore_variables(step_dir)
