@@ -74,17 +74,13 @@ def output_names(images: list[str]) -> list[str]:
 
 
 def check_images(images: list[str]) -> None:
-    """Decodes every image once (the pixels are dropped), so that a truncated or non-image file ends
-    the run before the model loads and anything is written: found in the write loop, it left the
-    earlier images' outputs behind, which the rerun then refused as existing."""
-    from PIL import Image  # noqa: PLC0415
+    """Decodes every image once (the pixels are dropped), so that a truncated, non-image or 16-bit
+    file ends the run before the model loads and anything is written: found in the write loop, it
+    left the earlier images' outputs behind, which the rerun then refused as existing."""
+    from mofgseg_jax.data.decode import read_image  # noqa: PLC0415
 
     for path in images:
-        try:
-            with Image.open(path) as image:
-                image.load()  # a truncated JPEG opens (header only) and fails here
-        except OSError as e:
-            raise InputError(f"--input {path}: not a readable image ({e})") from e
+        read_image(path, where="--input")
 
 
 def main(argv):
@@ -136,7 +132,7 @@ def main(argv):
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     for path, name in tqdm(list(zip(images, names)), desc="predict", dynamic_ncols=True):
-        image = read_image(path, where="--input")  # the training pipeline's decoding and checks
+        image = read_image(path, where="--input")  # the training pipeline's decoding (checked above)
         h, w = image.shape[:2]
         m = max(1, int(f.pad_multiple))
         hp, wp = -(-h // m) * m, -(-w // m) * m

@@ -373,5 +373,5 @@ def test_predict_decodes_every_input_before_writing_any_output(smoke_run, env, t
     proc = run(["launch/predict.py", "--workdir", str(workdir), "--input", str(folder), "--output",
                 str(tmp_path / "pred")], env, timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --input {truncated}: not a readable image (")
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {truncated} (--input): cannot decode image: ")
     assert not (tmp_path / "pred").exists()  # a.jpg, which decodes, has no prediction written either
