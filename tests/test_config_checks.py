@@ -1,6 +1,5 @@
 """The config's value constraints: one pass, one error naming the key, before anything runs."""
 
-import importlib
 import os
 
 import pytest
@@ -9,31 +8,17 @@ from configs.common import VARIANTS
 from mofgseg_jax.config_checks import check_config_values
 from mofgseg_jax.errors import InputError
 from mofgseg_jax.train import inference
+from tests.config_helpers import NAMES, load_config, parse_config_flags
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-NAMES = ("uavseg", "tas500", "loveda", "pascal", "demo", "custom")
 
 
-def _config(name, arg=None):
-    return importlib.import_module(f"configs.{name}").get_config(arg)
-
-
-def _parse_flags(*argv):
-    """The launchers' flag parsing (`config_flags.DEFINE_config_file(..., lock_config=True)`)."""
-    from absl import flags
-    from ml_collections import config_flags
-
-    argv = ["launch/train.py", *argv]
-    values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True, sys_argv=argv)
-    values(argv)
-    return values.config
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_shipped_config_and_variant_passes(name):
     for variant in VARIANTS:
-        check_config_values(_config(name, variant))
+        check_config_values(load_config(name, variant))
 
 
 @pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")  # ml_collections' config loader
@@ -60,14 +45,14 @@ def test_every_shipped_config_and_variant_passes(name):
     ("data.eval_pad_size=(96,0)", "data.eval_pad_size=(96, 0): expected a positive int"),
 ])
 def test_a_bad_value_on_the_command_line_is_one_error_naming_the_key(override, message):
-    config = _parse_flags(f"--config={CONFIGS}/demo.py:smoke", f"--config.{override}")
+    config = parse_config_flags(f"--config={CONFIGS}/demo.py:smoke", f"--config.{override}")
     with pytest.raises(InputError) as e:
         check_config_values(config)
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
 
 
 def test_the_unlabelled_batch_is_checked_only_where_it_is_read():
-    config = _config("demo", "sup")
+    config = load_config("demo", "sup")
     config.data.batch_size_unlabeled = 0  # 'sup' runs read no unlabelled images
     check_config_values(config)
     config.train.mode = "semi"
@@ -78,7 +63,7 @@ def test_the_unlabelled_batch_is_checked_only_where_it_is_read():
 def test_a_custom_dataset_takes_its_class_count_from_its_class_names():
     from mofgseg_jax.data.specs import spec_from_config
 
-    config = _config("custom")
+    config = load_config("custom")
     config.data.class_names = ("sea", "land", "sky")
     check_config_values(config)
     assert config.model.num_classes == config.data.num_classes == 3
@@ -86,13 +71,13 @@ def test_a_custom_dataset_takes_its_class_count_from_its_class_names():
 
 
 def test_evaluation_checks_the_keys_it_reads_and_not_the_training_ones():
-    stored = _config("demo", "smoke").to_dict()
+    stored = load_config("demo", "smoke").to_dict()
     stored["augment"]["mix_mode"] = "bogus"  # a training key: evaluation does not read it
     assert inference.run_config(None, stored).augment.mix_mode == "bogus"
     stored["data"]["eval_batch_size"] = 0
     with pytest.raises(InputError, match=r"^data.eval_batch_size=0: expected an integer > 0"):
         inference.run_config(None, stored)
-    given = _config("demo", "smoke")
+    given = load_config("demo", "smoke")
     given.eval.window_stride_ratio = -1.0
     with pytest.raises(InputError, match=r"^eval.window_stride_ratio=-1.0: "):
         inference.run_config(given, None)

@@ -7,8 +7,8 @@ import pytest
 
 from configs.common import VARIANTS
 from mofgseg_jax.data.specs import load_spec
+from tests.config_helpers import NAMES, load_config, parse_config_flags
 
-NAMES = ("uavseg", "tas500", "loveda", "pascal", "demo", "custom")
 # DESIGN.md §5: num classes / crop / epochs / per-GPU batch (x 4 GPUs) / lr / lr_multi.
 PUBLISHED = {
     "uavseg": (14, 513, 240, 2, 0.005, 1.0),
@@ -17,9 +17,6 @@ PUBLISHED = {
     "pascal": (21, 513, 80, 5, 0.001, 10.0),
 }
 
-
-def _config(name, arg=None):
-    return importlib.import_module(f"configs.{name}").get_config(arg)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -31,7 +28,7 @@ def test_docstring_starts_with_the_command_that_runs_it(name):
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_published_settings(name):
     classes, crop, epochs, per_gpu, lr, lr_multi = PUBLISHED[name]
-    c = _config(name)
+    c = load_config(name)
     assert c.model.num_classes == classes == load_spec(name).num_classes
     assert c.data.num_classes == classes  # the data section follows the model's class count
     assert c.data.crop_size == crop and c.train.num_epochs == epochs and c.train.num_steps == 0
@@ -46,31 +43,31 @@ def test_published_settings(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_every_variant_applies(name):
     for variant in VARIANTS:
-        _config(name, variant)
-    c = _config(name, "sup,no_contrast,no_boundary,published_teacher_bn")
+        load_config(name, variant)
+    c = load_config(name, "sup,no_contrast,no_boundary,published_teacher_bn")
     assert c.train.mode == "sup" and c.loss.contrastive_weight == 0 and c.loss.boundary_weight == 0
     assert c.ema.batch_stats is False
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_smoke_variant_is_tiny(name):
-    c = _config(name, "smoke")
+    c = load_config(name, "smoke")
     assert c.train.num_steps <= 10 and c.data.crop_size <= 64 and max(c.model.dims) <= 128
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_smoke_variant_keeps_the_datasets_eval_canvas(name):
     # The canvas must hold every validation image: a smaller one fails at the first evaluation.
-    assert _config(name, "smoke").data.eval_pad_size == _config(name).data.eval_pad_size
+    assert load_config(name, "smoke").data.eval_pad_size == load_config(name).data.eval_pad_size
 
 
 def test_unknown_variant_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown config variant 'semii'"):
-        _config("demo", "semii")
+        load_config("demo", "semii")
 
 
 def test_demo_matches_its_dataset_spec():
-    c = _config("demo")
+    c = load_config("demo")
     spec = load_spec("demo")
     assert c.model.num_classes == spec.num_classes and c.data.name == "demo"
     assert c.train.num_steps > 0 and c.data.eval_pad_size >= c.data.crop_size
@@ -79,24 +76,13 @@ def test_demo_matches_its_dataset_spec():
 def test_validation_canvases_fit_the_datasets_image_sizes():
     from mofgseg_jax.data.transforms import canvas_hw
 
-    assert _config("tas500").data.eval_pad_size == (620, 2026)  # TAS500 images: 2026 x 620, unpadded
-    assert _config("loveda").data.eval_pad_size == 1024  # LoveDA tiles: 1024 x 1024, unpadded
-    assert _config("demo").data.eval_pad_size == 96  # demo images: 96 x 96
+    assert load_config("tas500").data.eval_pad_size == (620, 2026)  # TAS500 images: 2026 x 620, unpadded
+    assert load_config("loveda").data.eval_pad_size == 1024  # LoveDA tiles: 1024 x 1024, unpadded
+    assert load_config("demo").data.eval_pad_size == 96  # demo images: 96 x 96
     for name in NAMES:
         for variant in (None, "smoke"):
-            canvas_hw(_config(name, variant).data.eval_pad_size)  # a valid int or (height, width)
+            canvas_hw(load_config(name, variant).data.eval_pad_size)  # a valid int or (height, width)
 
-
-def _parse_flags(*argv):
-    """The launchers' flag parsing (`config_flags.DEFINE_config_file(..., lock_config=True)`)."""
-    from absl import flags
-    from ml_collections import config_flags
-
-    argv = ["launch/train.py", *argv]
-    values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True, sys_argv=argv)
-    values(argv)
-    return values.config
 
 
 @pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")  # ml_collections' config loader
@@ -112,5 +98,5 @@ def test_eval_pad_size_overrides_take_either_form_on_the_command_line(config, ov
     from mofgseg_jax.data.transforms import canvas_hw
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", config)
-    value = _parse_flags(f"--config={path}", f"--config.data.eval_pad_size={override}").data.eval_pad_size
+    value = parse_config_flags(f"--config={path}", f"--config.data.eval_pad_size={override}").data.eval_pad_size
     assert value == expected and canvas_hw(value) == tuple(canvas_hw(expected))
