@@ -119,7 +119,8 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             best_fn=_best_metric, best_mode="max",  # records metrics and answers best_step()
             preservation_policy=policy, enable_async_checkpointing=async_save, create=not read_only,
-            read_only=read_only, cleanup_tmp_directories=not read_only)
+            read_only=read_only, cleanup_tmp_directories=not read_only,
+            save_interval_steps=0 if read_only else 1)  # orbax warns when it must reset this itself
         # Every item registered up front, so metadata (stored shapes) can be read without restoring.
         handlers = ocp.handlers.DefaultCheckpointHandlerRegistry()
         for name, save, restore, handler in (
