@@ -73,6 +73,10 @@ def main(argv):
         config.eval.mode = f.mode
     if f.data_root:
         config.data.root = f.data_root
+    elif config.data.root and not os.path.isdir(str(config.data.root)):
+        # A run stores data.root as given, often relative to where training ran (demo_data).
+        raise InputError(f"data.root={config.data.root!r} is not a folder here "
+                         f"({os.getcwd()}): run from where training ran, or pass --data_root")
     # Before the model and the data: a bad --output ends the run now, not after the evaluation.
     output = f.output or default_output(step_dir, f.workdir, str(config.eval.mode))
     check_output(output, f.overwrite)

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -375,3 +376,20 @@ def test_predict_decodes_every_input_before_writing_any_output(smoke_run, env, t
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {truncated} (--input): cannot decode image: ")
     assert not (tmp_path / "pred").exists()  # a.jpg, which decodes, has no prediction written either
+
+
+def test_evaluate_names_a_data_root_that_is_not_there_before_loading_anything(smoke_run, env, tmp_path):
+    # Runs store data.root as given, e.g. the demo's relative 'demo_data': from another folder the
+    # split lists were "not found" after the model had loaded; now one line says what to pass.
+    workdir, _, _ = smoke_run
+    config = json.loads((workdir / "config.json").read_text())
+    config["data"]["root"] = "demo_data_elsewhere"
+    run_copy = tmp_path / "run"
+    shutil.copytree(workdir, run_copy)
+    (run_copy / "config.json").write_text(json.dumps(config))
+    for step_config in (run_copy / "checkpoints").glob("*/config"):
+        shutil.rmtree(step_config)  # the stored config.json is then the run's config
+    proc = run(["launch/evaluate.py", "--workdir", str(run_copy), "--output", str(tmp_path / "e.json")], env)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert last.startswith("error: data.root='demo_data_elsewhere' is not a folder here (") and "--data_root" in last
