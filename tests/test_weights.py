@@ -400,6 +400,15 @@ def test_a_backbone_with_fewer_blocks_than_the_model_is_an_error(tmp_path):
         load_pretrained(path, _skeleton(deeper, (1, 32, 32, 3)))
 
 
+def test_a_backbone_with_more_blocks_than_the_model_names_the_depths(tmp_path):
+    # The demo config's model.depths (1, 1, 1, 1) with a real b0 checkpoint: the hint names the key.
+    path, _ = _write("mit_pth", "b0", tmp_path)  # depths (2, 2, 2, 2)
+    shallower = build_model(dict(MODELS["b0"][1], depths=(1, 1, 1, 1)))
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))}: tensor .*block1_1.* does not exist in "
+                                              r"this model \(the checkpoint's depths \[2, 2, 2, 2\]; .*model.depths"):
+        load_pretrained(path, _skeleton(shallower, (1, 32, 32, 3)))
+
+
 def test_loading_never_executes_pickled_code(tmp_path):
     marker = tmp_path / "pwned"
 

@@ -104,8 +104,11 @@ def load_pretrained(path: str | Path, variables: dict[str, Any], *, reinit_class
     for key, value in src.items():
         name = "/".join(key)
         if key not in dst:
-            raise CheckpointError(f"{path}: tensor {name} does not exist in this model "
-                                  "(another architecture or preset?)")
+            # Typically a block the model lacks: a config whose model.depths (e.g. the demo's
+            # (1, 1, 1, 1)) is smaller than the checkpoint's, whatever model.backbone says.
+            raise CheckpointError(f"{path}: tensor {name} does not exist in this model (the checkpoint's "
+                                  f"depths {info.get('depths', '?')}; check model.backbone, model.depths "
+                                  "and model.dims)")
         if tuple(dst[key].shape) != tuple(value.shape):
             if key[1:3] == CLASSIFIER:
                 if reinit_classifier:
