@@ -41,11 +41,10 @@ def default_output(step_dir: str, workdir: str, mode: str) -> str:
 
 
 def check_output(output: str, overwrite: bool) -> None:
-    """Refuses a folder, an existing file (unless `overwrite`) and a place that cannot be written."""
+    """Refuses a folder and an existing file (unless `overwrite`); creates nothing."""
     if os.path.isdir(output):
         raise InputError(f"--output {output}: is a folder; give a file path, e.g. {os.path.join(output, 'eval.json')}")
     outputs.refuse_existing([output], "--output", overwrite=overwrite)
-    outputs.check_writable(os.path.dirname(os.path.abspath(output)), "--output")
 
 
 def main(argv):
@@ -82,6 +81,8 @@ def main(argv):
     check_output(output, f.overwrite)
     variables, _, step = inference.load_variables(step_dir)
     inference.check_model(config, variables, step_dir, cli.config_source(), stored)  # before the data
+    # Created only now: a run refused for its checkpoint or config leaves no folder behind.
+    outputs.check_writable(os.path.dirname(os.path.abspath(output)), "--output")
     enable_for_config(config)  # the eval step that training compiled, if it left it in the cache
     spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
                      class_names=tuple(config.data.class_names or ()))

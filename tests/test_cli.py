@@ -308,7 +308,7 @@ def test_predict_into_an_unwritable_output_is_a_one_line_error(smoke_run, env, t
         f"error: --output {blocker / 'pred'}: cannot create or write there (")
 
 
-def test_evaluate_checks_an_unwritable_output_before_reading_model_or_data(smoke_run, env, tmp_path):
+def test_evaluate_checks_an_unwritable_output_before_reading_data(smoke_run, env, tmp_path):
     workdir, _, _ = smoke_run
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
@@ -350,7 +350,7 @@ def test_a_config_whose_model_differs_from_the_checkpoint_is_one_line_before_dat
     workdir, data_root, _ = smoke_run
     image = sorted((data_root / "gt_jpg" / "val").glob("*.jpg"))[0]
     # No data at --data_root: the mismatch must be found before the data is read.
-    args = {"evaluate": ["--data_root", str(tmp_path / "no_data"), "--output", str(tmp_path / "eval.json")],
+    args = {"evaluate": ["--data_root", str(tmp_path / "no_data"), "--output", str(tmp_path / "sub" / "eval.json")],
             "predict": ["--input", str(image), "--output", str(tmp_path / "pred")]}[launcher]
     proc = run([f"launch/{launcher}.py", "--workdir", str(workdir), "--config", "configs/demo.py", *args], env,
                timeout=300)  # the smoke run was trained with configs/demo.py:smoke, a smaller model
@@ -359,7 +359,7 @@ def test_a_config_whose_model_differs_from_the_checkpoint_is_one_line_before_dat
     assert last_line.startswith(
         f"error: --config configs/demo.py: builds another model than the checkpoint {workdir / 'checkpoints' / '4'} ")
     assert "model.dims (16, 32, 80, 128) in the run, (32, 64, 160, 256) given" in last_line
-    assert not (tmp_path / "eval.json").exists() and not (tmp_path / "pred").exists()
+    assert not (tmp_path / "sub").exists() and not (tmp_path / "pred").exists()  # no folder created either
 
 
 def test_predict_decodes_every_input_before_writing_any_output(smoke_run, env, tmp_path):

@@ -323,3 +323,33 @@ def test_an_epoch_of_a_sup_run_is_a_pass_over_the_labelled_split(tmp_path_factor
     assert sup_epoch < semi_epoch
     assert loop._run_length(semi)[:3] == (3 * semi_epoch, semi_epoch, semi_epoch)
     assert loop._run_length(sup)[:3] == (3 * sup_epoch, sup_epoch, sup_epoch)
+
+
+def test_every_process_refuses_a_users_folder_as_demo_data(tmp_path, monkeypatch):
+    # Process 0 alone used to check: the others waited at the barrier for ever when it refused.
+    from mofgseg_jax.errors import OutputExistsError
+
+    (tmp_path / "notes.txt").write_text("a user's file")
+    config = demo_config.get_config("smoke")
+    config.data.root = str(tmp_path)
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    with pytest.raises(OutputExistsError, match="not a demo dataset"):
+        loop._prepare_demo_data(config)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_resuming_past_the_configs_last_step_is_refused_and_keeps_the_config(tmp_path, tmp_path_factory,
+                                                                             monkeypatch):
+    # E.g. a ':sup' run by epochs started before its epoch became a pass over the labelled split:
+    # resuming it at a shorter length would silently cut it short.
+    from mofgseg_jax.train import step as step_module
+
+    monkeypatch.setattr(step_module, "make_train_step", _counting_step)
+    monkeypatch.setattr(loop.ev, "evaluate", _scores([10.0]))
+    config = _smoke_config(tmp_path_factory, "sup,smoke")  # 4 steps
+    loop.train_and_evaluate(config, str(tmp_path))
+    stored = (tmp_path / "config.json").read_text()
+    config.train.num_steps = 2
+    with pytest.raises(InputError, match=r"the run is at step 4, past the 2 steps this config trains"):
+        loop.train_and_evaluate(config, str(tmp_path))
+    assert (tmp_path / "config.json").read_text() == stored

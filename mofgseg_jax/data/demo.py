@@ -162,6 +162,19 @@ def generate(root: str, *, overwrite: bool = False, seed: int = 0, num_train: in
             "seconds": round(time.perf_counter() - start, 2)}
 
 
+def needs_generating(root: str) -> bool:
+    """Whether `ensure` would generate under `root`; reads only. A folder it must not write (not
+    empty, not a demo dataset) raises `OutputExistsError`, so every process of a run can ask
+    before any writes and all of them stop, instead of the others waiting for process 0."""
+    marker = _read_marker(root)
+    if marker is not None:
+        return marker.get("complete") is not True  # an interrupted generation is redone
+    if _is_demo_without_marker(root):
+        return False
+    _refuse_unless_empty(root, overwrite=False)
+    return True
+
+
 def ensure(root: str, **kwargs: Any) -> bool:
     """Generates the demo data under `root` unless a complete demo dataset is already there.
 
@@ -169,12 +182,9 @@ def ensure(root: str, **kwargs: Any) -> bool:
     a missing or empty folder, or over an interrupted generation (its marker says incomplete); any
     other folder is refused with `OutputExistsError`, never written over.
     """
-    marker = _read_marker(root)
-    if marker is not None and marker.get("complete") is True:
+    if not needs_generating(root):
         return False
-    if marker is None and _is_demo_without_marker(root):
-        return False
-    generate(root, overwrite=marker is not None, **kwargs)
+    generate(root, overwrite=_read_marker(root) is not None, **kwargs)
     return True
 
 

@@ -16,8 +16,8 @@ The host only feeds batches, logs, evaluates and checkpoints; every number comes
      `<workdir>/predictions/step_<NNNNNNN>.png`, the step in 7 digits). Every `checkpoint_every`
      steps (0 = at each evaluation) and at the end: an asynchronous checkpoint (latest
      `keep_checkpoints` + the best student mIoU), saved before its step is evaluated (a failing
-     evaluation loses no training; the same command then resumes and evaluates it), its mIoU
-     recorded once known.
+     evaluation loses no training; for the last step the same command then resumes and evaluates
+     it; a mid-run step whose evaluation failed stays unranked), its mIoU recorded once known.
   5. SIGTERM (a scheduler's preemption notice) or Ctrl-C: the step under way finishes, is saved, and
      the loop returns `{'step', 'workdir', 'stopped_by': signal name}`; the same command resumes
      (`preemption.py`; several processes agree on the step through JAX's preemption service).
@@ -167,12 +167,16 @@ def _prepare_demo_data(config: ml_collections.ConfigDict) -> None:
     """Generates the built-in demo dataset on first use (process 0; the others wait)."""
     if config.data.name != "demo":
         return
-    if jax.process_index() == 0:
-        from mofgseg_jax.data import demo  # noqa: PLC0415
+    from mofgseg_jax.data import demo  # noqa: PLC0415
 
+    # Every process checks before anything is written: a folder that must not be written is then
+    # refused by all of them, not by process 0 alone while the others wait at the barrier.
+    generate = demo.needs_generating(config.data.root)
+    _barrier("mofgseg_demo_data_checked")
+    if jax.process_index() == 0 and generate:
         start = time.perf_counter()
-        if demo.ensure(config.data.root):
-            log.info("generated the demo dataset in %s (%.1fs)", config.data.root, time.perf_counter() - start)
+        demo.ensure(config.data.root)
+        log.info("generated the demo dataset in %s (%.1fs)", config.data.root, time.perf_counter() - start)
     _barrier("mofgseg_demo_data")
 
 
@@ -297,6 +301,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         init_rng, train_rng = jax.random.split(rng)
         state, restored = build_state(config, model, init_rng, total_steps, checkpointer, mesh,
                                       str(config.parallel.mode))
+        if restored is not None and restored.step > total_steps:
+            # Past its end: the config is not the run's (e.g. fewer epochs, or a ':sup' run started
+            # before its epoch became a pass over the labelled split, 4ed8f36).
+            raise InputError(f"{checkpointer.directory}/{restored.step}: the run is at step {restored.step}, past "
+                             f"the {total_steps} steps this config trains ({epoch_steps} per epoch); set "
+                             "train.num_steps to the run's total, or evaluate it with launch/evaluate.py")
         # Only now: a run refused above (a checkpoint of another model, a bad batch size) must not
         # replace the config that the checkpoints were trained with.
         save_config(config_dict, workdir, differs=config_differs)
