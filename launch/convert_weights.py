@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mofgseg_jax.errors import InputError, one_line_errors  # noqa: E402
 from mofgseg_jax.outputs import check_writable, refuse_existing  # noqa: E402
-from mofgseg_jax.weights import INFO_FILE, WEIGHTS_FILE, CheckpointError, convert_file, save_converted  # noqa: E402
+from mofgseg_jax.weights import INFO_FILE, WEIGHTS_FILE, convert_file, save_converted  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,16 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace the files of a conversion in --out")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    created = not os.path.lexists(out)
     try:
         refuse_existing([str(out / WEIGHTS_FILE), str(out / INFO_FILE)], "--out", overwrite=args.overwrite)
-        check_writable(str(out), "--out")
-        try:
-            variables, info = convert_file(args.src)
-        except CheckpointError:
-            if created:
-                out.rmdir()  # a bad --src leaves no empty --out behind
-            raise
+        variables, info = convert_file(args.src)
+        check_writable(str(out), "--out")  # after the conversion: a bad --src creates no folder
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

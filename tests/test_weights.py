@@ -503,7 +503,7 @@ def test_convert_weights_cli_reports_a_bad_file_in_one_line(tmp_path, capsys):
 
     bad = tmp_path / "notes.json"
     bad.write_text("{}")
-    assert convert_weights.main(["--src", str(bad), "--out", str(tmp_path / "out")]) == 1
+    assert convert_weights.main(["--src", str(bad), "--out", str(tmp_path / "out" / "b0")]) == 1
     err = capsys.readouterr().err.strip()
     assert str(bad) in err and "\n" not in err
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists()  # nor any parent folder of --out
