@@ -74,18 +74,18 @@ def open_sources(data_cfg: Any, parts: Sequence[str] = ("labeled", "unlabeled", 
     return out
 
 
-def dataset_sizes(data_cfg: Any) -> dict[str, int]:
-    """Number of entries in labeled.txt / unlabeled.txt / val.txt (no file is opened but the lists)."""
+def dataset_sizes(data_cfg: Any, parts: Sequence[str] = ("labeled", "unlabeled", "val")) -> dict[str, int]:
+    """Number of entries in labeled.txt / unlabeled.txt / val.txt, or those of `parts` (no file is
+    opened but the lists)."""
     files = split_files(data_cfg.root, data_cfg.split, cfg_get(data_cfg, "split_dir", ""))
-    return {part: len(read_list(path)) for part, path in files.items()}
+    return {part: len(read_list(files[part])) for part in parts}
 
 
 def steps_per_epoch(data_cfg: Any, *, labelled_only: bool = False) -> int:
     """Train steps in one epoch = one pass over the unlabelled split at the global unlabelled batch,
     or with `labelled_only` over the labelled split at the global labelled batch."""
     part = "labeled" if labelled_only else "unlabeled"
-    path = split_files(data_cfg.root, data_cfg.split, cfg_get(data_cfg, "split_dir", ""))[part]
-    return max(1, len(read_list(path)) // int(data_cfg[f"batch_size_{part}"]))
+    return max(1, dataset_sizes(data_cfg, (part,))[part] // int(data_cfg[f"batch_size_{part}"]))
 
 
 class _Load:

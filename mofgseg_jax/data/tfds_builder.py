@@ -34,6 +34,7 @@ from mofgseg_jax.errors import InputError, OutputExistsError
 
 log = logging.getLogger("mofgseg.data")  # see data/pipeline.py
 
+
 def builder_name(dataset: str) -> str:
     """TFDS name of a dataset's build, e.g. 'mofgseg_uavseg' (prefixed: no clash with TFDS's own)."""
     return f"mofgseg_{dataset}"
