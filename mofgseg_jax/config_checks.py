@@ -114,9 +114,15 @@ def _train_rules(config: Any) -> dict[str, Rule]:
         "loss.num_negatives": POSITIVE_INT,
         "loss.temperature": POSITIVE,
     }
-    if _get(config, "train.mode") != "sup":  # 'sup' runs read no unlabelled batch
+    if reads_unlabelled(config):
         rules["data.batch_size_unlabeled"] = POSITIVE_INT
     return rules
+
+
+def reads_unlabelled(config: Any) -> bool:
+    """Whether a run reads the unlabelled split: every `train.mode` but 'sup', whose runs read only the
+    labelled split and count an epoch as a pass over it (the published supervised baseline's)."""
+    return _get(config, "train.mode") != "sup"
 
 
 def check_config_values(config: Any, *, training: bool = True) -> None:

@@ -218,32 +218,37 @@ def test_a_refused_resume_leaves_the_stored_config_as_it_was(tmp_path, tmp_path_
     assert not list(tmp_path.glob("config.previous*"))
 
 
+def _write_config(config_dict: dict, workdir: str, *, resuming: bool) -> None:
+    """What training does with its config, once the run has passed its other checks."""
+    loop.save_config(config_dict, workdir, differs=loop.check_stored_config(config_dict, workdir, resuming=resuming))
+
+
 def test_a_model_key_added_since_a_run_resumes_at_its_default_and_is_refused_otherwise(tmp_path):
     # A config.json written before `model.eam_mid_dim` existed: the network then had width 256.
-    loop.write_config({"model": {"num_classes": 8}}, str(tmp_path), resuming=False)
-    loop.write_config({"model": {"num_classes": 8, "eam_mid_dim": 256}}, str(tmp_path), resuming=True)
-    loop.write_config({"model": {"num_classes": 8}}, str(tmp_path), resuming=False)
+    _write_config({"model": {"num_classes": 8}}, str(tmp_path), resuming=False)
+    _write_config({"model": {"num_classes": 8, "eam_mid_dim": 256}}, str(tmp_path), resuming=True)
+    _write_config({"model": {"num_classes": 8}}, str(tmp_path), resuming=False)
     with pytest.raises(ValueError, match=r"changes parameter shapes \(model.eam_mid_dim: '<absent>' -> 64\)"):
-        loop.write_config({"model": {"num_classes": 8, "eam_mid_dim": 64}}, str(tmp_path), resuming=True)
-    loop.write_config({"model": {"num_classes": 8, "eam_mid_dim": 256}}, str(tmp_path), resuming=False)
+        _write_config({"model": {"num_classes": 8, "eam_mid_dim": 64}}, str(tmp_path), resuming=True)
+    _write_config({"model": {"num_classes": 8, "eam_mid_dim": 256}}, str(tmp_path), resuming=False)
     with pytest.raises(ValueError, match=r"changes parameter shapes \(model.eam_mid_dim: 256 -> 64\)"):
-        loop.write_config({"model": {"num_classes": 8, "eam_mid_dim": 64}}, str(tmp_path), resuming=True)
+        _write_config({"model": {"num_classes": 8, "eam_mid_dim": 64}}, str(tmp_path), resuming=True)
 
 
 def test_a_corrupt_stored_config_is_a_one_line_error_and_left_in_place(tmp_path):
     (tmp_path / "config.json").write_text('{"optim": {"lr": 0.')  # an interrupted write
     with pytest.raises(ValueError, match=r"config.json: cannot read the stored config"):
-        loop.write_config({"optim": {"lr": 0.1}}, str(tmp_path), resuming=True)
+        _write_config({"optim": {"lr": 0.1}}, str(tmp_path), resuming=True)
     assert (tmp_path / "config.json").read_text() == '{"optim": {"lr": 0.'
 
 
 def test_a_changed_config_keeps_the_previous_one_beside_it(tmp_path):
-    loop.write_config({"optim": {"lr": 0.1}}, str(tmp_path), resuming=False)
-    loop.write_config({"optim": {"lr": 0.2}}, str(tmp_path), resuming=True)
+    _write_config({"optim": {"lr": 0.1}}, str(tmp_path), resuming=False)
+    _write_config({"optim": {"lr": 0.2}}, str(tmp_path), resuming=True)
     assert json.loads((tmp_path / "config.json").read_text()) == {"optim": {"lr": 0.2}}
     assert json.loads((tmp_path / "config.previous.json").read_text()) == {"optim": {"lr": 0.1}}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "config.previous.json"]
-    loop.write_config({"optim": {"lr": 0.3}}, str(tmp_path), resuming=True)  # the first one stays too
+    _write_config({"optim": {"lr": 0.3}}, str(tmp_path), resuming=True)  # the first one stays too
     assert json.loads((tmp_path / "config.previous.json").read_text()) == {"optim": {"lr": 0.1}}
     assert json.loads((tmp_path / "config.previous.1.json").read_text()) == {"optim": {"lr": 0.2}}
     assert json.loads((tmp_path / "config.json").read_text()) == {"optim": {"lr": 0.3}}

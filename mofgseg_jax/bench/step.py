@@ -165,6 +165,7 @@ def prepare_ours(args: argparse.Namespace, mode: str, overrides: str = ""):
     from mofgseg_jax.models import build_model
     from mofgseg_jax.train import parallel
     from mofgseg_jax.train.state import create_train_state, init_variables
+    from mofgseg_jax.config_checks import reads_unlabelled
     from mofgseg_jax.train.step import AXIS, make_train_step, wants_inside_map
 
     config = _config(args, mode, overrides)
@@ -179,7 +180,7 @@ def prepare_ours(args: argparse.Namespace, mode: str, overrides: str = ""):
     host_batch = _batch(args)
     if not wants_inside_map(config):  # the batches training would feed this config
         del host_batch["labeled"]["inside"]
-    if mode != "semi":
+    if not reads_unlabelled(config):
         host_batch = {"labeled": host_batch["labeled"]}
     batch = par.put_batch(host_batch)
     rng = jax.random.key(0)

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mofgseg_jax.config_checks import check_config_values
+from mofgseg_jax.config_checks import check_config_values, reads_unlabelled
 from mofgseg_jax.errors import InputError
 from mofgseg_jax.train import checkpoint as ckpt
 from mofgseg_jax.train import evaluate as ev
@@ -138,23 +138,11 @@ def save_config(config_dict: dict, workdir: str, *, differs: bool) -> None:
     os.replace(tmp, path)
 
 
-def write_config(config_dict: dict, workdir: str, *, resuming: bool) -> None:
-    """`check_stored_config`, then `save_config`. Training calls the two apart: the config is saved only once
-    the run has got past every check, so a refused run leaves the stored one as it was."""
-    save_config(config_dict, workdir, differs=check_stored_config(config_dict, workdir, resuming=resuming))
-
-
-def _labelled_only(config: ml_collections.ConfigDict) -> bool:
-    """'sup' runs read no unlabelled images, and their epoch is a pass over the labelled split (the
-    published supervised baseline's), not the method's pass over the unlabelled one."""
-    return str(config.train.mode) == "sup"
-
-
 def _run_length(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
     """(total steps, steps per epoch, eval every, checkpoint every) from `train.*` and the data."""
     from mofgseg_jax.data.pipeline import steps_per_epoch  # noqa: PLC0415
 
-    epoch = steps_per_epoch(config.data, labelled_only=_labelled_only(config))
+    epoch = steps_per_epoch(config.data, labelled_only=not reads_unlabelled(config))
     total = int(config.train.num_steps) or int(config.train.num_epochs) * epoch
     if total <= 0:
         raise InputError("train.num_steps and train.num_epochs are both 0: nothing to train")
@@ -291,7 +279,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
         mesh = make_mesh()
         ndev = mesh.devices.size
-        labelled_only = _labelled_only(config)
+        labelled_only = not reads_unlabelled(config)
         for key in ("batch_size_labeled",) + (() if labelled_only else ("batch_size_unlabeled",)):
             if int(config.data[key]) % ndev:
                 raise InputError(f"data.{key}={config.data[key]} (global) must be a multiple of the "
