@@ -168,9 +168,11 @@ def test_results_files_hold_every_seed_and_the_means(tmp_path):
     results = _fake_results()
     summary = compare.summarize(results, compare.VARIANTS)
     json_path, md_path = compare.write_results(str(tmp_path), summary, results, {"command": "python launch/compare.py"})
-    data = json.loads(open(json_path).read())
+    with open(json_path) as f:
+        data = json.load(f)
     assert len(data["runs"]) == 9 and data["summary"]["semi"]["student"]["mean"] == pytest.approx(37.0)
-    md = open(md_path).read()
+    with open(md_path) as f:
+        md = f.read()
     assert "| supervised only (`:sup`) | 32.00 ± 2.65 |" in md
     assert "**+5.00**" in md and "| `semi` | 35.00 / 35.00, 2.0 min |" in md
     assert "python launch/compare.py" in md
@@ -197,8 +199,8 @@ def test_figure_is_a_png_with_bars_and_prediction_grid(tmp_path):
                        class_names=CLASSES, title="t")
     from PIL import Image
 
-    image = Image.open(path)
-    assert image.format == "PNG" and image.size[0] > 400 and image.size[1] > 200
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] > 400 and image.size[1] > 200
 
 
 @pytest.mark.slow

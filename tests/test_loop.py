@@ -89,7 +89,7 @@ def test_resume_after_sigkill_is_bitwise_identical_and_sees_the_same_batches(tmp
         assert time.time() < deadline
         time.sleep(0.5)
     killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    killed.communicate()  # reaps it and closes its stderr pipe
     assert killed.returncode == -signal.SIGKILL
 
     resumed = start("resumed", 0)
@@ -322,7 +322,8 @@ def test_an_epoch_of_a_sup_run_is_a_pass_over_the_labelled_split(tmp_path_factor
     for config in (semi, sup):
         config.train.num_steps, config.train.num_epochs, config.train.eval_every = 0, 3, 0
     lists = f"{semi.data.root}/splits/{semi.data.split}"
-    sizes = {part: sum(1 for line in open(f"{lists}/{part}.txt") if line.strip()) for part in ("labeled", "unlabeled")}
+    sizes = {part: sum(1 for line in Path(f"{lists}/{part}.txt").read_text().splitlines() if line.strip())
+             for part in ("labeled", "unlabeled")}
     semi_epoch = sizes["unlabeled"] // semi.data.batch_size_unlabeled
     sup_epoch = sizes["labeled"] // sup.data.batch_size_labeled
     assert sup_epoch < semi_epoch
