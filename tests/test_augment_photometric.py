@@ -105,6 +105,23 @@ def test_color_jitter_applies_the_four_ops_in_a_random_order():
     assert len(orders_seen) > 3
 
 
+def test_color_jitter_draws_the_brightness_and_contrast_factors_independently():
+    # On a grey image saturation and hue change nothing, and brightness f_b and contrast f_c
+    # commute while nothing clips: out = f_b f_c x + f_b (1 - f_c) mean(x), whatever the order.
+    # Two pixels give f_b f_c and then f_b, so each key's two factors can be read back.
+    grey = np.float32([0.1, 0.3, 0.5, 0.2])
+    image = jnp.asarray(np.repeat(grey.reshape(2, 2, 1), 3, axis=-1))
+    outs = np.asarray(jax.jit(jax.vmap(lambda k: photometric.color_jitter(k, image)))(
+        jax.random.split(jax.random.key(0), 400)), np.float64)[:, :, :, 0].reshape(400, 4)
+    x = grey.astype(np.float64)
+    product = (outs[:, 0] - outs[:, 1]) / (x[0] - x[1])  # f_b f_c
+    f_b = product + (outs[:, 0] - product * x[0]) / x.mean()
+    f_c = product / f_b
+    for f in (f_b, f_c):  # each U(0.75, 1.25), the published ranges
+        assert f.min() > 0.75 - 1e-4 and f.max() < 1.25 + 1e-4 and f.min() < 0.8 and f.max() > 1.2
+    assert abs(np.corrcoef(f_b, f_c)[0, 1]) < 0.2  # independent draws (same key: correlation 1)
+
+
 def test_jitter_and_blur_apply_with_their_probabilities():
     image = _as01(_uint8_image(4, (2, 2, 3)))
     keys = jax.random.split(jax.random.key(0), 1000)
