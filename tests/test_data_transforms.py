@@ -25,6 +25,36 @@ def test_resize_scales_the_long_side_within_range_and_keeps_aspect():
         assert set(np.unique(out["label"])) <= set(np.unique(ex["label"]))  # nearest: no new ids
 
 
+def test_resize_samples_mask_and_edge_at_the_nearest_source_pixel():
+    # Nearest rule (PIL NEAREST): output (y, x) reads source (floor((y + 0.5) h / h'), floor((x + 0.5) w / w')).
+    # A void band beside class ids shows any interpolation: it would invent values between 0..4 and 255.
+    # Odd source sides: (2y + 1) h / (2 h') is never an integer, so no tie depends on float rounding.
+    ex = _example(31, 51)
+    ex["label"][:, 20:26] = 255
+    for seed in range(6):
+        out = transforms.random_resize(ex, np.random.default_rng(seed), (0.5, 2.0))
+        nh, nw = out["label"].shape
+        rows = [min(int((y + 0.5) * 31 / nh), 30) for y in range(nh)]
+        cols = [min(int((x + 0.5) * 51 / nw), 50) for x in range(nw)]
+        for key in ("label", "edge"):
+            expected = np.array([[ex[key][r, c] for c in cols] for r in rows], np.uint8)
+            np.testing.assert_array_equal(out[key], expected, err_msg=f"{key}, seed {seed}")
+
+
+def test_crop_of_a_larger_image_starts_at_every_offset_both_ends_included():
+    ex = _example(18, 19)
+    offsets = {(y, x) for y in range(18 - 16 + 1) for x in range(19 - 16 + 1)}
+    seen = set()
+    for seed in range(120):
+        out = transforms.random_crop(ex, np.random.default_rng(seed), 16)
+        matches = [(y, x) for y, x in offsets if np.array_equal(out["image"], ex["image"][y:y + 16, x:x + 16])]
+        assert len(matches) == 1
+        y, x = matches[0]
+        np.testing.assert_array_equal(out["label"], ex["label"][y:y + 16, x:x + 16])
+        seen.add((y, x))
+    assert seen == offsets
+
+
 def test_crop_pads_image_with_0_mask_with_ignore_edge_with_0():
     ex = _example(10, 12)
     out = transforms.random_crop(ex, np.random.default_rng(0), 16, ignore_index=255)
