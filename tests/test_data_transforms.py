@@ -7,6 +7,7 @@ from PIL import Image, ImageFilter
 from mofgseg_jax.data import transforms
 from mofgseg_jax.data.errors import DataError
 from mofgseg_jax.errors import InputError
+from tests.augment_references import colorsys_hue
 
 
 def _example(h=30, w=50, seed=0):
@@ -137,6 +138,19 @@ def test_brightness_only_jitter_matches_numpy_scaling():
     out = transforms.colour_jitter(Image.fromarray(image), rng, brightness=0.5, contrast=0, saturation=0, hue=0)
     expected = np.clip(image.astype(np.float64) * expected_f, 0, 255)
     assert np.max(np.abs(np.asarray(out).astype(np.float64) - expected)) <= 1.0
+
+
+def test_hue_only_jitter_rotates_hue_by_a_uniform_fraction_of_a_turn():
+    image = _example(12, 16)["image"]
+    for seed in range(4):
+        draws = np.random.default_rng(seed)
+        draws.permutation(4)
+        shift = draws.uniform(-0.25, 0.25)  # the op's one draw: U(-hue, hue) of a full turn
+        out = transforms.colour_jitter(Image.fromarray(image), np.random.default_rng(seed), brightness=0,
+                                       contrast=0, saturation=0, hue=0.25)
+        diff = np.abs(np.asarray(out, np.float64) - colorsys_hue(image / 255.0, shift) * 255)
+        # PIL's HSV is uint8 (hue in 1/255 turns, S and V rounded): a few levels, never a misplaced hue.
+        assert diff.max() <= 16 and diff.mean() <= 2, (seed, shift, diff.max(), diff.mean())
 
 
 def test_strong_view_grayscale_and_blur_follow_their_probabilities():
