@@ -104,3 +104,25 @@ def test_hflip_mirrors_image_label_and_confidence_together():
     for out, same, x in zip(flipped, kept, (image, label, conf)):
         np.testing.assert_array_equal(np.asarray(out), np.asarray(x)[:, ::-1])
         np.testing.assert_array_equal(np.asarray(same), np.asarray(x))
+
+
+def test_random_rescale_crop_resizes_to_floor_s_h_by_floor_s_w_and_crops_at_every_offset():
+    # s fixed at 1.1: PIL's resize to floor(1.1 H) x floor(1.1 W) = 16 x 23, then a crop whose origin
+    # is uniform over all 2 x 3 positions of that image, both ends included (torchvision
+    # RandomCrop.get_params). Each output must be the PIL reference at exactly one of them.
+    image, label, conf = _inputs(2)
+    scale = 1.1
+    scaled = (int(H * np.float32(scale)), int(W * np.float32(scale)))
+    assert scaled == (16, 23)
+    offsets = [(y, x) for y in range(scaled[0] - H + 1) for x in range(scaled[1] - W + 1)]
+    refs = {o: _pil_rescale_crop(image, label, conf, scaled, o) for o in offsets}
+    fn = jax.jit(jax.vmap(lambda k: geometric.random_rescale_crop(
+        k, jnp.asarray(image), jnp.asarray(label), jnp.asarray(conf), scale_range=(scale, scale))))
+    outs = [np.asarray(x) for x in fn(jax.random.split(jax.random.key(4), 48))]
+    seen = set()
+    for im, lb, cf in zip(*outs):
+        matches = [o for o, (ri, rl, rc) in refs.items()
+                   if np.allclose(im, ri, atol=2e-6, rtol=0) and np.array_equal(lb, rl) and np.array_equal(cf, rc)]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert seen == set(offsets)

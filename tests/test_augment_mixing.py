@@ -48,6 +48,21 @@ def test_rectangle_has_half_the_area_and_the_published_size_law():
     assert widths == set(range(W // 2 + 1, W))  # every allowed width occurs
 
 
+def test_rectangle_corner_is_placed_independently_in_x_and_y_and_reaches_every_corner():
+    # The published generate_cutout_mask draws x0 ~ randint(0, W - w + 1) and y0 ~ randint(0, H - h + 1)
+    # independently: a rectangle may touch any of the image's four corners.
+    masks = np.asarray(jax.jit(jax.vmap(lambda k: mixing.rectangle_mask(k, H, W)))(
+        jax.random.split(jax.random.key(1), 400)))
+    corners = set()
+    for m in masks:
+        ys, xs = np.nonzero(m)
+        vertical = "top" if ys.min() == 0 else "bottom" if ys.max() == H - 1 else None
+        horizontal = "left" if xs.min() == 0 else "right" if xs.max() == W - 1 else None
+        if vertical and horizontal:
+            corners.add((vertical, horizontal))
+    assert corners == {("top", "left"), ("top", "right"), ("bottom", "left"), ("bottom", "right")}
+
+
 def test_cutout_fills_the_mean_colour_zeroes_confidence_and_ignores_label_inside_only():
     images, labels, conf = _batch()
     out_im, out_lb, out_cf = map(np.asarray, _mix("cutout")(_keys(1), images, labels, conf))

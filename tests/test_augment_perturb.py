@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mofgseg_jax.augment import perturb_unlabeled
+from tests.augment_references import colorsys_hue, direct_blur
 
 B, H, W, K = 3, 24, 32, 5
 IGNORE = 255
@@ -114,3 +115,42 @@ def test_image_label_and_confidence_stay_geometrically_aligned():
             valid = lb != IGNORE
             np.testing.assert_array_equal(cf[valid], class_conf[lb[valid]])
     assert np.mean(checked) > 0.2  # the check covers a fair share of pixels
+
+
+# Geometry off (s = 1 resamples nothing, no flip, no mixing): only the colour ops act.
+_COLOUR_ONLY = dict(mix_mode="none", num_classes=K, scale_range=(1.0, 1.0), flip_prob=0.0,
+                    brightness=(1.0, 1.0), contrast=(1.0, 1.0), saturation=(1.0, 1.0), hue=(0.0, 0.0))
+
+
+def _colour_only(key, images, **settings):
+    labels, conf = jnp.zeros(images.shape[:3], jnp.int32), jnp.ones(images.shape[:3], jnp.float32)
+    fn = jax.jit(functools.partial(perturb_unlabeled, **{**_COLOUR_ONLY, **settings}))
+    return np.asarray(fn(key, images, labels, conf)[0], np.float64)
+
+
+def test_the_hue_range_and_blur_probability_given_are_the_ones_applied():
+    images = _inputs()[0][:2, :10, :12]
+    ref_images = np.asarray(images, np.float64)
+    hue_only = _colour_only(jax.random.key(0), images, jitter_prob=1.0, hue=(0.2, 0.2), blur_prob=0.0)
+    for out, image in zip(hue_only, ref_images):
+        np.testing.assert_allclose(out, colorsys_hue(image, 0.2), atol=1e-5)
+    blur_only = _colour_only(jax.random.key(0), images, jitter_prob=0.0, blur_prob=1.0, blur_sigma=(0.8, 0.8))
+    for out, image in zip(blur_only, ref_images):
+        np.testing.assert_allclose(out, direct_blur(image, 0.8, 9), atol=1e-5)
+
+
+def test_jitter_and_blur_are_decided_independently_for_each_sample():
+    # Brightness 0.5 as the only jitter, blur sigma 1: each sample is x, x / 2, blur(x) or blur(x) / 2,
+    # and with probabilities 1/2 each all four combinations occur.
+    images = jnp.asarray(np.random.default_rng(1).random((48, 8, 8, 3), dtype=np.float32))
+    outs = _colour_only(jax.random.key(2), images, jitter_prob=0.5, brightness=(0.5, 0.5), blur_prob=0.5,
+                        blur_sigma=(1.0, 1.0))
+    seen = set()
+    for out, image in zip(outs, np.asarray(images, np.float64)):
+        blurred = direct_blur(image, 1.0, 9)
+        candidates = {(False, False): image, (True, False): image / 2, (False, True): blurred,
+                      (True, True): blurred / 2}
+        matches = [c for c, ref in candidates.items() if np.abs(out - ref).max() < 1e-5]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert seen == {(False, False), (True, False), (False, True), (True, True)}

@@ -6,7 +6,6 @@ result x 255 may lie up to 1 above PIL's; contrast and saturation blend towards 
 rounds to an integer (adds <= 0.5 |1 - f| in uint8 units).
 """
 
-import colorsys
 import functools
 import itertools
 
@@ -17,6 +16,7 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from mofgseg_jax.augment import photometric
+from tests.augment_references import colorsys_hue, direct_blur
 
 FACTORS = (0.75, 0.9, 1.1, 1.25)
 
@@ -60,14 +60,6 @@ def test_random_grayscale_gives_the_luma_in_all_three_channels():
     np.testing.assert_array_equal(np.asarray(kept), np.asarray(image))
 
 
-def _colorsys_hue(image01, shift):
-    out = np.empty_like(image01)
-    for idx in np.ndindex(image01.shape[:2]):
-        h, s, v = colorsys.rgb_to_hsv(*image01[idx].astype(np.float64))
-        out[idx] = colorsys.hsv_to_rgb((h + shift) % 1.0, s, v)
-    return out
-
-
 @pytest.mark.parametrize("shift", [-0.25, -0.1, 0.05, 0.25])
 def test_hue_shift_matches_colorsys_loop(shift):
     image = _uint8_image(2, (8, 8, 3)).astype(np.float32) / 255.0
@@ -75,7 +67,7 @@ def test_hue_shift_matches_colorsys_loop(shift):
     image[1, 0] = [1.0, 0.0, 0.0]
     image[1, 1] = [0.2, 0.9, 0.9]  # max shared by g and b
     ours = np.asarray(photometric.adjust_hue(jnp.asarray(image), shift))
-    np.testing.assert_allclose(ours, _colorsys_hue(image, shift), atol=2e-6)
+    np.testing.assert_allclose(ours, colorsys_hue(image, shift), atol=2e-6)
 
 
 def _np_ops(brightness, contrast, saturation, hue):
@@ -89,7 +81,7 @@ def _np_ops(brightness, contrast, saturation, hue):
     return (lambda x: blend(x, 0.0, brightness),
             lambda x: blend(x, gray(x).mean(), contrast),
             lambda x: blend(x, gray(x)[..., None], saturation),
-            lambda x: _colorsys_hue(x, hue))
+            lambda x: colorsys_hue(x, hue))
 
 
 def test_color_jitter_applies_the_four_ops_in_a_random_order():
@@ -113,6 +105,23 @@ def test_color_jitter_applies_the_four_ops_in_a_random_order():
     assert len(orders_seen) > 3
 
 
+def test_color_jitter_draws_the_brightness_and_contrast_factors_independently():
+    # On a grey image saturation and hue change nothing, and brightness f_b and contrast f_c
+    # commute while nothing clips: out = f_b f_c x + f_b (1 - f_c) mean(x), whatever the order.
+    # Two pixels give f_b f_c and then f_b, so each key's two factors can be read back.
+    grey = np.float32([0.1, 0.3, 0.5, 0.2])
+    image = jnp.asarray(np.repeat(grey.reshape(2, 2, 1), 3, axis=-1))
+    outs = np.asarray(jax.jit(jax.vmap(lambda k: photometric.color_jitter(k, image)))(
+        jax.random.split(jax.random.key(0), 400)), np.float64)[:, :, :, 0].reshape(400, 4)
+    x = grey.astype(np.float64)
+    product = (outs[:, 0] - outs[:, 1]) / (x[0] - x[1])  # f_b f_c
+    f_b = product + (outs[:, 0] - product * x[0]) / x.mean()
+    f_c = product / f_b
+    for f in (f_b, f_c):  # each U(0.75, 1.25), the published ranges
+        assert f.min() > 0.75 - 1e-4 and f.max() < 1.25 + 1e-4 and f.min() < 0.8 and f.max() > 1.2
+    assert abs(np.corrcoef(f_b, f_c)[0, 1]) < 0.2  # independent draws (same key: correlation 1)
+
+
 def test_jitter_and_blur_apply_with_their_probabilities():
     image = _as01(_uint8_image(4, (2, 2, 3)))
     keys = jax.random.split(jax.random.key(0), 1000)
@@ -129,25 +138,11 @@ def test_jitter_and_blur_apply_with_their_probabilities():
     assert abs(changed_j - 0.8) < 0.05 and abs(changed_b - 0.5) < 0.05  # 4 binomial std
 
 
-def _direct_blur(image, sigma, size):
-    """2-D convolution with the outer-product Gaussian, reflect padding, explicit loops over taps."""
-    half = size // 2
-    x = np.arange(size) - half
-    k1 = np.exp(-0.5 * (x / sigma) ** 2)
-    kernel = np.outer(k1, k1) / np.outer(k1, k1).sum()
-    padded = np.pad(image.astype(np.float64), ((half, half), (half, half), (0, 0)), mode="reflect")
-    out = np.zeros(image.shape, np.float64)
-    for dy in range(size):
-        for dx in range(size):
-            out += kernel[dy, dx] * padded[dy:dy + image.shape[0], dx:dx + image.shape[1]]
-    return out
-
-
 @pytest.mark.parametrize("sigma, size", [(0.15, 9), (0.6, 5), (1.15, 9)])
 def test_gaussian_blur_matches_direct_convolution(sigma, size):
     image = np.asarray(_as01(_uint8_image(5, (13, 11, 3))))
     ours = np.asarray(photometric.gaussian_blur(jnp.asarray(image), sigma, size))
-    np.testing.assert_allclose(ours, _direct_blur(image, sigma, size), atol=1e-6)
+    np.testing.assert_allclose(ours, direct_blur(image, sigma, size), atol=1e-6)
 
 
 def test_normalize_uses_imagenet_mean_and_std():

@@ -40,6 +40,23 @@ def test_published_settings(name):
     assert c.model.backbone == "b5" and c.train.mode == "semi" and c.parallel.mode == "shard_map"
 
 
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_augmentation_settings_are_the_published_ones(name):
+    c = load_config(name)
+    d, s, a = c.data, c.data.strong_view, c.augment
+    # DESIGN.md §3 steps 1-2 (host): long-side resize U(0.5, 2), flip 1/2, ignore 255; strong view
+    # jitter p 0.8 (brightness/contrast/saturation 0.5, hue 0.25), grayscale 0.2, blur 0.5, sigma U(0.1, 2).
+    assert (tuple(d.scale_range), d.flip_prob, d.ignore_index) == ((0.5, 2.0), 0.5, 255)
+    assert (s.jitter_prob, s.brightness, s.contrast, s.saturation, s.hue) == (0.8, 0.5, 0.5, 0.5, 0.25)
+    assert (s.grayscale_prob, s.blur_prob, tuple(s.blur_sigma)) == (0.2, 0.5, (0.1, 2.0))
+    # Step 4 (device): cutout by default, rescale U(0.5, 2), jitter p 0.8 with factors U(0.75, 1.25)
+    # and hue U(-0.25, 0.25), blur p 0.5 with sigma U(0.15, 1.15), flip 1/2.
+    assert (a.mix_mode, tuple(a.scale_range), a.jitter_prob, a.flip_prob) == ("cutout", (0.5, 2.0), 0.8, 0.5)
+    assert tuple(map(tuple, (a.brightness, a.contrast, a.saturation, a.hue))) == (
+        (0.75, 1.25), (0.75, 1.25), (0.75, 1.25), (-0.25, 0.25))
+    assert (a.blur_prob, tuple(a.blur_sigma)) == (0.5, (0.15, 1.15))
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_every_variant_applies(name):
     for variant in VARIANTS:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from configs.common import base_config
 from mofgseg_jax.data import demo, pipeline
-from mofgseg_jax.data.decode import decode_image, decode_mask, read_image
+from mofgseg_jax.data.decode import decode_edge, decode_image, decode_mask, read_image
 from mofgseg_jax.data.errors import DataError
 from mofgseg_jax.data.splits import read_list
 
@@ -162,6 +162,19 @@ def test_grayscale_mask_saved_as_rgb_is_accepted():
     ids = np.array([[0, 1], [255, 3]], np.uint8)
     out = decode_mask(_png(Image.fromarray(np.stack([ids] * 3, -1))), num_classes=4)
     np.testing.assert_array_equal(out, ids)
+
+
+def test_colour_mask_whose_blue_alone_differs_is_refused():
+    ids = np.array([[0, 1], [2, 3]], np.uint8)
+    rgb = np.stack([ids, ids, ids], -1)
+    rgb[0, 1, 2] = 7  # red == green everywhere; one blue value differs: a colour, not an id map
+    with pytest.raises(DataError, match=r"mask is a colour \(RGB\) image"):
+        decode_mask(_png(Image.fromarray(rgb)), num_classes=8)
+
+
+def test_precomputed_edge_map_marks_every_nonzero_pixel():
+    edge = np.array([[0, 1, 128], [255, 0, 2]], np.uint8)
+    np.testing.assert_array_equal(decode_edge(_png(Image.fromarray(edge))), [[0, 1, 1], [1, 0, 1]])
 
 
 def _encoded(array, fmt):

@@ -231,3 +231,18 @@ def test_labelled_only_iterator_reads_no_unlabelled_split_and_keeps_the_labelled
 def test_labelled_only_epoch_is_one_pass_over_the_labelled_split(demo_root):
     # The published supervised baseline (train_baseline_sup.py): total_iters = len(labelled loader) * epochs.
     assert pipeline.steps_per_epoch(_cfg(demo_root), labelled_only=True) == 8 // 2
+
+
+def test_labelled_and_unlabelled_streams_draw_their_own_order_and_augmentation(demo_root, tmp_path):
+    # Both lists hold the same images (as in an 'all' split) and the strong view is off: streams sharing
+    # their seeds would yield the very same batches; each has its own shuffle and augmentation seeds.
+    split = tmp_path / "splits" / "1_4"
+    split.mkdir(parents=True)
+    labelled = open(f"{demo_root}/splits/1_4/labeled.txt").read()
+    (split / "labeled.txt").write_text(labelled)
+    (split / "unlabeled.txt").write_text(labelled)
+    (tmp_path / "splits" / "val.txt").write_text(open(f"{demo_root}/splits/val.txt").read())
+    cfg = _cfg(demo_root, split_dir=str(split), batch_size_unlabeled=2)
+    cfg.strong_view.jitter_prob = cfg.strong_view.grayscale_prob = cfg.strong_view.blur_prob = 0.0
+    batches = _take(pipeline.make_train_iterator(cfg, seed=5, with_inside=False), 4)
+    assert not any(np.array_equal(b["labeled"]["image"], b["unlabeled"]["image"]) for b in batches)

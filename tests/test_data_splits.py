@@ -114,6 +114,13 @@ def test_make_splits_is_deterministic_nested_and_disjoint():
     assert len(a["all"]["labeled"]) == 100
 
 
+def test_the_all_split_labels_every_image_and_keeps_every_image_unlabelled_too():
+    # As the published tas500 'all' split: the fully supervised set, its unlabelled list the same images.
+    pairs = [(f"img/{i}.jpg", f"mask/{i}.png") for i in (3, 1, 2, 0)]
+    split = make_splits(pairs, ["all"], seed=5)["all"]
+    assert split["labeled"] == split["unlabeled"] == sorted(pairs)
+
+
 def test_make_splits_cli_writes_the_published_format(tmp_path):
     from launch.make_splits import main
 

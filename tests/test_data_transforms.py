@@ -7,6 +7,7 @@ from PIL import Image, ImageFilter
 from mofgseg_jax.data import transforms
 from mofgseg_jax.data.errors import DataError
 from mofgseg_jax.errors import InputError
+from tests.augment_references import colorsys_hue
 
 
 def _example(h=30, w=50, seed=0):
@@ -23,6 +24,36 @@ def test_resize_scales_the_long_side_within_range_and_keeps_aspect():
         assert 25 <= w <= 100 and abs(h / w - 30 / 50) < 0.05
         assert out["image"].shape == (h, w, 3) and out["edge"].shape == (h, w)
         assert set(np.unique(out["label"])) <= set(np.unique(ex["label"]))  # nearest: no new ids
+
+
+def test_resize_samples_mask_and_edge_at_the_nearest_source_pixel():
+    # Nearest rule (PIL NEAREST): output (y, x) reads source (floor((y + 0.5) h / h'), floor((x + 0.5) w / w')).
+    # A void band beside class ids shows any interpolation: it would invent values between 0..4 and 255.
+    # Odd source sides: (2y + 1) h / (2 h') is never an integer, so no tie depends on float rounding.
+    ex = _example(31, 51)
+    ex["label"][:, 20:26] = 255
+    for seed in range(6):
+        out = transforms.random_resize(ex, np.random.default_rng(seed), (0.5, 2.0))
+        nh, nw = out["label"].shape
+        rows = [min(int((y + 0.5) * 31 / nh), 30) for y in range(nh)]
+        cols = [min(int((x + 0.5) * 51 / nw), 50) for x in range(nw)]
+        for key in ("label", "edge"):
+            expected = np.array([[ex[key][r, c] for c in cols] for r in rows], np.uint8)
+            np.testing.assert_array_equal(out[key], expected, err_msg=f"{key}, seed {seed}")
+
+
+def test_crop_of_a_larger_image_starts_at_every_offset_both_ends_included():
+    ex = _example(18, 19)
+    offsets = {(y, x) for y in range(18 - 16 + 1) for x in range(19 - 16 + 1)}
+    seen = set()
+    for seed in range(120):
+        out = transforms.random_crop(ex, np.random.default_rng(seed), 16)
+        matches = [(y, x) for y, x in offsets if np.array_equal(out["image"], ex["image"][y:y + 16, x:x + 16])]
+        assert len(matches) == 1
+        y, x = matches[0]
+        np.testing.assert_array_equal(out["label"], ex["label"][y:y + 16, x:x + 16])
+        seen.add((y, x))
+    assert seen == offsets
 
 
 def test_crop_pads_image_with_0_mask_with_ignore_edge_with_0():
@@ -107,6 +138,19 @@ def test_brightness_only_jitter_matches_numpy_scaling():
     out = transforms.colour_jitter(Image.fromarray(image), rng, brightness=0.5, contrast=0, saturation=0, hue=0)
     expected = np.clip(image.astype(np.float64) * expected_f, 0, 255)
     assert np.max(np.abs(np.asarray(out).astype(np.float64) - expected)) <= 1.0
+
+
+def test_hue_only_jitter_rotates_hue_by_a_uniform_fraction_of_a_turn():
+    image = _example(12, 16)["image"]
+    for seed in range(4):
+        draws = np.random.default_rng(seed)
+        draws.permutation(4)
+        shift = draws.uniform(-0.25, 0.25)  # the op's one draw: U(-hue, hue) of a full turn
+        out = transforms.colour_jitter(Image.fromarray(image), np.random.default_rng(seed), brightness=0,
+                                       contrast=0, saturation=0, hue=0.25)
+        diff = np.abs(np.asarray(out, np.float64) - colorsys_hue(image / 255.0, shift) * 255)
+        # PIL's HSV is uint8 (hue in 1/255 turns, S and V rounded): a few levels, never a misplaced hue.
+        assert diff.max() <= 16 and diff.mean() <= 2, (seed, shift, diff.max(), diff.mean())
 
 
 def test_strong_view_grayscale_and_blur_follow_their_probabilities():
