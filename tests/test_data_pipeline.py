@@ -1,5 +1,7 @@
 """grain pipelines on a tiny generated demo dataset: shapes, determinism, resume, process sharding."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -214,8 +216,8 @@ def test_labelled_only_iterator_reads_no_unlabelled_split_and_keeps_the_labelled
     split = tmp_path / "splits" / "1_4"
     split.mkdir(parents=True)
     source = f"{demo_root}/splits/1_4"
-    (split / "labeled.txt").write_text(open(f"{source}/labeled.txt").read())
-    (tmp_path / "splits" / "val.txt").write_text(open(f"{demo_root}/splits/val.txt").read())
+    (split / "labeled.txt").write_text(Path(f"{source}/labeled.txt").read_text())
+    (tmp_path / "splits" / "val.txt").write_text(Path(f"{demo_root}/splits/val.txt").read_text())
     cfg = _cfg(demo_root, split_dir=str(split))
     with pytest.raises(Exception, match="unlabeled.txt"):
         pipeline.make_train_iterator(cfg, seed=6)
@@ -238,10 +240,10 @@ def test_labelled_and_unlabelled_streams_draw_their_own_order_and_augmentation(d
     # their seeds would yield the very same batches; each has its own shuffle and augmentation seeds.
     split = tmp_path / "splits" / "1_4"
     split.mkdir(parents=True)
-    labelled = open(f"{demo_root}/splits/1_4/labeled.txt").read()
+    labelled = Path(f"{demo_root}/splits/1_4/labeled.txt").read_text()
     (split / "labeled.txt").write_text(labelled)
     (split / "unlabeled.txt").write_text(labelled)
-    (tmp_path / "splits" / "val.txt").write_text(open(f"{demo_root}/splits/val.txt").read())
+    (tmp_path / "splits" / "val.txt").write_text(Path(f"{demo_root}/splits/val.txt").read_text())
     cfg = _cfg(demo_root, split_dir=str(split), batch_size_unlabeled=2)
     cfg.strong_view.jitter_prob = cfg.strong_view.grayscale_prob = cfg.strong_view.blur_prob = 0.0
     batches = _take(pipeline.make_train_iterator(cfg, seed=5, with_inside=False), 4)
