@@ -33,6 +33,9 @@ def test_published_settings(name):
     assert c.data.num_classes == classes  # the data section follows the model's class count
     assert c.data.crop_size == crop and c.train.num_epochs == epochs and c.train.num_steps == 0
     assert c.data.batch_size_labeled == c.data.batch_size_unlabeled == per_gpu * 4  # global batch
+    spec = load_spec(name).published  # data_specs/<name>.json records the same settings
+    assert (spec["crop_size"], spec["epochs"], spec["batch_size_per_gpu"], spec["num_gpus"], spec["lr"],
+            spec["lr_multi"]) == (crop, epochs, per_gpu, 4, lr, lr_multi)
     assert c.optim.lr == lr and c.optim.lr_multi == lr_multi
     assert (c.optim.momentum, c.optim.weight_decay, c.optim.power) == (0.9, 1e-4, 0.9)
     assert (c.loss.strong_threshold, c.loss.weak_threshold, c.loss.temperature) == (0.97, 0.7, 0.5)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from mofgseg_jax.data.decode import decode_image, decode_mask
 from mofgseg_jax.data.errors import DataError
 from mofgseg_jax.data.folder_source import edge_path
-from mofgseg_jax.data.specs import DatasetSpec, load_spec
+from mofgseg_jax.data.specs import DatasetSpec, available_specs, load_spec
 from mofgseg_jax.data.splits import Entry, read_list
 from mofgseg_jax.errors import InputError, OutputExistsError
 
@@ -154,34 +154,16 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         return {"image": image_bytes, "mask": mask_bytes, "image_path": entry.image, "mask_path": entry.mask}, mask
 
 
-class MofgsegUavseg(SegmentationBuilder):
-    name, DATASET = "mofgseg_uavseg", "uavseg"
+def _builder_class(dataset: str) -> type[SegmentationBuilder]:
+    """`Mofgseg<Dataset>`, TFDS name `mofgseg_<dataset>`: defining the class registers it with TFDS, so
+    that `tfds.data_source('mofgseg_<dataset>', ...)` finds it."""
+    cls_name = "Mofgseg" + "".join(part.capitalize() for part in dataset.split("_"))
+    return type(cls_name, (SegmentationBuilder,), {"name": builder_name(dataset), "DATASET": dataset,
+                                                   "__module__": __name__})
 
 
-class MofgsegTas500(SegmentationBuilder):
-    name, DATASET = "mofgseg_tas500", "tas500"
-
-
-class MofgsegLoveda(SegmentationBuilder):
-    name, DATASET = "mofgseg_loveda", "loveda"
-
-
-class MofgsegPascal(SegmentationBuilder):
-    name, DATASET = "mofgseg_pascal", "pascal"
-
-
-class MofgsegDemo(SegmentationBuilder):
-    name, DATASET = "mofgseg_demo", "demo"
-
-
-class MofgsegCustom(SegmentationBuilder):
-    name, DATASET = "mofgseg_custom", "custom"
-
-
-# Defining the classes registers them with TFDS: `tfds.data_source('mofgseg_<name>', ...)` finds them.
-BUILDERS = {cls.DATASET: cls for cls in (MofgsegUavseg, MofgsegTas500, MofgsegLoveda, MofgsegPascal,
-                                         MofgsegDemo, MofgsegCustom)}
-assert all(cls.name == builder_name(key) for key, cls in BUILDERS.items())
+# One builder per file under data_specs/: a new dataset needs its spec file only.
+BUILDERS = {dataset: _builder_class(dataset) for dataset in available_specs()}
 
 
 def build(dataset: str, raw_dir: str, splits_dir: str, out_dir: str, *, spec: DatasetSpec | None = None,
