@@ -14,6 +14,7 @@ Same parameters and function as `nn.Conv`; only the XLA ops differ. Two cases (i
 """
 
 import functools
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -27,8 +28,10 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 CONV3X3_ALGORITHMS = ("auto", "winograd", "xla")
 
 
-def conv3x3_same(x, kernel, precision=None, algorithm: str = "auto"):
-    """3x3 stride-1 convolution with zero padding 1 (NHWC x, HWIO kernel).
+def conv3x3_same(x: jax.Array, kernel: jax.Array, precision: lax.PrecisionLike = None,
+                 algorithm: str = "auto") -> jax.Array:
+    """3x3 stride-1 convolution with zero padding 1: x `[B, H, W, Cin]`, kernel `[3, 3, Cin, Cout]`
+    -> `[B, H, W, Cout]`.
 
     `algorithm`: 'winograd', 'xla' (`lax.conv_general_dilated`), or 'auto' = Winograd for float32
     on CPU (this process's default backend), XLA's convolution otherwise.
@@ -44,9 +47,10 @@ def conv3x3_same(x, kernel, precision=None, algorithm: str = "auto"):
                                     precision=precision)
 
 
-def matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                dimension_numbers=None, feature_group_count=1, precision=None, conv3x3: str = "auto",
-                **kwargs):
+def matmul_conv(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: Any,
+                lhs_dilation: Sequence[int] | None = None, rhs_dilation: Sequence[int] | None = None,
+                dimension_numbers: Any = None, feature_group_count: int = 1,
+                precision: lax.PrecisionLike = None, conv3x3: str = "auto", **kwargs: Any) -> jax.Array:
     """Drop-in for `lax.conv_general_dilated` as `nn.Conv` calls it (NHWC input, HWIO kernel).
 
     Non-overlapping windows without padding (kernel == stride, e.g. 1x1 stride 1) become a reshape
