@@ -23,9 +23,8 @@ from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from mofgseg_jax import cli, outputs  # noqa: E402
-from mofgseg_jax.errors import InputError, InputNotFoundError  # noqa: E402
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from mofgseg_jax.train.predict_files import (OUTPUT_KINDS, check_images, list_images, output_names,  # noqa: E402
+                                             padded_canvas, prediction_pictures)
 
 config_flags.DEFINE_config_file("config", None, "config file (default: the run's stored config)", lock_config=True)
 flags.DEFINE_string("workdir", "", "training run directory")
@@ -40,49 +39,6 @@ flags.DEFINE_integer("pad_multiple", 32, "pad each image up to a multiple of thi
 flags.mark_flags_as_required(["input", "output"])
 
 
-def list_images(spec: str) -> list[str]:
-    """Image paths named by a comma-separated list of files and folders (folders: sorted, not
-    recursive); a file named twice (also through its folder) is listed once."""
-    paths = []
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        if os.path.isdir(item):
-            found = sorted(os.path.join(item, n) for n in os.listdir(item) if n.lower().endswith(IMAGE_EXTS))
-            if not found:
-                raise InputNotFoundError(f"--input {item}: no images ({', '.join(IMAGE_EXTS)}) in this folder")
-            paths += found
-        elif os.path.isfile(item):
-            paths.append(item)
-        else:
-            raise InputNotFoundError(f"--input {item}: no such file or folder")
-    unique: dict[str, str] = {}
-    for path in paths:
-        unique.setdefault(os.path.realpath(path), path)
-    return list(unique.values())
-
-
-def output_names(images: list[str]) -> list[str]:
-    """The output file name of each image, `<file name without extension>.png`; two images with one
-    name (`a/x.jpg`, `b/x.png`) are an error naming both, as the second would replace the first."""
-    first: dict[str, str] = {}
-    for path in images:
-        name = os.path.splitext(os.path.basename(path))[0] + ".png"
-        if name in first:
-            raise InputError(f"--input {first[name]} and {path} would both be written as {name}; "
-                             "predict them into separate --output folders")
-        first[name] = path
-    return list(first)
-
-
-def check_images(images: list[str]) -> None:
-    """Decodes every image once (the pixels are dropped), so that a truncated, non-image or 16-bit
-    file ends the run before the model loads and anything is written: found in the write loop, it
-    left the earlier images' outputs behind, which the rerun then refused as existing."""
-    from mofgseg_jax.data.decode import read_image  # noqa: PLC0415
-
-    for path in images:
-        read_image(path, where="--input")
-
-
 def main(argv):
     del argv  # parse_flags refuses left-over arguments
     cli.setup_logging()
@@ -92,20 +48,17 @@ def main(argv):
     # the run before anything is written.
     images = list_images(f.input)
     names = output_names(images)
-    kinds = ("ids", "color")
-    outputs.refuse_existing([os.path.join(f.output, k, n) for n in names for k in kinds], "--output",
+    outputs.refuse_existing([os.path.join(f.output, k, n) for n in names for k in OUTPUT_KINDS], "--output",
                             overwrite=f.overwrite)
     check_images(images)
 
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
-    from PIL import Image  # noqa: PLC0415
-
     from mofgseg_jax.data.decode import read_image  # noqa: PLC0415
     from mofgseg_jax.data.specs import load_spec  # noqa: PLC0415
     from mofgseg_jax.models import build_model  # noqa: PLC0415
     from mofgseg_jax.train import evaluate as ev  # noqa: PLC0415
-    from mofgseg_jax.train import inference, tb  # noqa: PLC0415
+    from mofgseg_jax.train import inference  # noqa: PLC0415
     from mofgseg_jax.train.compile_cache import enable_for_config  # noqa: PLC0415
 
     step_dir = inference.find_checkpoint(workdir=f.workdir, checkpoint=f.checkpoint, which=f.which)
@@ -114,7 +67,7 @@ def main(argv):
     inference.check_model(config, variables, step_dir, cli.config_source(), stored)
     # The output folders are created only now: a run refused for its checkpoint or config leaves none.
     outputs.check_writable(f.output, "--output")
-    for kind in kinds:
+    for kind in OUTPUT_KINDS:
         outputs.check_writable(os.path.join(f.output, kind), "--output")
     enable_for_config(config)  # the eval step that training compiled, if it left it in the cache
     mode = f.mode or str(config.eval.mode)
@@ -134,14 +87,10 @@ def main(argv):
     for path, name in tqdm(list(zip(images, names)), desc="predict", dynamic_ncols=True):
         image = read_image(path, where="--input")  # the training pipeline's decoding (checked above)
         h, w = image.shape[:2]
-        m = max(1, int(f.pad_multiple))
-        hp, wp = -(-h // m) * m, -(-w // m) * m
-        canvas = np.zeros((1, hp, wp, 3), np.uint8)
-        canvas[0, :h, :w] = image
+        canvas = padded_canvas(image, f.pad_multiple)
         pred = np.asarray(segment(canvas, np.array([h], np.int32), np.array([w], np.int32)))[0, :h, :w]
-        ids = np.where(pred < 0, spec.ignore_index, pred).astype(np.uint8)
-        pictures = {"ids": Image.fromarray(ids, "L"), "color": Image.fromarray(tb.colorize(pred, spec.palette))}
-        for kind in kinds:
+        pictures = prediction_pictures(pred, ignore_index=spec.ignore_index, palette=spec.palette)
+        for kind in OUTPUT_KINDS:
             with outputs.open_new(os.path.join(f.output, kind, name), "--output", overwrite=f.overwrite,
                                   binary=True) as fh:
                 pictures[kind].save(fh, format="PNG")
