@@ -248,3 +248,13 @@ def test_a_window_stride_ratio_outside_0_1_or_under_a_pixel_is_an_error_naming_t
 def test_window_stride_is_the_ratio_of_the_crop_down_to_one_pixel():
     assert ev.window_stride(513, 2 / 3) == 342 and ev.window_stride(513, 1.0) == 513
     assert ev.window_stride(513, 1 / 513) == 1
+
+
+def test_miou_is_the_mean_over_all_classes_with_absent_classes_scoring_zero():
+    # DESIGN.md §4: mean over num_classes. Classes 3 and 4 never occur (label or prediction).
+    conf = np.zeros((K, K), np.int64)
+    conf[0, 0], conf[0, 1], conf[1, 1], conf[2, 0], conf[2, 2] = 3, 1, 2, 1, 2
+    miou, iou = ev.iou_from_confusion(conf)
+    # IoU = I / (row + column - I): 3/5, 2/3, 2/3, then 0 for the absent classes.
+    np.testing.assert_allclose(iou, [60.0, 200 / 3, 200 / 3, 0.0, 0.0], rtol=1e-9)
+    assert miou == pytest.approx((60.0 + 400 / 3) / 5, rel=1e-9)

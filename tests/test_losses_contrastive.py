@@ -350,3 +350,54 @@ def test_inactive_anchor_chunks_are_zero_and_leave_the_others_unchanged():
     np.testing.assert_array_equal(ce[on], all_ce[on])
     np.testing.assert_array_equal(grad[on], all_grad[on])
     assert np.all(grad[~on] == 0)
+
+
+def test_a_pixel_whose_own_probability_equals_the_strong_threshold_is_not_a_hard_anchor():
+    # Hard anchors: own-class prob strictly below strong_threshold (ReCo's `prob_seg < strong_threshold`).
+    # Class 3's only pixel sits exactly on the threshold (0.75, exact in float32): skipped but counted.
+    rep, labels, probs = _one_pixel_per_class()
+    probs[1, 3, 4, 3] = 0.75
+    kw = dict(KW, strong_threshold=0.75)
+    (loss, aux), grad = _loss_aux_grad(jax.random.PRNGKey(3), rep, labels, probs, num_classes=5, **kw)
+    ref_loss, ref_grad = reco_loss_ref(rep, labels, probs, num_classes=5, with_grad=True, **kw)
+    assert int(aux["num_valid_classes"]) == 1
+    assert abs(float(loss) - ref_loss) <= 1e-5
+    np.testing.assert_allclose(np.asarray(grad), ref_grad, atol=1e-5, rtol=0)
+
+
+def test_defaults_are_the_published_settings():
+    # DESIGN.md §3 step 6: strong_threshold 0.97, 256 queries, 512 negatives, temperature 0.5,
+    # negative weight 2.0 (the reference is given them explicitly).
+    rep, labels, probs = _one_pixel_per_class()
+    loss, _ = weighted_contrastive_loss(jax.random.PRNGKey(3), rep, labels, probs, num_classes=5)
+    ref_loss, _ = reco_loss_ref(rep, labels, probs, num_classes=5, strong_threshold=0.97, num_queries=256,
+                                num_negatives=512, temperature=0.5, negative_weight=2.0)
+    assert abs(float(loss) - ref_loss) <= 1e-5
+
+
+def test_negative_keys_are_uniform_over_all_valid_pixels_of_their_class_not_only_hard_ones():
+    """Class 1: one hard pixel (the anchor, representation u). Class 3: two confident pixels (no
+    hard anchor of its own), u and -u: each negative is u or -u with probability 1/2. With cosines
+    1 (positive), +-1 (negatives), weight 2 and T = 0.5, an anchor with j negatives equal to u has
+    CE = log(e^2 + j e^4 + (M - j) e^-4) - 2, j ~ Binomial(M, 1/2); the loss is the mean over the
+    Q anchors of class 1 divided by the 2 present classes. Expected value summed over the binomial
+    here; drawing only from hard pixels (none in class 3) would give j = M (0.35 higher)."""
+    from math import lgamma
+
+    q, m = 256, 512
+    rep = np.zeros((2, 4, 5, 6), np.float32)
+    labels = np.full((2, 4, 5), 255, np.int32)
+    probs = np.full((2, 4, 5, 5), 0.2, np.float32)
+    u = np.array([1.0, 2.0, -1.0, 0.5, 0.0, 3.0], np.float32)
+    labels[0, 1, 2], rep[0, 1, 2], probs[0, 1, 2] = 1, u, [0.3, 0.1, 0.2, 0.2, 0.2]
+    for (i, y, x), sign in (((0, 3, 0), 1.0), ((1, 2, 2), -1.0)):
+        labels[i, y, x], rep[i, y, x], probs[i, y, x] = 3, sign * u, [0.0, 0.0, 0.0, 1.0, 0.0]
+    kw = dict(KW, num_queries=q, num_negatives=m)
+    (loss, aux), _ = _loss_aux_grad(jax.random.PRNGKey(0), rep, labels, probs, num_classes=5, **kw)
+    j = np.arange(m + 1)
+    pmf = np.exp([lgamma(m + 1) - lgamma(k + 1) - lgamma(m - k + 1) - m * np.log(2.0) for k in j])
+    ce = np.log(np.exp(2.0) + j * np.exp(4.0) + (m - j) * np.exp(-4.0)) - 2.0
+    expected = float(np.sum(pmf * ce)) / 2
+    assert int(aux["num_present_classes"]) == 2 and int(aux["num_valid_classes"]) == 1
+    # Sampling spread of the mean over 256 anchors: ~0.0015.
+    assert abs(float(loss) - expected) <= 0.01

@@ -75,3 +75,19 @@ def test_jit_clean_no_transfers_no_host_callbacks():
         jax.block_until_ready(outs)
     for fn in (cross_entropy, ohem_cross_entropy):
         assert "callback" not in str(jax.make_jaxpr(jax.grad(fn))(logits, labels))
+
+
+def test_labels_outside_the_classes_are_ignored_like_the_ignore_label():
+    # Ids in [K, 255) (e.g. a mask of another dataset) carry no class: they are left out of the mean.
+    logits, labels = _inputs(7)
+    labels[0, :2] = 5  # K = 5
+    labels[1, 3, :4] = 200
+    ref = cross_entropy_ref(logits, np.where(labels >= 5, 255, labels))
+    assert abs(float(cross_entropy(logits, labels)) - ref) <= 1e-5
+
+
+def test_ohem_default_threshold_is_the_published_0_7():
+    logits, labels = _inputs(4)
+    labels[0, 0], logits[0, 0] = 0, [2.0, 0.0, 0.0, 0.0, 0.0]  # true-class prob 0.649: kept at 0.7 only
+    got = float(ohem_cross_entropy(logits, labels, min_kept=10))
+    assert abs(got - ohem_ref(logits, labels, thresh=0.7, min_kept=10)) <= 1e-5

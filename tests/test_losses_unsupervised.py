@@ -55,3 +55,32 @@ def test_jit_clean_no_transfers_no_host_callbacks():
     with jax.transfer_guard("disallow"):
         jax.block_until_ready(fn(logits, target, conf))
     assert "callback" not in str(jax.make_jaxpr(jax.grad(pseudo_label_loss))(logits, target, conf))
+
+
+def test_valid_pixels_with_zero_ce_drop_out_of_the_mean():
+    # DESIGN.md §3 step 6: the mean runs over the pixels whose CE > 0. Image 0 is saturated on its
+    # pseudo-label (CE exactly 0 in float32) in its left half: those pixels are valid but not counted.
+    logits, target, conf = _inputs(6)
+    target[0, :, :3] = 1
+    logits[0, :, :3] = -1e4
+    logits[0, :, :3, 1] = 1e4
+    got = float(pseudo_label_loss(logits, target, conf, strong_threshold=0.8))
+    ref = pseudo_label_ref(logits, target, conf, strong_threshold=0.8)
+    assert abs(got - ref) <= 1e-5
+
+
+def test_a_confidence_equal_to_the_strong_threshold_counts_as_confident():
+    # w_b counts pixels with confidence >= strong_threshold (0.75: exact in float32).
+    logits, target, conf = _inputs(7)
+    conf[conf > 0] = 0.5
+    conf[:, :2] = np.where(target[:, :2] != 255, 0.75, 0.0)
+    got = float(pseudo_label_loss(logits, target, conf, strong_threshold=0.75))
+    ref = pseudo_label_ref(logits, target, conf, strong_threshold=0.75)
+    assert ref > 0 and abs(got - ref) <= 1e-5
+
+
+def test_default_strong_threshold_is_the_published_0_97():
+    logits, target, conf = _inputs(8)
+    conf[conf > 0] = np.where(np.arange(conf[conf > 0].size) % 2, 0.95, 0.98)
+    got = float(pseudo_label_loss(logits, target, conf))
+    assert abs(got - pseudo_label_ref(logits, target, conf, strong_threshold=0.97)) <= 1e-5

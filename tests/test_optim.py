@@ -136,3 +136,24 @@ def test_accumulating_two_half_batches_equals_one_full_batch_step_and_schedule_c
 def test_bad_accumulate_steps_is_rejected():
     with pytest.raises(ValueError, match="accumulate_steps"):
         optim.make_optimizer(_cfg(accumulate_steps=0), 5)
+
+
+def test_linear_warmup_scales_the_lr_from_1e_6_then_leaves_the_schedule():
+    # mmseg: lr * (1e-6 + (1 - 1e-6) * it / W) for it < W, hand-computed here.
+    warmed = optim.with_linear_warmup(optim.poly_schedule(0.01, 10, 0.9), 4)
+    for it in (0, 1, 3, 4, 7):
+        poly = 0.01 * (1 - it / 10) ** 0.9
+        expected = poly * (1e-6 + (1 - 1e-6) * it / 4) if it < 4 else poly
+        assert float(warmed(jnp.asarray(it))) == pytest.approx(expected, rel=1e-6, abs=0)
+
+
+def test_reported_lr_schedule_is_the_backbone_group_not_the_decoders():
+    _, lr_fn = optim.make_optimizer(_cfg(lr_multi=10.0), 10)  # decoder at 0.5, backbone at 0.05
+    for it in (0, 5):
+        assert float(lr_fn(jnp.asarray(it))) == pytest.approx(0.05 * (1 - it / 10) ** 0.9, rel=1e-6)
+
+
+def test_total_updates_count_only_complete_accumulations():
+    # MultiSteps applies an update every k-th micro-step: 7 micro-steps with k = 2 make 3 updates.
+    assert optim.total_updates_for(7, 2) == 3 and optim.total_updates_for(8, 2) == 4
+    assert optim.total_updates_for(6, 1) == 6

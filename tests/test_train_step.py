@@ -374,3 +374,41 @@ def test_labelled_forward_is_not_normalised_with_the_unlabelled_batch():
         states, _ = run_steps(par, state, [fake_batch(0)], jax.random.key(7))
         params[mode] = states[0].params
     assert max_abs_diff(params["semi"], params["sup"]) <= 1e-6
+
+
+def test_total_loss_weighs_each_term_and_ramps_up_both_unlabelled_ones(monkeypatch):
+    """Every loss is replaced by a constant, so the total identifies how they are combined:
+    w_sup S + w_bnd B + ramp (w_uns U + w_con C), ramp = exp(-5 (1 - t/T)^2) of the optimiser
+    update t (accumulate_steps=2: micro-steps 0 and 1 are both update 0). The contrastive stand-in
+    reports which labels it was given: 1000 x the valid fraction of the first (labelled) half plus
+    10^4 x that of the unlabelled half, whose pixels join only at confidence >= weak_threshold
+    (1.0 here: none, while every one is above strong_threshold 0.3)."""
+    import jax.numpy as jnp
+
+    from mofgseg_jax.losses import boundary, supervised
+    from mofgseg_jax.train import step as step_module
+
+    def const(value, x):  # the value, still a function of the model's output
+        return value + 0.0 * jnp.sum(x)
+
+    def contrastive(key, reps, labels, probs, **kw):
+        valid = (labels != 255).astype(jnp.float32)
+        half = labels.shape[0] // 2
+        return const(1000.0 * jnp.mean(valid[:half]) + 1e4 * jnp.mean(valid[half:]), reps[0]), {
+            "num_present_classes": jnp.int32(2)}
+
+    monkeypatch.setattr(supervised, "cross_entropy", lambda logits, labels, **kw: const(1.0, logits))
+    monkeypatch.setattr(boundary, "dice_loss", lambda prob, target: const(10.0, prob))
+    monkeypatch.setattr(step_module, "pseudo_label_loss", lambda logits, *a, **kw: const(100.0, logits))
+    monkeypatch.setattr(step_module, "weighted_contrastive_loss", contrastive)
+    config = tiny_config(loss__supervised_weight=0.5, loss__boundary_weight=2.0, loss__unsupervised_weight=3.0,
+                         loss__contrastive_weight=5.0, loss__semi_rampup_steps=4, loss__weak_threshold=1.0,
+                         optim__accumulate_steps=2)
+    model, state = host_state(config)
+    par = parallel.make_parallel(config, make_train_step(config, model), mesh=parallel.make_mesh(jax.devices()[:1]))
+    _, metrics = run_steps(par, state, [fake_batch(i) for i in range(2)], jax.random.key(7))
+    ramp = np.exp(-5.0)  # update 0 of 4
+    for m in metrics:
+        assert m["semi_weight"] == pytest.approx(ramp, rel=1e-6)
+        assert m["contrastive_loss"] == 1000.0  # labelled half all valid, unlabelled half none
+        assert m["loss"] == pytest.approx(0.5 * 1.0 + 2.0 * 10.0 + ramp * (3.0 * 100.0 + 5.0 * 1000.0), rel=1e-6)
