@@ -99,6 +99,7 @@ def test_unknown_optimizer_name_is_one_clear_error():
     with pytest.raises(ValueError, match="optim.name"):
         optim.make_optimizer(_cfg(name="lamb"), 5)
 
+
 def test_poly_schedule_values():
     sched = optim.poly_schedule(0.01, 10, 0.9)
     for it in (0, 3, 9, 10, 12):
