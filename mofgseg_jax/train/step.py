@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from mofgseg_jax.augment.perturb import perturb_unlabeled
-from mofgseg_jax.augment.photometric import normalize
+from mofgseg_jax.augment.photometric import mean_std, normalize
 from mofgseg_jax.errors import InputError
 from mofgseg_jax.losses import boundary as boundary_loss
 from mofgseg_jax.losses import supervised
@@ -73,6 +73,8 @@ def _perturb(config: Any, key: jax.Array, device_key: jax.Array, images01: jax.A
     aug = config.augment
     kwargs = dict(
         mix_mode=aug.mix_mode, num_classes=config.model.num_classes, ignore_index=config.data.ignore_index,
+        mix_area_ratio=float(aug.mix_area_ratio), classmix_class_ratio=float(aug.classmix_class_ratio),
+        mean=mean_std(config.data)[0],
         scale_range=tuple(aug.scale_range), jitter_prob=aug.jitter_prob, brightness=tuple(aug.brightness),
         contrast=tuple(aug.contrast), saturation=tuple(aug.saturation), hue=tuple(aug.hue),
         blur_prob=aug.blur_prob, blur_sigma=tuple(aug.blur_sigma), blur_kernel_size=int(aug.blur_kernel_size),
@@ -134,6 +136,8 @@ def make_train_step(config: Any, model: Any) -> StepFn:
     w_sup, w_bnd = float(lc.supervised_weight), float(lc.boundary_weight)
     w_uns = float(lc.unsupervised_weight) if semi else 0.0
     w_con = float(lc.contrastive_weight) if semi else 0.0
+    dice_smooth = float(lc.dice_smooth)
+    mean, std = mean_std(config.data)
     rampup_steps = int(lc.semi_rampup_steps)
     anchor_chunk = int(lc.get("contrastive_anchor_chunk", 0))
     edge_void = bool(lc.get("edge_ignore_as_region", False))
@@ -177,7 +181,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
         if semi:
             x_u = _to_unit(batch["unlabeled"]["image"])
             teacher_vars = {"params": state.teacher["params"], "batch_stats": state.teacher["batch_stats"]}
-            t_logits = model.apply(teacher_vars, normalize(x_u), train=False, edge_images=0)["logits"]
+            t_logits = model.apply(teacher_vars, normalize(x_u, mean, std), train=False, edge_images=0)["logits"]
             t_prob = jax.nn.softmax(jax.lax.stop_gradient(t_logits).astype(jnp.float32), axis=-1)
             confidence = jnp.max(t_prob, axis=-1)
             pseudo = jnp.argmax(t_prob, axis=-1).astype(jnp.int32)
@@ -202,7 +206,8 @@ def make_train_step(config: Any, model: Any) -> StepFn:
             # labelled batch's normalisation; running statistics are updated by both, in that order.
             # One model call with the two as groups does exactly that, with the backbone (no
             # BatchNorm) run once on all the images, which is faster.
-            images = (normalize(x_l), normalize(x_s)) if semi else normalize(x_l)
+            images = ((normalize(x_l, mean, std), normalize(x_s, mean, std)) if semi
+                      else normalize(x_l, mean, std))
             outs, new_stats = student(params, state.batch_stats, images, dropout_key, bl if w_bnd else 0)
             out, out_u = outs if semi else (outs, None)
             # The two forwards' outputs are kept apart (edge: labelled images only): the losses
@@ -214,7 +219,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
             if w_sup:
                 terms["supervised_loss"] = supervised_loss(out["logits"], y_l)
             if w_bnd:
-                terms["boundary_loss"] = boundary_loss.dice_loss(out["edge"], edge_t)
+                terms["boundary_loss"] = boundary_loss.dice_loss(out["edge"], edge_t, smooth=dice_smooth)
             if semi and w_uns:
                 terms["unsupervised_loss"] = pseudo_label_loss(out_u["logits"], y_s, c_s,
                                                                strong_threshold=lc.strong_threshold,
