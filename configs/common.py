@@ -66,6 +66,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.eval_pad_size = ml_collections.FieldReference(1024, field_type=object)
     config.data.scale_range = (0.5, 2.0)  # host-side random long-side resize
     config.data.num_workers = 0  # grain worker processes (0 = in-process)
+    config.data.num_threads = 4  # grain read threads per input stream (train and validation), each process
+    config.data.prefetch = 4  # batches those threads read ahead, per stream
     # Per-channel (RGB) normalisation (x - mean) / std of images scaled to [0, 1] (uint8 / 255), in
     # training, evaluation and prediction: ImageNet's, which the pretrained MiT weights expect. The
     # mean is also the colour cutout fills in (0 once normalised).

@@ -87,6 +87,8 @@ def _eval_rules() -> dict[str, Rule]:
     return {
         "data.crop_size": POSITIVE_INT,
         "data.eval_batch_size": POSITIVE_INT,
+        "data.num_threads": POSITIVE_INT,
+        "data.prefetch": POSITIVE_INT,
         "data.mean": CHANNEL_MEANS,
         "data.std": CHANNEL_STDS,
         "eval.mode": _one_of(*MODES),

@@ -48,6 +48,8 @@ def test_every_shipped_config_and_variant_passes(name):
      "data.mean=(123.675, 116.28, 103.53): expected three numbers in [0, 1] (images are scaled to [0, 1])"),
     ("data.std=(0.2,0.0,0.2)", "data.std=(0.2, 0.0, 0.2): expected three numbers in (0, 1]"),
     ("data.std=(0.2,0.2)", "data.std=(0.2, 0.2): expected three numbers (R, G, B)"),
+    ("data.num_threads=0", "data.num_threads=0: expected an integer > 0"),
+    ("data.prefetch=-1", "data.prefetch=-1: expected an integer > 0"),
     ("eval.window_stride_ratio=0", "eval.window_stride_ratio=0.0: expected a fraction of the window in (0, 1]"),
     ("data.eval_pad_size=(96,0)", "data.eval_pad_size=(96, 0): expected a positive int"),
 ])

@@ -231,3 +231,21 @@ def test_labelled_only_iterator_reads_no_unlabelled_split_and_keeps_the_labelled
 def test_labelled_only_epoch_is_one_pass_over_the_labelled_split(demo_root):
     # The published supervised baseline (train_baseline_sup.py): total_iters = len(labelled loader) * epochs.
     assert pipeline.steps_per_epoch(_cfg(demo_root), labelled_only=True) == 8 // 2
+
+
+def test_read_threads_and_prefetch_come_from_the_config_and_default_to_4(demo_root, monkeypatch):
+    import ml_collections
+
+    seen, read_options = [], pipeline.grain.ReadOptions
+
+    def recording(**kw):
+        seen.append((kw["num_threads"], kw["prefetch_buffer_size"]))
+        return read_options(**kw)
+
+    monkeypatch.setattr(pipeline.grain, "ReadOptions", recording)
+    pipeline.make_val_batches(_cfg(demo_root, num_threads=2, prefetch=3))
+    pipeline.make_train_iterator(_cfg(demo_root, num_threads=1, prefetch=5), seed=0)
+    older = ml_collections.ConfigDict({k: v for k, v in _cfg(demo_root).items() if k not in ("num_threads", "prefetch")})
+    pipeline.make_val_batches(older)  # a config stored before the keys existed
+    pipeline.make_val_batches(_cfg(demo_root, num_threads=2), num_threads=6, prefetch=7)  # the caller's win
+    assert seen == [(2, 3), (1, 5), (4, 4), (6, 7)]
