@@ -105,7 +105,7 @@ def wants_inside_map(config: Any) -> bool:
     """Whether the step reads the labelled batch's 'inside' map (1 = image pixel, 0 = crop padding):
     edge targets derived on the fly (no precomputed maps) with `loss.edge_ignore_as_region`."""
     return (bool(config.loss.boundary_weight) and not bool(config.data.get("use_edge_maps", False))
-            and bool(config.loss.get("edge_ignore_as_region", False)))
+            and bool(config.loss.edge_ignore_as_region))
 
 
 def make_train_step(config: Any, model: Any) -> StepFn:
@@ -140,7 +140,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
     mean, std = mean_std(config.data)
     rampup_steps = int(lc.semi_rampup_steps)
     anchor_chunk = int(lc.get("contrastive_anchor_chunk", 0))
-    edge_void = bool(lc.get("edge_ignore_as_region", False))
+    edge_void = bool(lc.edge_ignore_as_region)
     if anchor_chunk < 0:
         raise InputError(f"config.loss.contrastive_anchor_chunk must be >= 0 (0 = by backend), "
                          f"got {anchor_chunk}")
