@@ -33,6 +33,9 @@ from mofgseg_jax.train.ema import update_teacher
 from mofgseg_jax.train.state import TrainState
 
 AXIS = "data"
+# The loss terms (also their metric names) that learn from the unlabelled batch: DESIGN.md §3 step 6's
+# sum scales them by the ramp-up weight (`loss.semi_rampup_steps`), after the labelled terms.
+UNLABELLED_TERMS = ("unsupervised_loss", "contrastive_loss")
 # Mix modes that only look at one sample at a time: perturbed per sample with global-index keys.
 PER_SAMPLE_MIX_MODES = ("cutout", "none")
 
@@ -136,6 +139,10 @@ def make_train_step(config: Any, model: Any) -> StepFn:
     w_sup, w_bnd = float(lc.supervised_weight), float(lc.boundary_weight)
     w_uns = float(lc.unsupervised_weight) if semi else 0.0
     w_con = float(lc.contrastive_weight) if semi else 0.0
+    # Every loss term and its weight: the total is their weighted sum (`total_loss`), so a term is
+    # computed in `loss_fn` and weighted here, nowhere else.
+    weights = {"supervised_loss": w_sup, "boundary_loss": w_bnd, "unsupervised_loss": w_uns,
+               "contrastive_loss": w_con}
     dice_smooth = float(lc.dice_smooth)
     mean, std = mean_std(config.data)
     rampup_steps = int(lc.semi_rampup_steps)
@@ -150,6 +157,17 @@ def make_train_step(config: Any, model: Any) -> StepFn:
             return supervised.ohem_cross_entropy(logits, labels, thresh=lc.ohem_thresh,
                                                  min_kept=lc.ohem_min_kept, ignore_index=ignore)
         return supervised.cross_entropy(logits, labels, ignore_index=ignore)
+
+    def total_loss(terms: Mapping[str, jax.Array], ramp: Any) -> jax.Array:
+        """(sum of the labelled terms) + ramp x (sum of the unlabelled ones), each times its weight."""
+        if set(terms) != set(weights):  # trace time: a term without a weight would never be optimised
+            raise ValueError(f"loss terms {sorted(terms)} and weighted terms {sorted(weights)} differ")
+
+        def weighted(names):
+            return sum(weights[name] * terms[name] for name in names)
+
+        labelled = [name for name in weights if name not in UNLABELLED_TERMS]
+        return weighted(labelled) + ramp * weighted(UNLABELLED_TERMS)
 
     def body(state: TrainState, batch: Mapping[str, Any], rng: jax.Array):
         step_key = jax.random.fold_in(rng, state.step)
@@ -213,8 +231,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
             # The two forwards' outputs are kept apart (edge: labelled images only): the losses
             # take them separately, so no backward has to split a concatenated gradient.
             zero = jnp.zeros((), jnp.float32)
-            terms = {"supervised_loss": zero, "boundary_loss": zero, "unsupervised_loss": zero,
-                     "contrastive_loss": zero}
+            terms = {name: zero for name in weights}
             extra = {}
             if w_sup:
                 terms["supervised_loss"] = supervised_loss(out["logits"], y_l)
@@ -245,9 +262,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
                     rep_bias=rep_bias, anchor_chunk=anchor_chunk or None)
                 terms["contrastive_loss"] = loss_c
                 extra["contrastive_classes"] = jnp.asarray(aux_c["num_present_classes"], jnp.float32)
-            total = (w_sup * terms["supervised_loss"] + w_bnd * terms["boundary_loss"]
-                     + ramp * (w_uns * terms["unsupervised_loss"] + w_con * terms["contrastive_loss"]))
-            return total, ({**terms, **extra}, new_stats)
+            return total_loss(terms, ramp), ({**terms, **extra}, new_stats)
 
         (total, (terms, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grads = mean_over_devices(grads)
