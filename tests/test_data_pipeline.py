@@ -245,7 +245,8 @@ def test_read_threads_and_prefetch_come_from_the_config_and_default_to_4(demo_ro
     monkeypatch.setattr(pipeline.grain, "ReadOptions", recording)
     pipeline.make_val_batches(_cfg(demo_root, num_threads=2, prefetch=3))
     pipeline.make_train_iterator(_cfg(demo_root, num_threads=1, prefetch=5), seed=0)
-    older = ml_collections.ConfigDict({k: v for k, v in _cfg(demo_root).items() if k not in ("num_threads", "prefetch")})
+    older = ml_collections.ConfigDict({k: v for k, v in _cfg(demo_root).items()
+                                       if k not in ("num_threads", "prefetch")})
     pipeline.make_val_batches(older)  # a config stored before the keys existed
     pipeline.make_val_batches(_cfg(demo_root, num_threads=2), num_threads=6, prefetch=7)  # the caller's win
     assert seen == [(2, 3), (1, 5), (4, 4), (6, 7)]

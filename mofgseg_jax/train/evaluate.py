@@ -1,8 +1,8 @@
 """Evaluation: fixed-shape segmentation of padded validation batches, confusion matrices, mIoU.
 
-Validation batches arrive padded to one canvas `[B, Hp, Wp]` (DESIGN.md §4; `data.pipeline.make_val_batches`),
-so every function here compiles once: `data.eval_pad_size`, an int (a square) or (height, width). An image of
-exactly the canvas size is not padded. Three modes, as the published code:
+Validation batches arrive padded to one canvas `[B, Hp, Wp]` (DESIGN.md §4;
+`data.pipeline.make_val_batches`), so every function here compiles once: `data.eval_pad_size`, an int
+(a square) or (height, width). An image of exactly the canvas size is not padded. Three modes, as the published code:
   - `original`: the whole (padded) image in one forward pass. MiT's attention is global, so padding
     changes the logits inside the image too: only an image that fills the canvas gets exactly the
     published `model(img)`; set the canvas to the image size when a dataset has one;
