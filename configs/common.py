@@ -66,6 +66,13 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.eval_pad_size = ml_collections.FieldReference(1024, field_type=object)
     config.data.scale_range = (0.5, 2.0)  # host-side random long-side resize
     config.data.num_workers = 0  # grain worker processes (0 = in-process)
+    config.data.num_threads = 4  # grain read threads per input stream (train and validation), each process
+    config.data.prefetch = 4  # batches those threads read ahead, per stream
+    # Per-channel (RGB) normalisation (x - mean) / std of images scaled to [0, 1] (uint8 / 255), in
+    # training, evaluation and prediction: ImageNet's, which the pretrained MiT weights expect. The
+    # mean is also the colour cutout fills in (0 once normalised).
+    config.data.mean = (0.485, 0.456, 0.406)
+    config.data.std = (0.229, 0.224, 0.225)
     config.data.use_edge_maps = False  # read precomputed edge maps instead of deriving them
     config.data.edge_dir = ""
     config.data.ignore_index = 255  # must equal the spec's (data_specs/<name>.json): the host pads masks with it
@@ -90,6 +97,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.unsupervised_weight = 1.0
     config.loss.contrastive_weight = 1.0
     config.loss.boundary_weight = 1.0
+    config.loss.dice_smooth = 1.0  # the boundary Dice loss's +1 in numerator and denominator
     # Sigmoid ramp-up exp(-5 (1 - t/T)^2) of the unsupervised and contrastive weights over the first
     # T updates (Laine & Aila 2017); 0 = full weight from the first step, as published.
     config.loss.semi_rampup_steps = 0
@@ -116,6 +124,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.augment = ml_collections.ConfigDict()  # on-device perturbation of the unlabelled view
     config.augment.mix_mode = "cutout"  # 'cutout' | 'cutmix' | 'classmix' | 'none'
+    config.augment.mix_area_ratio = 0.5  # cutout/cutmix rectangle's fraction of the crop area, in (0, 1]
+    config.augment.classmix_class_ratio = 0.5  # classmix's fraction of the classes present (rounded down), in (0, 1]
     config.augment.scale_range = (0.5, 2.0)
     config.augment.jitter_prob = 0.8
     config.augment.brightness = (0.75, 1.25)

@@ -1,9 +1,11 @@
 """python launch/train.py --config configs/uavseg.py:semi --workdir runs/uavseg_1_8 --config.data.root /data/uavseg
 
 UAV-SEG (14 fine-grained ocean classes) with the published MOFGSeg settings (DESIGN.md §5):
-MiT-B5, crop 513, 240 epochs, 2 images per GPU x 4 GPUs, lr 0.005, lr_multi 1, OHEM supervised loss,
-evaluation on whole images. Variants: `:semi` (default), `:sup`, `:no_contrast`, `:no_boundary`,
-`:published_teacher_bn`, `:smoke`; combine with commas (`:sup,smoke`).
+MiT-B5, crop 513, 240 epochs, 2 images per GPU x 4 GPUs, lr 0.005, lr_multi 1, plain
+cross-entropy supervised loss (the full method, train_method.py), evaluation on whole images.
+Variants: `:semi` (default), `:sup`, `:no_contrast`, `:no_boundary`, `:published_teacher_bn`,
+`:smoke`; combine with commas (`:sup,smoke`). The published supervised baseline trains with OHEM:
+`:sup,no_boundary --config.loss.ohem=True`.
 """
 
 from configs.common import apply_variant, base_config

@@ -51,6 +51,17 @@ def _range(words: str, ok: Callable[[float], bool]) -> Rule:
     return rule
 
 
+def _rgb(words: str, ok: Callable[[float], bool]) -> Rule:
+    """Three per-channel numbers (R, G, B), each in the domain (`words` says which)."""
+
+    def rule(v: Any) -> str | None:
+        if not (isinstance(v, (tuple, list)) and len(v) == 3 and all(_is_number(x) for x in v)):
+            return "expected three numbers (R, G, B)"
+        return None if all(ok(x) for x in v) else f"expected three numbers {words}"
+
+    return rule
+
+
 def _one_of(*choices: Any) -> Rule:
     return lambda v: None if v in choices else f"choose from {', '.join(map(str, choices))}"
 
@@ -64,6 +75,10 @@ SCALES = _range("> 0", lambda v: v > 0)  # resize factors and blur sigmas
 FACTORS = _range(">= 0", lambda v: v >= 0)  # colour-jitter factors
 HUE_SHIFTS = _range("in [-0.5, 0.5] (of a hue turn)", lambda v: -0.5 <= v <= 0.5)
 ODD_POSITIVE_INT = _integer("> 0 and odd", lambda v: v > 0 and v % 2 == 1)
+FRACTION = _number("in (0, 1]", lambda v: 0 < v <= 1)
+# Normalisation of images scaled to [0, 1]: a 0-255 mean (123.675, ...) is refused, not trained on.
+CHANNEL_MEANS = _rgb("in [0, 1] (images are scaled to [0, 1])", lambda v: 0 <= v <= 1)
+CHANNEL_STDS = _rgb("in (0, 1] (images are scaled to [0, 1])", lambda v: 0 < v <= 1)
 
 
 def _eval_rules() -> dict[str, Rule]:
@@ -72,6 +87,10 @@ def _eval_rules() -> dict[str, Rule]:
     return {
         "data.crop_size": POSITIVE_INT,
         "data.eval_batch_size": POSITIVE_INT,
+        "data.num_threads": POSITIVE_INT,
+        "data.prefetch": POSITIVE_INT,
+        "data.mean": CHANNEL_MEANS,
+        "data.std": CHANNEL_STDS,
         "eval.mode": _one_of(*MODES),
     }
 
@@ -98,6 +117,8 @@ def _train_rules(config: Any) -> dict[str, Rule]:
         "data.strong_view.blur_prob": PROBABILITY,
         "data.strong_view.blur_sigma": SCALES,
         "augment.mix_mode": _one_of(*MIX_MODES),
+        "augment.mix_area_ratio": FRACTION,
+        "augment.classmix_class_ratio": FRACTION,
         "augment.scale_range": SCALES,
         "augment.jitter_prob": PROBABILITY,
         "augment.brightness": FACTORS,
@@ -113,6 +134,7 @@ def _train_rules(config: Any) -> dict[str, Rule]:
         "loss.num_queries": POSITIVE_INT,
         "loss.num_negatives": POSITIVE_INT,
         "loss.temperature": POSITIVE,
+        "loss.dice_smooth": POSITIVE,
     }
     if reads_unlabelled(config):
         rules["data.batch_size_unlabeled"] = POSITIVE_INT

@@ -124,3 +124,48 @@ def test_none_mode_is_identity():
     images, labels, conf = _batch()
     for out, x in zip(_mix("none")(_keys(0), images, labels, conf), (images, labels, conf)):
         np.testing.assert_array_equal(np.asarray(out), x)
+
+
+def test_rectangle_of_a_quarter_area_follows_the_size_law_with_ratio_a_quarter():
+    masks = np.asarray(jax.jit(jax.vmap(lambda k: mixing.rectangle_mask(k, H, W, area_ratio=0.25)))(
+        jax.random.split(jax.random.key(3), 200)))
+    widths = set()
+    for m in masks:
+        ys, xs = np.nonzero(m)
+        h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+        assert m.sum() == h * w
+        assert int(W * 0.25) + 1 <= w <= W - 1  # numpy randint(W / 4 + 1, W), as the published law
+        assert h == np.round(H * W / 4 / w)
+        widths.add(w)
+    assert widths == set(range(int(W * 0.25) + 1, W))
+    # A quarter of the image, up to the rounding of the height (|h - H W / 4 / w| <= 1/2 row).
+    assert np.all(np.abs(masks.sum(axis=(1, 2)) - H * W / 4) <= W / 2)
+    assert abs(masks.sum(axis=(1, 2)).mean() / (H * W) - 0.25) < 0.02
+
+
+def test_rectangle_of_the_whole_area_is_the_whole_image():
+    # Where the published width range would be empty (ratio 1): the full width, hence full height.
+    assert np.asarray(mixing.rectangle_mask(jax.random.key(0), H, W, area_ratio=1.0)).all()
+
+
+@pytest.mark.parametrize("present, ratio, expected", [(10, 0.7, 7), (10, 0.3, 3), (5, 0.6, 3), (4, 1.0, 4),
+                                                      (6, 0.5, 3), (3, 0.2, 0)])
+def test_classmix_takes_the_class_ratio_of_the_classes_present_rounded_down(present, ratio, expected):
+    # floor(ratio x present) by hand, in decimal: 0.7 x 10 classes is 7 (binary float32 gives 6.99...).
+    label = jnp.asarray(np.arange(H * W).reshape(H, W) % present, jnp.int32)
+    for seed in range(3):
+        mask = np.asarray(mixing.class_mask(jax.random.key(seed), label, num_classes=10, class_ratio=ratio))
+        chosen = np.unique(np.asarray(label)[mask])
+        assert len(chosen) == expected
+        np.testing.assert_array_equal(mask, np.isin(np.asarray(label), chosen))
+
+
+def test_cutout_fills_the_given_mean_colour():
+    images, labels, conf = _batch()
+    mean = (0.1, 0.7, 0.25)
+    fn = jax.jit(functools.partial(mixing.mix_batch, mode="cutout", num_classes=K, mean=mean))
+    out_im, out_lb, _ = map(np.asarray, fn(_keys(1), images, labels, conf))
+    for i in range(B):
+        inside = out_lb[i] == IGNORE
+        assert inside.any()
+        np.testing.assert_array_equal(out_im[i][inside], np.broadcast_to(np.float32(mean), out_im[i][inside].shape))

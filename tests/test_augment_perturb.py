@@ -154,3 +154,29 @@ def test_jitter_and_blur_are_decided_independently_for_each_sample():
         assert len(matches) == 1
         seen.add(matches[0])
     assert seen == {(False, False), (True, False), (False, True), (True, True)}
+
+
+def test_cutout_area_ratio_and_fill_colour_reach_the_mixing():
+    # Geometry and photometry off: the only change is cutout's rectangle, a quarter of the image
+    # (to a rounded row) in the given colour.
+    images, labels, conf = _inputs(7)
+    mean = (0.2, 0.4, 0.6)
+    fn = jax.jit(functools.partial(perturb_unlabeled, mix_mode="cutout", num_classes=K, scale_range=(1.0, 1.0),
+                                   jitter_prob=0.0, blur_prob=0.0, flip_prob=0.0, mix_area_ratio=0.25, mean=mean))
+    out_im, out_lb, out_cf = map(np.asarray, fn(jax.random.key(3), images, labels, conf))
+    for i in range(B):
+        inside = out_lb[i] == IGNORE
+        assert abs(inside.sum() - H * W / 4) <= W / 2
+        np.testing.assert_array_equal(out_im[i][inside], np.broadcast_to(np.float32(mean), out_im[i][inside].shape))
+        assert np.all(out_cf[i][inside] == 0)
+        np.testing.assert_array_equal(out_im[i][~inside], np.asarray(images)[i][~inside])
+
+
+def test_classmix_class_ratio_reaches_the_mixing():
+    # Ratio 1: every class of the next sample is pasted, so each sample becomes the next one.
+    images, labels, conf = _inputs(8)
+    fn = jax.jit(functools.partial(perturb_unlabeled, mix_mode="classmix", num_classes=K, scale_range=(1.0, 1.0),
+                                   jitter_prob=0.0, blur_prob=0.0, flip_prob=0.0, classmix_class_ratio=1.0))
+    out_im, out_lb, out_cf = map(np.asarray, fn(jax.random.key(0), images, labels, conf))
+    for out, x in zip((out_im, out_lb, out_cf), (images, labels, conf)):
+        np.testing.assert_array_equal(out, np.roll(np.asarray(x), -1, axis=0))

@@ -149,3 +149,20 @@ def test_normalize_uses_imagenet_mean_and_std():
     image = np.asarray(_as01(_uint8_image(6)))
     expected = (image - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
     np.testing.assert_allclose(np.asarray(photometric.normalize(jnp.asarray(image))), expected, atol=1e-6)
+
+
+def test_normalize_with_another_mean_and_std_matches_numpy():
+    image = np.asarray(_as01(_uint8_image(7)))
+    mean, std = (0.2, 0.5, 0.8), (0.5, 0.3, 0.1)
+    expected = (image.astype(np.float64) - np.array(mean)) / np.array(std)
+    np.testing.assert_allclose(np.asarray(photometric.normalize(jnp.asarray(image), mean, std)), expected,
+                               rtol=1e-6, atol=1e-5)
+
+
+def test_mean_std_of_a_config_is_its_data_mean_and_std_and_imagenets_where_it_lacks_them():
+    import ml_collections
+
+    data = ml_collections.ConfigDict({"mean": (0.2, 0.5, 0.8), "std": [0.5, 0.3, 0.1]})
+    assert photometric.mean_std(data) == ((0.2, 0.5, 0.8), (0.5, 0.3, 0.1))
+    older = ml_collections.ConfigDict({"crop_size": 64})  # a config stored before the keys existed
+    assert photometric.mean_std(older) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

@@ -248,3 +248,22 @@ def test_labelled_and_unlabelled_streams_draw_their_own_order_and_augmentation(d
     cfg.strong_view.jitter_prob = cfg.strong_view.grayscale_prob = cfg.strong_view.blur_prob = 0.0
     batches = _take(pipeline.make_train_iterator(cfg, seed=5, with_inside=False), 4)
     assert not any(np.array_equal(b["labeled"]["image"], b["unlabeled"]["image"]) for b in batches)
+
+
+def test_read_threads_and_prefetch_come_from_the_config_and_default_to_4(demo_root, monkeypatch):
+    import ml_collections
+
+    seen, read_options = [], pipeline.grain.ReadOptions
+
+    def recording(**kw):
+        seen.append((kw["num_threads"], kw["prefetch_buffer_size"]))
+        return read_options(**kw)
+
+    monkeypatch.setattr(pipeline.grain, "ReadOptions", recording)
+    pipeline.make_val_batches(_cfg(demo_root, num_threads=2, prefetch=3))
+    pipeline.make_train_iterator(_cfg(demo_root, num_threads=1, prefetch=5), seed=0)
+    older = ml_collections.ConfigDict({k: v for k, v in _cfg(demo_root).items()
+                                       if k not in ("num_threads", "prefetch")})
+    pipeline.make_val_batches(older)  # a config stored before the keys existed
+    pipeline.make_val_batches(_cfg(demo_root, num_threads=2), num_threads=6, prefetch=7)  # the caller's win
+    assert seen == [(2, 3), (1, 5), (4, 4), (6, 7)]

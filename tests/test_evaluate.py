@@ -258,3 +258,28 @@ def test_miou_is_the_mean_over_all_classes_with_absent_classes_scoring_zero():
     # IoU = I / (row + column - I): 3/5, 2/3, 2/3, then 0 for the absent classes.
     np.testing.assert_allclose(iou, [60.0, 200 / 3, 200 / 3, 0.0, 0.0], rtol=1e-9)
     assert miou == pytest.approx((60.0 + 400 / 3) / 5, rel=1e-9)
+
+
+def test_prepare_images_normalises_with_the_given_mean_and_std_and_zeroes_padding():
+    batch = _batch(13)
+    mean, std = (0.3, 0.6, 0.1), (0.2, 0.4, 0.5)
+    got = np.asarray(jax.jit(lambda b: ev.prepare_images(b["image"], b["height"], b["width"], mean=mean, std=std))(
+        {k: jnp.asarray(v) for k, v in batch.items()}))
+    for i in range(3):
+        h, w = batch["height"][i], batch["width"][i]
+        expected = (batch["image"][i, :h, :w] / 255.0 - np.array(mean)) / np.array(std)
+        np.testing.assert_allclose(got[i, :h, :w], expected, rtol=1e-6, atol=1e-5)
+        assert (got[i, h:] == 0).all() and (got[i, :, w:] == 0).all()
+
+
+def test_a_stored_config_older_than_data_mean_and_std_evaluates_with_imagenets():
+    from mofgseg_jax.augment.photometric import mean_std
+    from mofgseg_jax.train import inference
+    from tests.config_helpers import load_config
+
+    stored = load_config("demo", "smoke").to_dict()
+    del stored["data"]["mean"], stored["data"]["std"]
+    assert mean_std(inference.run_config(None, stored).data) == (IMAGENET_MEAN, IMAGENET_STD)
+    stored["data"]["std"] = (0.2, 0.0, 0.2)  # evaluation reads it, so it is checked there
+    with pytest.raises(InputError, match=r"^data.std=\(0.2, 0.0, 0.2\): expected three numbers in \(0, 1\]"):
+        inference.run_config(None, stored)

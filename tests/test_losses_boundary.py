@@ -143,3 +143,13 @@ def test_jit_clean_no_transfers_no_host_callbacks():
     void(labels, inside)
     with jax.transfer_guard("disallow"):
         jax.block_until_ready(void(labels, inside))
+
+
+def test_dice_loss_with_smooth_half_matches_the_numpy_formula():
+    rng = np.random.RandomState(4)
+    prob = rng.rand(2, 6, 5).astype(np.float32)
+    target = (rng.rand(2, 6, 5) < 0.4).astype(np.float32)
+    p, t = prob.astype(np.float64).reshape(2, -1), target.astype(np.float64).reshape(2, -1)
+    expected = np.mean(1 - (2 * (p * t).sum(1) + 0.5) / ((p * p).sum(1) + (t * t).sum(1) + 0.5))
+    assert float(dice_loss(prob, target, smooth=0.5)) == pytest.approx(expected, abs=1e-6)
+    assert abs(float(dice_loss(prob, target)) - expected) > 1e-3  # the default +1 gives another value

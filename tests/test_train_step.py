@@ -14,7 +14,7 @@ from mofgseg_jax.models import build_model
 from mofgseg_jax.train import parallel
 from mofgseg_jax.train.state import create_train_state, init_variables
 from mofgseg_jax.train.step import AXIS, check_finite, make_train_step, mean_over_devices, wants_inside_map
-from tests.loss_references import edge_targets_ref, edge_targets_void_ref
+from tests.loss_references import cross_entropy_ref, dice_ref, edge_targets_ref, edge_targets_void_ref
 
 CROP, CLASSES = 32, 3
 
@@ -312,7 +312,7 @@ def test_edge_targets_in_the_step_count_void_but_not_padding(monkeypatch):
     from mofgseg_jax.losses import boundary
 
     weights = np.arange(1, 2 * CROP * CROP + 1, dtype=np.float32).reshape(2, CROP, CROP)
-    monkeypatch.setattr(boundary, "dice_loss", lambda prob, target: jax.numpy.sum(target * weights))
+    monkeypatch.setattr(boundary, "dice_loss", lambda prob, target, smooth: jax.numpy.sum(target * weights))
     config = tiny_config(train__mode="sup")
     assert config.loss.edge_ignore_as_region and wants_inside_map(config)
     model, state = host_state(config)
@@ -327,6 +327,35 @@ def test_edge_targets_in_the_step_count_void_but_not_padding(monkeypatch):
     assert void.sum() > 0 and old.sum() == 0  # the object touches only void: the old rule sees nothing
     assert metrics[0]["boundary_loss"] == float(np.sum(void * weights))
     assert metrics[1]["boundary_loss"] == float(np.sum(old * weights))
+
+
+def test_the_step_normalises_with_data_mean_and_std_and_smooths_the_dice_loss_with_loss_dice_smooth():
+    """A sup step's losses equal the NumPy losses (Dice with +0.5, cross-entropy) of the same
+    network's outputs on images normalised in NumPy with the config's mean and std."""
+    mean, std = (0.2, 0.5, 0.8), (0.5, 0.3, 0.1)
+    config = tiny_config(train__mode="sup", loss__dice_smooth=0.5, data__mean=mean, data__std=std)
+    model, state = host_state(config)
+    par = parallel.make_parallel(config, make_train_step(config, model), mesh=parallel.make_mesh(jax.devices()[:1]))
+    batch = fake_batch(0)
+    _, metrics = run_steps(par, state, [batch], jax.random.key(0))
+    images, label = batch["labeled"]["image"], batch["labeled"]["label"]
+    plain = build_model(config.model)  # no BatchNorm axis: applied outside the mapped step
+
+    def outputs(m, s):  # the student's forward in training mode (no dropout in tiny_config)
+        x = jax.numpy.asarray((images / 255.0 - np.array(m)) / np.array(s), jax.numpy.float32)
+        out, _ = plain.apply({"params": state.params, "batch_stats": state.batch_stats}, x, train=True,
+                             rngs={"dropout": jax.random.key(0)}, mutable=["batch_stats"],
+                             edge_images=len(images), rep_as_features=True)
+        return np.asarray(out["edge"])[..., 0], np.asarray(out["logits"])
+
+    edge, logits = outputs(mean, std)
+    target = edge_targets_ref(label, connectivity=config.loss.edge_connectivity, width=config.loss.edge_width)
+    assert metrics[0]["boundary_loss"] == pytest.approx(dice_ref(edge, target, smooth=0.5), abs=1e-5)
+    assert metrics[0]["supervised_loss"] == pytest.approx(cross_entropy_ref(logits, label), abs=1e-5)
+    # ImageNet's normalisation and the default +1 would give other values.
+    _, logits_in = outputs((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert abs(metrics[0]["supervised_loss"] - cross_entropy_ref(logits_in, label)) > 1e-3
+    assert abs(metrics[0]["boundary_loss"] - dice_ref(edge, target)) > 1e-3
 
 
 def test_the_inside_map_is_wanted_only_for_void_aware_on_the_fly_edges():

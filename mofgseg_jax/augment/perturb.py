@@ -20,6 +20,8 @@ from mofgseg_jax.errors import InputError
 
 def perturb_unlabeled(key: jax.Array, images01: jax.Array, labels: jax.Array, confidence: jax.Array, *,
                       mix_mode: str = "cutout", num_classes: int, ignore_index: int = 255,
+                      mix_area_ratio: float = 0.5, classmix_class_ratio: float = 0.5,
+                      mean: Sequence[float] = photometric.IMAGENET_MEAN,
                       scale_range: Sequence[float] = (0.5, 2.0), jitter_prob: float = 0.8,
                       brightness: Sequence[float] = (0.75, 1.25), contrast: Sequence[float] = (0.75, 1.25),
                       saturation: Sequence[float] = (0.75, 1.25), hue: Sequence[float] = (-0.25, 0.25),
@@ -35,6 +37,9 @@ def perturb_unlabeled(key: jax.Array, images01: jax.Array, labels: jax.Array, co
       confidence: `[B, H, W]` float teacher confidence (max softmax probability).
       mix_mode: 'cutout' | 'cutmix' | 'classmix' | 'none' (static).
       num_classes: number of classes (static; classmix's class table).
+      mix_area_ratio: the cutout/cutmix rectangle's fraction of the image area (published 0.5).
+      classmix_class_ratio: classmix's fraction of the classes present, rounded down (published 0.5).
+      mean: per-channel normalisation mean in [0, 1] (`data.mean`): the colour cutout fills in.
       blur_kernel_size: odd, static; 9 covers +-3.5 sigma at the largest sigma 1.15.
       Other arguments: probabilities and ranges of DESIGN.md §3 step 4 (config `augment.*`), as
       Python floats; `scale_range[0]` must be static (it sets the resampling footprint).
@@ -60,7 +65,9 @@ def perturb_unlabeled(key: jax.Array, images01: jax.Array, labels: jax.Array, co
         (k_geo, images01, labels, confidence))
 
     images, labels_out, conf = mixing.mix_batch(k_mix, images, labels_out, conf, mode=mix_mode,
-                                                num_classes=num_classes, ignore_index=ignore_index)
+                                                num_classes=num_classes, ignore_index=ignore_index,
+                                                area_ratio=mix_area_ratio, class_ratio=classmix_class_ratio,
+                                                mean=mean)
 
     def photometric_one(args):
         k_j, k_b, im = args

@@ -21,6 +21,7 @@ over the batch with `jax.lax.map`, as `perturb.perturb_unlabeled` does.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,7 @@ from jax import lax
 
 from mofgseg_jax.errors import InputError
 
+# The defaults of `data.mean` / `data.std` (configs/common.py), on the [0, 1] scale.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # ITU-R 601-2 luma, as PIL's convert('L') (torchvision's tensor path uses 0.2989 for red).
@@ -42,6 +44,15 @@ def normalize(images01: jax.Array, mean: Sequence[float] = IMAGENET_MEAN,
     mean = jnp.asarray(mean, images01.dtype)
     std = jnp.asarray(std, images01.dtype)
     return (images01 - mean) / std
+
+
+def mean_std(data_cfg: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(`data.mean`, `data.std`) of a config's data section, as float tuples on the [0, 1] scale.
+
+    A config stored by a run older than these keys lacks them: it was trained with ImageNet's."""
+    mean = data_cfg.get("mean", IMAGENET_MEAN)
+    std = data_cfg.get("std", IMAGENET_STD)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
 def grayscale(image: jax.Array, weights: Sequence[float] = GRAY_WEIGHTS) -> jax.Array:

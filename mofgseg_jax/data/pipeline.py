@@ -217,14 +217,30 @@ def _ensure_absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
+# Read threads and read-ahead buffer (in batches) per stream where a config lacks `data.num_threads`
+# / `data.prefetch` (one stored by an older run); configs/common.py holds the same defaults.
+DEFAULT_NUM_THREADS = 4
+DEFAULT_PREFETCH = 4
+
+
 def _read_options(num_threads: int, prefetch: int) -> grain.ReadOptions:
     return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
 
 
-def iterate(ds: grain.MapDataset, *, num_workers: int = 0, num_threads: int = 4,
-            prefetch: int = 4) -> grain.DatasetIterator:
-    """A checkpointable iterator over `ds`: `num_threads` prefetch threads in this process, and with
-    `num_workers` > 0 that many worker processes (same elements, in the same order)."""
+def _threads_prefetch(data_cfg: Any, num_threads: int | None, prefetch: int | None) -> tuple[int, int]:
+    """(num_threads, prefetch) of a stream: the given values, else `data.num_threads`, `data.prefetch`."""
+    if num_threads is None:
+        num_threads = int(cfg_get(data_cfg, "num_threads", DEFAULT_NUM_THREADS))
+    if prefetch is None:
+        prefetch = int(cfg_get(data_cfg, "prefetch", DEFAULT_PREFETCH))
+    return num_threads, prefetch
+
+
+def iterate(ds: grain.MapDataset, *, num_workers: int = 0, num_threads: int = DEFAULT_NUM_THREADS,
+            prefetch: int = DEFAULT_PREFETCH) -> grain.DatasetIterator:
+    """A checkpointable iterator over `ds`: `num_threads` prefetch threads in this process reading
+    `prefetch` elements ahead, and with `num_workers` > 0 that many worker processes (same elements,
+    in the same order)."""
     it_ds = ds.to_iter_dataset(_read_options(num_threads, prefetch))
     if num_workers > 0:
         _ensure_absl_flags_parsed()
@@ -233,7 +249,7 @@ def iterate(ds: grain.MapDataset, *, num_workers: int = 0, num_threads: int = 4,
 
 
 def make_train_iterator(data_cfg: Any, *, seed: int, process_index: int = 0, process_count: int = 1,
-                        num_threads: int = 4, prefetch: int = 4,
+                        num_threads: int | None = None, prefetch: int | None = None,
                         with_inside: bool | None = None, labelled_only: bool = False) -> grain.DatasetIterator:
     """Iterator of this process's train batches (per-process batch = global / process_count):
 
@@ -248,11 +264,14 @@ def make_train_iterator(data_cfg: Any, *, seed: int, process_index: int = 0, pro
     step would read it.
 
     `data.num_workers` > 0 decodes/augments in that many worker processes (the same batches).
+    `num_threads` / `prefetch`: grain read threads and batches read ahead; None = `data.num_threads`
+    / `data.prefetch`.
     `it.get_state()` / `it.set_state(state)` save and restore the position exactly; a state restores
     into an iterator made with the same config, seed, process index/count and num_workers.
     """
     ds = train_dataset(data_cfg, seed=seed, process_index=process_index, process_count=process_count,
                        with_inside=with_inside, labelled_only=labelled_only)
+    num_threads, prefetch = _threads_prefetch(data_cfg, num_threads, prefetch)
     return iterate(ds, num_workers=int(cfg_get(data_cfg, "num_workers", 0) or 0), num_threads=num_threads,
                    prefetch=prefetch)
 
@@ -308,11 +327,12 @@ class ValBatches:
 
 
 def make_val_batches(data_cfg: Any, *, process_index: int = 0, process_count: int = 1,
-                     num_threads: int = 4, prefetch: int = 4) -> ValBatches:
+                     num_threads: int | None = None, prefetch: int | None = None) -> ValBatches:
     """Validation batches of `val.txt` in list order, padded to the `data.eval_pad_size` canvas.
 
     The canvas is an int (a square) or (height, width); an image of exactly the canvas size is not
-    padded. Process p takes images p, p+P, ...; `valid` marks real samples.
+    padded. Process p takes images p, p+P, ...; `valid` marks real samples. `num_threads` /
+    `prefetch`: grain read threads and batches read ahead; None = `data.num_threads` / `data.prefetch`.
     """
     pad_size = data_cfg.eval_pad_size
     transforms.canvas_hw(pad_size)  # a malformed value is a one-line error before any file is read
@@ -325,4 +345,4 @@ def make_val_batches(data_cfg: Any, *, process_index: int = 0, process_count: in
     total = -(-len(source) // chunk) * chunk  # round up so every process gets the same batch count
     ds = grain.MapDataset.range(total)[process_index::process_count]
     ds = ds.map(_LoadPadded(load, pad_size, spec.ignore_index)).batch(b)
-    return ValBatches(ds, len(source), _read_options(num_threads, prefetch))
+    return ValBatches(ds, len(source), _read_options(*_threads_prefetch(data_cfg, num_threads, prefetch)))

@@ -1,11 +1,11 @@
 """Host-side transforms of DESIGN.md §3 steps 1-2, with PIL/NumPy and an explicit `np.random.Generator`.
 
-Outputs stay uint8 and un-normalised: the device converts to [0, 1] and normalises (INTERFACES.md),
-so the host->device transfer is 4x smaller. Geometric ops move the mask (and edge map, and
-`inside` map) with the image: image bilinear, masks nearest; crop padding is 0 for the image, the
-edge map and `inside`, the ignore label for the mask. `inside` (1 = pixel of the image, 0 = crop
-padding) tells on-the-fly edge targets padding apart from void that the mask file labels with the
-ignore label too (`losses.boundary.edge_targets`).
+Outputs stay uint8 and un-normalised: the device converts to [0, 1] and normalises (`data.mean`,
+`data.std`; in the train step and in evaluation), so the host->device transfer is 4x smaller.
+Geometric ops move the mask (and edge map, and `inside` map) with the image: image bilinear, masks
+nearest; crop padding is 0 for the image, the edge map and `inside`, the ignore label for the mask.
+`inside` (1 = pixel of the image, 0 = crop padding) tells on-the-fly edge targets padding apart from
+void that the mask file labels with the ignore label too (`losses.boundary.edge_targets`).
 """
 
 from __future__ import annotations

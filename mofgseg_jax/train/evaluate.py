@@ -1,8 +1,8 @@
 """Evaluation: fixed-shape segmentation of padded validation batches, confusion matrices, mIoU.
 
-Validation batches arrive padded to one canvas `[B, Hp, Wp]` (DESIGN.md §4, INTERFACES.md), so every
-function here compiles once: `data.eval_pad_size`, an int (a square) or (height, width). An image of
-exactly the canvas size is not padded. Three modes, as the published code:
+Validation batches arrive padded to one canvas `[B, Hp, Wp]` (DESIGN.md §4;
+`data.pipeline.make_val_batches`), so every function here compiles once: `data.eval_pad_size`, an int
+(a square) or (height, width). An image of exactly the canvas size is not padded. Three modes, as the published code:
   - `original`: the whole (padded) image in one forward pass. MiT's attention is global, so padding
     changes the logits inside the image too: only an image that fills the canvas gets exactly the
     published `model(img)`; set the canvas to the image size when a dataset has one;
@@ -10,6 +10,7 @@ exactly the canvas size is not padded. Three modes, as the published code:
   - `sliding_window`: `crop x crop` windows every `stride = int(crop * window_stride_ratio)` pixels
     (2/3 of the window, as published), softmax probabilities summed where windows overlap (the argmax
     of the sum is the argmax of the average), `num_classes` channels (the published code hard-codes 19).
+Images are normalised with `data.mean` / `data.std` (the caller passes them; ImageNet's by default).
 Pixels outside an image (padding) are set to 0 after normalisation (the mean colour) and never scored.
 The predictions of a mode are written on the padded canvas: `int32[B, Hp, Wp]`, `NO_PREDICTION`
 where the mode predicts nothing (padding, outside the centre crop).
@@ -30,7 +31,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mofgseg_jax.augment.photometric import normalize
+from mofgseg_jax.augment.photometric import IMAGENET_MEAN, IMAGENET_STD, normalize
 from mofgseg_jax.errors import InputError
 
 MODES = ("original", "center_crop", "sliding_window")
@@ -41,9 +42,11 @@ IOU_EPS = 1e-10  # as the published `intersectionAndUnion` mIoU
 LogitsFn = Callable[[jax.Array], jax.Array]
 
 
-def prepare_images(images_u8: jax.Array, height: jax.Array, width: jax.Array) -> jax.Array:
-    """uint8 `[B, Hp, Wp, 3]` -> normalised float32, 0 (the mean colour) outside each image's h x w."""
-    x = normalize(images_u8.astype(jnp.float32) / 255.0)
+def prepare_images(images_u8: jax.Array, height: jax.Array, width: jax.Array, *,
+                   mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> jax.Array:
+    """uint8 `[B, Hp, Wp, 3]` -> float32 (x / 255 - mean) / std, 0 (the mean colour) outside each
+    image's h x w. mean, std: per channel, on the [0, 1] scale (`data.mean`, `data.std`)."""
+    x = normalize(images_u8.astype(jnp.float32) / 255.0, mean, std)
     return x * inside_mask(x.shape[1], x.shape[2], height, width)[..., None]
 
 
@@ -157,9 +160,12 @@ def predict_sliding_window(logits_fn: LogitsFn, images: jax.Array, height: jax.A
 
 
 def predict(logits_fn: LogitsFn, images_u8: jax.Array, height: jax.Array, width: jax.Array, *, mode: str,
-            crop_size: int, num_classes: int, stride_ratio: float = 2 / 3) -> jax.Array:
-    """Predicted class ids on the canvas for `mode`. images_u8 `[B, Hp, Wp, 3]` -> int32 `[B, Hp, Wp]`."""
-    images = prepare_images(images_u8, height, width)
+            crop_size: int, num_classes: int, stride_ratio: float = 2 / 3,
+            mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> jax.Array:
+    """Predicted class ids on the canvas for `mode`. images_u8 `[B, Hp, Wp, 3]` -> int32 `[B, Hp, Wp]`.
+
+    mean, std: the normalisation (`prepare_images`)."""
+    images = prepare_images(images_u8, height, width, mean=mean, std=std)
     if mode == "original":
         return predict_original(logits_fn, images, height, width)
     if mode == "center_crop":
@@ -201,12 +207,14 @@ def logits_fn_for(model: Any, variables: Any) -> LogitsFn:
 
 
 def make_eval_step(model: Any, mesh: Mesh, *, mode: str, crop_size: int, num_classes: int,
-                   stride_ratio: float = 2 / 3, ignore_index: int = 255, axis_name: str = "data"):
+                   stride_ratio: float = 2 / 3, ignore_index: int = 255, axis_name: str = "data",
+                   mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
     """Jitted `(variables_list, batch) -> (confusion int32[N, K, K], pred int32[N, B, Hp, Wp])`.
 
     `variables_list`: a tuple of N variable sets (e.g. student and teacher), replicated; `batch`: a
     global validation batch sharded on axis 0 over `mesh`. Confusions are `psum`-ed over `axis_name`
-    (all devices of all hosts); predictions stay sharded over the batch.
+    (all devices of all hosts); predictions stay sharded over the batch. `mean`, `std`: the
+    normalisation (`prepare_images`).
     """
     if mode not in MODES:
         raise InputError(f"eval.mode={mode!r}: choose from {', '.join(MODES)}")
@@ -215,7 +223,8 @@ def make_eval_step(model: Any, mesh: Mesh, *, mode: str, crop_size: int, num_cla
         confusions, preds = [], []
         for variables in variables_list:
             pred = predict(logits_fn_for(model, variables), batch["image"], batch["height"], batch["width"],
-                           mode=mode, crop_size=crop_size, num_classes=num_classes, stride_ratio=stride_ratio)
+                           mode=mode, crop_size=crop_size, num_classes=num_classes, stride_ratio=stride_ratio,
+                           mean=mean, std=std)
             conf = confusion_matrix(pred, batch["label"], batch["valid"], num_classes=num_classes,
                                     ignore_index=ignore_index)
             confusions.append(lax.psum(conf, axis_name))

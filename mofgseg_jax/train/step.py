@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from mofgseg_jax.augment.perturb import perturb_unlabeled
-from mofgseg_jax.augment.photometric import normalize
+from mofgseg_jax.augment.photometric import mean_std, normalize
 from mofgseg_jax.errors import InputError
 from mofgseg_jax.losses import boundary as boundary_loss
 from mofgseg_jax.losses import supervised
@@ -33,6 +33,9 @@ from mofgseg_jax.train.ema import update_teacher
 from mofgseg_jax.train.state import TrainState
 
 AXIS = "data"
+# The loss terms (also their metric names) that learn from the unlabelled batch: DESIGN.md §3 step 6's
+# sum scales them by the ramp-up weight (`loss.semi_rampup_steps`), after the labelled terms.
+UNLABELLED_TERMS = ("unsupervised_loss", "contrastive_loss")
 # Mix modes that only look at one sample at a time: perturbed per sample with global-index keys.
 PER_SAMPLE_MIX_MODES = ("cutout", "none")
 
@@ -73,6 +76,8 @@ def _perturb(config: Any, key: jax.Array, device_key: jax.Array, images01: jax.A
     aug = config.augment
     kwargs = dict(
         mix_mode=aug.mix_mode, num_classes=config.model.num_classes, ignore_index=config.data.ignore_index,
+        mix_area_ratio=float(aug.mix_area_ratio), classmix_class_ratio=float(aug.classmix_class_ratio),
+        mean=mean_std(config.data)[0],
         scale_range=tuple(aug.scale_range), jitter_prob=aug.jitter_prob, brightness=tuple(aug.brightness),
         contrast=tuple(aug.contrast), saturation=tuple(aug.saturation), hue=tuple(aug.hue),
         blur_prob=aug.blur_prob, blur_sigma=tuple(aug.blur_sigma), blur_kernel_size=int(aug.blur_kernel_size),
@@ -103,7 +108,7 @@ def wants_inside_map(config: Any) -> bool:
     """Whether the step reads the labelled batch's 'inside' map (1 = image pixel, 0 = crop padding):
     edge targets derived on the fly (no precomputed maps) with `loss.edge_ignore_as_region`."""
     return (bool(config.loss.boundary_weight) and not bool(config.data.get("use_edge_maps", False))
-            and bool(config.loss.get("edge_ignore_as_region", False)))
+            and bool(config.loss.edge_ignore_as_region))
 
 
 def make_train_step(config: Any, model: Any) -> StepFn:
@@ -134,9 +139,15 @@ def make_train_step(config: Any, model: Any) -> StepFn:
     w_sup, w_bnd = float(lc.supervised_weight), float(lc.boundary_weight)
     w_uns = float(lc.unsupervised_weight) if semi else 0.0
     w_con = float(lc.contrastive_weight) if semi else 0.0
+    # Every loss term and its weight: the total is their weighted sum (`total_loss`), so a term is
+    # computed in `loss_fn` and weighted here, nowhere else.
+    weights = {"supervised_loss": w_sup, "boundary_loss": w_bnd, "unsupervised_loss": w_uns,
+               "contrastive_loss": w_con}
+    dice_smooth = float(lc.dice_smooth)
+    mean, std = mean_std(config.data)
     rampup_steps = int(lc.semi_rampup_steps)
     anchor_chunk = int(lc.get("contrastive_anchor_chunk", 0))
-    edge_void = bool(lc.get("edge_ignore_as_region", False))
+    edge_void = bool(lc.edge_ignore_as_region)
     if anchor_chunk < 0:
         raise InputError(f"config.loss.contrastive_anchor_chunk must be >= 0 (0 = by backend), "
                          f"got {anchor_chunk}")
@@ -146,6 +157,17 @@ def make_train_step(config: Any, model: Any) -> StepFn:
             return supervised.ohem_cross_entropy(logits, labels, thresh=lc.ohem_thresh,
                                                  min_kept=lc.ohem_min_kept, ignore_index=ignore)
         return supervised.cross_entropy(logits, labels, ignore_index=ignore)
+
+    def total_loss(terms: Mapping[str, jax.Array], ramp: Any) -> jax.Array:
+        """(sum of the labelled terms) + ramp x (sum of the unlabelled ones), each times its weight."""
+        if set(terms) != set(weights):  # trace time: a term without a weight would never be optimised
+            raise ValueError(f"loss terms {sorted(terms)} and weighted terms {sorted(weights)} differ")
+
+        def weighted(names):
+            return sum(weights[name] * terms[name] for name in names)
+
+        labelled = [name for name in weights if name not in UNLABELLED_TERMS]
+        return weighted(labelled) + ramp * weighted(UNLABELLED_TERMS)
 
     def body(state: TrainState, batch: Mapping[str, Any], rng: jax.Array):
         step_key = jax.random.fold_in(rng, state.step)
@@ -177,7 +199,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
         if semi:
             x_u = _to_unit(batch["unlabeled"]["image"])
             teacher_vars = {"params": state.teacher["params"], "batch_stats": state.teacher["batch_stats"]}
-            t_logits = model.apply(teacher_vars, normalize(x_u), train=False, edge_images=0)["logits"]
+            t_logits = model.apply(teacher_vars, normalize(x_u, mean, std), train=False, edge_images=0)["logits"]
             t_prob = jax.nn.softmax(jax.lax.stop_gradient(t_logits).astype(jnp.float32), axis=-1)
             confidence = jnp.max(t_prob, axis=-1)
             pseudo = jnp.argmax(t_prob, axis=-1).astype(jnp.int32)
@@ -202,19 +224,19 @@ def make_train_step(config: Any, model: Any) -> StepFn:
             # labelled batch's normalisation; running statistics are updated by both, in that order.
             # One model call with the two as groups does exactly that, with the backbone (no
             # BatchNorm) run once on all the images, which is faster.
-            images = (normalize(x_l), normalize(x_s)) if semi else normalize(x_l)
+            images = ((normalize(x_l, mean, std), normalize(x_s, mean, std)) if semi
+                      else normalize(x_l, mean, std))
             outs, new_stats = student(params, state.batch_stats, images, dropout_key, bl if w_bnd else 0)
             out, out_u = outs if semi else (outs, None)
             # The two forwards' outputs are kept apart (edge: labelled images only): the losses
             # take them separately, so no backward has to split a concatenated gradient.
             zero = jnp.zeros((), jnp.float32)
-            terms = {"supervised_loss": zero, "boundary_loss": zero, "unsupervised_loss": zero,
-                     "contrastive_loss": zero}
+            terms = {name: zero for name in weights}
             extra = {}
             if w_sup:
                 terms["supervised_loss"] = supervised_loss(out["logits"], y_l)
             if w_bnd:
-                terms["boundary_loss"] = boundary_loss.dice_loss(out["edge"], edge_t)
+                terms["boundary_loss"] = boundary_loss.dice_loss(out["edge"], edge_t, smooth=dice_smooth)
             if semi and w_uns:
                 terms["unsupervised_loss"] = pseudo_label_loss(out_u["logits"], y_s, c_s,
                                                                strong_threshold=lc.strong_threshold,
@@ -240,9 +262,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
                     rep_bias=rep_bias, anchor_chunk=anchor_chunk or None)
                 terms["contrastive_loss"] = loss_c
                 extra["contrastive_classes"] = jnp.asarray(aux_c["num_present_classes"], jnp.float32)
-            total = (w_sup * terms["supervised_loss"] + w_bnd * terms["boundary_loss"]
-                     + ramp * (w_uns * terms["unsupervised_loss"] + w_con * terms["contrastive_loss"]))
-            return total, ({**terms, **extra}, new_stats)
+            return total_loss(terms, ramp), ({**terms, **extra}, new_stats)
 
         (total, (terms, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grads = mean_over_devices(grads)
