@@ -27,6 +27,8 @@ def base_config() -> ml_collections.ConfigDict:
     # (B0 crop 256, 2+2 images: semi step 5.8 -> 3.1 s CPU time, peak RSS 4.0 -> 2.9 GB; issue 8).
     # False = published behaviour.
     config.model.rep_at_stride4 = True
+    config.model.eam_low_dim = 64  # width of the boundary module's 1x1 reduction of c1 (published: 64)
+    config.model.eam_high_dim = 256  # width of the boundary module's 1x1 reduction of c4 (published: 256)
     # Width of the boundary module's two 3x3 convs at stride 4 (published: 256). They are most of the
     # supervised step's FLOPs at MiT-B0 (29 + 7 of 47 GFLOP per 2-image step at crop 256); a smaller
     # width makes the module cheaper, at the price of the published architecture (issue 8).
@@ -40,6 +42,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.dropout_rate = 0.1
     config.model.depths = ()  # () = preset; a tuple overrides (tiny models for tests/demo)
     config.model.dims = ()  # () = preset
+    # Per-stage MiT attention heads; () = preset (1, 2, 5, 8 in every MiT). Each must divide its dims.
+    config.model.num_heads = ()
+    config.model.sr_ratios = ()  # per-stage attention spatial-reduction ratios; () = preset (8, 4, 2, 1)
+    config.model.mlp_ratio = 0.0  # Mix-FFN hidden width / stage width; 0 = preset (4 in every MiT)
     config.model.block_ln_eps = 1e-6  # eps of the released mit_b*.pth block/stage norms
     config.model.embed_ln_eps = 1e-5  # eps of patch-embedding and spatial-reduction norms
     config.model.bn_momentum = 0.9  # flax convention (= 1 - PyTorch momentum 0.1)
@@ -190,7 +196,7 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_coll
         elif name == "smoke":
             # Seconds on a CPU: a tiny backbone, tiny crops, a handful of steps.
             config.model.depths = (1, 1, 1, 1)
-            config.model.dims = (16, 32, 80, 128)  # divisible by the MiT heads (1, 2, 5, 8)
+            config.model.dims = (16, 32, 80, 128)  # divisible by the preset's heads (1, 2, 5, 8)
             config.model.embed_dim = 64
             config.model.rep_dim = 32
             config.data.crop_size = 64

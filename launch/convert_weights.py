@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("decode head: none (backbone only; the decoder starts from its initialisation)")
     if info.get("has_boundary"):
-        print(f"boundary:    EAM included, width {info.get('eam_mid_dim')} (model.eam_mid_dim; published 256)")
+        print(f"boundary:    EAM included, widths {info.get('eam_low_dim')} / {info.get('eam_high_dim')} / "
+              f"{info.get('eam_mid_dim')} (model.eam_low_dim / eam_high_dim / eam_mid_dim; published 64 / 256 / 256)")
     else:
         print("boundary:    none (starts from its initialisation)")
     print(f"tensors:     {info['num_tensors']} ({n_all / 1e6:.2f}M values)")

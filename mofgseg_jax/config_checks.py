@@ -81,6 +81,25 @@ CHANNEL_MEANS = _rgb("in [0, 1] (images are scaled to [0, 1])", lambda v: 0 <= v
 CHANNEL_STDS = _rgb("in (0, 1] (images are scaled to [0, 1])", lambda v: 0 < v <= 1)
 
 
+def _per_stage(v: Any) -> str | None:
+    """() (the MiT preset's values) or one integer > 0 per stage of the 4."""
+    ok = isinstance(v, (tuple, list)) and len(v) in (0, 4) and all(_is_int(x) and x > 0 for x in v)
+    return None if ok else "expected () for the preset's values or 4 integers > 0, one per MiT stage"
+
+
+# The model section's keys (without the `model.` prefix); absent ones are skipped.
+MODEL_RULES: dict[str, Rule] = {
+    "dims": _per_stage,
+    "depths": _per_stage,
+    "num_heads": _per_stage,
+    "sr_ratios": _per_stage,
+    "mlp_ratio": _number(">= 0 (0 = the preset's)", lambda v: v >= 0),
+    "eam_low_dim": POSITIVE_INT,
+    "eam_high_dim": POSITIVE_INT,
+    "eam_mid_dim": POSITIVE_INT,
+}
+
+
 def _eval_rules() -> dict[str, Rule]:
     from mofgseg_jax.train.evaluate import MODES  # noqa: PLC0415 (jax: only when checking)
 
@@ -159,15 +178,32 @@ def check_config_values(config: Any, *, training: bool = True) -> None:
 
     _fill_num_classes(config)
     rules = _eval_rules() | (_train_rules(config) if training else {})
+    _apply(rules, config)
+    model = _get(config, "model")
+    if model is not _ABSENT:
+        check_model_values(model)
+    if _get(config, "data.eval_pad_size") is not _ABSENT:
+        canvas_hw(_get(config, "data.eval_pad_size"))
+    if _get(config, "eval.window_stride_ratio") is not _ABSENT:
+        window_stride(_get(config, "data.crop_size"), _get(config, "eval.window_stride_ratio"))
+
+
+def check_model_values(model: Any) -> None:
+    """Raises one `InputError` naming the first malformed key of a model section (`config.model`, or
+    the dict `models.build_model` takes): `MODEL_RULES`, then what needs the MiT preset
+    (`models.backbone_settings`): a known `model.backbone`, stage widths divisible by their heads."""
+    from mofgseg_jax.models import backbone_settings  # noqa: PLC0415 (flax: only when checking)
+
+    _apply({f"model.{key}": rule for key, rule in MODEL_RULES.items()}, {"model": model})
+    backbone_settings(model)
+
+
+def _apply(rules: dict[str, Rule], config: Any) -> None:
     for key, rule in rules.items():
         value = _get(config, key)
         problem = None if value is _ABSENT else rule(value)
         if problem:
             raise InputError(f"{key}={value!r}: {problem}")
-    if _get(config, "data.eval_pad_size") is not _ABSENT:
-        canvas_hw(_get(config, "data.eval_pad_size"))
-    if _get(config, "eval.window_stride_ratio") is not _ABSENT:
-        window_stride(_get(config, "data.crop_size"), _get(config, "eval.window_stride_ratio"))
 
 
 def _fill_num_classes(config: Any) -> None:
@@ -185,6 +221,10 @@ def _get(config: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         try:
             node = node[part]
-        except (KeyError, TypeError, AttributeError):
+        except (KeyError, AttributeError):
             return _ABSENT
+        except TypeError:  # not subscriptable: an attribute object (`build_model` takes those), or a leaf
+            node = getattr(node, part, _ABSENT)
+            if node is _ABSENT:
+                return _ABSENT
     return node

@@ -52,12 +52,30 @@ def test_every_shipped_config_and_variant_passes(name):
     ("data.prefetch=-1", "data.prefetch=-1: expected an integer > 0"),
     ("eval.window_stride_ratio=0", "eval.window_stride_ratio=0.0: expected a fraction of the window in (0, 1]"),
     ("data.eval_pad_size=(96,0)", "data.eval_pad_size=(96, 0): expected a positive int"),
+    ("model.num_heads=(1,2,5)", "model.num_heads=(1, 2, 5): expected () for the preset's values or 4 integers > 0"),
+    ("model.sr_ratios=(8,4,2,0)", "model.sr_ratios=(8, 4, 2, 0): expected () for the preset's values or 4 integers"),
+    ("model.dims=(16,32,80)", "model.dims=(16, 32, 80): expected () for the preset's values or 4 integers > 0"),
+    ("model.num_heads=(1,2,5,7)", "model.num_heads=(1, 2, 5, 7): stage 4's width 128 (model.dims=(16, 32, 80, 128)) "
+                                  "is not divisible by its 7 heads"),
+    ("model.mlp_ratio=-1.0", "model.mlp_ratio=-1.0: expected a number >= 0"),
+    ("model.eam_low_dim=0", "model.eam_low_dim=0: expected an integer > 0"),
+    ("model.eam_high_dim=0", "model.eam_high_dim=0: expected an integer > 0"),
+    ("model.backbone=b9", "model.backbone='b9': unknown MiT preset; choose from b0, b1, b2, b3, b4, b5"),
 ])
 def test_a_bad_value_on_the_command_line_is_one_error_naming_the_key(override, message):
     config = parse_config_flags(f"--config={CONFIGS}/demo.py:smoke", f"--config.{override}")
     with pytest.raises(InputError) as e:
         check_config_values(config)
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_evaluation_checks_the_model_keys_of_a_stored_config_too():
+    stored = load_config("demo", "smoke").to_dict()
+    stored["model"]["num_heads"] = (1, 2, 5, 7)  # 128 channels in 7 heads
+    with pytest.raises(InputError, match=r"^model.num_heads=\(1, 2, 5, 7\): stage 4's width 128 "):
+        inference.run_config(None, stored)
+    del stored["model"]["num_heads"]  # a config stored before the key existed: the preset's
+    assert "num_heads" not in inference.run_config(None, stored).model
 
 
 def test_the_unlabelled_batch_is_checked_only_where_it_is_read():

@@ -120,3 +120,15 @@ def test_eval_pad_size_overrides_take_either_form_on_the_command_line(config, ov
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", config)
     value = parse_config_flags(f"--config={path}", f"--config.data.eval_pad_size={override}").data.eval_pad_size
     assert value == expected and canvas_hw(value) == tuple(canvas_hw(expected))
+
+
+def test_the_base_config_names_every_model_key_at_the_models_default():
+    from configs.common import base_config
+    from mofgseg_jax.models import MODEL_DEFAULTS
+
+    model = base_config().model
+    missing = sorted(set(MODEL_DEFAULTS) - set(model.keys()))
+    assert not missing, f"configs/common.py lacks model keys {missing}"
+    differing = {k: (model[k], v) for k, v in MODEL_DEFAULTS.items() if model[k] != v}
+    # Only rep_at_stride4: training turns it on for speed and memory (models/__init__.py).
+    assert differing == {"rep_at_stride4": (True, False)}

@@ -235,6 +235,41 @@ def test_a_model_key_added_since_a_run_resumes_at_its_default_and_is_refused_oth
         _write_config({"model": {"num_classes": 8, "eam_mid_dim": 64}}, str(tmp_path), resuming=True)
 
 
+def test_the_new_architecture_keys_resume_at_their_defaults_from_a_config_that_lacks_them(tmp_path):
+    # A config.json written before model.num_heads / sr_ratios / mlp_ratio / eam_low_dim / eam_high_dim.
+    _write_config({"model": {"num_classes": 8}}, str(tmp_path), resuming=False)
+    _write_config({"model": {"num_classes": 8, "num_heads": [], "sr_ratios": [], "mlp_ratio": 0.0,
+                             "eam_low_dim": 64, "eam_high_dim": 256}}, str(tmp_path), resuming=True)
+
+
+@pytest.mark.parametrize("key, new", [("sr_ratios", [4, 4, 2, 1]), ("mlp_ratio", 2.0), ("eam_low_dim", 32),
+                                      ("eam_high_dim", 128)])
+def test_resuming_with_a_changed_architecture_key_is_refused_as_a_shape_change(tmp_path, key, new):
+    _write_config({"model": {"num_classes": 8}}, str(tmp_path), resuming=False)
+    with pytest.raises(InputError, match=rf"changes parameter shapes \(model.{key}: '<absent>' -> "):
+        _write_config({"model": {"num_classes": 8, key: new}}, str(tmp_path), resuming=True)
+
+
+def test_resuming_with_other_attention_heads_is_refused_as_another_network_not_another_shape(tmp_path):
+    _write_config({"model": {"num_classes": 8, "num_heads": []}}, str(tmp_path), resuming=False)
+    with pytest.raises(InputError, match=r"changes what the parameters mean \(model.num_heads: \[\] -> \[1, 1, 1, 1\]\)"):
+        _write_config({"model": {"num_classes": 8, "num_heads": [1, 1, 1, 1]}}, str(tmp_path), resuming=True)
+
+
+def test_rep_at_stride4_changes_no_parameter_shape_so_resuming_with_it_changed_is_allowed(tmp_path):
+    from mofgseg_jax.models import build_model  # noqa: PLC0415
+
+    def shapes(stride4):
+        model = build_model(dict(backbone="b0", num_classes=8, rep_at_stride4=stride4))
+        return jax.tree.map(lambda s: s.shape, jax.eval_shape(
+            lambda x: model.init({"params": jax.random.key(0)}, x), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)))
+
+    assert shapes(True) == shapes(False)
+    _write_config({"model": {"num_classes": 8, "rep_at_stride4": True}}, str(tmp_path), resuming=False)
+    _write_config({"model": {"num_classes": 8, "rep_at_stride4": False}}, str(tmp_path), resuming=True)
+    assert json.loads((tmp_path / "config.previous.json").read_text())["model"]["rep_at_stride4"] is True
+
+
 def test_a_corrupt_stored_config_is_a_one_line_error_and_left_in_place(tmp_path):
     (tmp_path / "config.json").write_text('{"optim": {"lr": 0.')  # an interrupted write
     with pytest.raises(ValueError, match=r"config.json: cannot read the stored config"):

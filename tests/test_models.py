@@ -14,7 +14,7 @@ import pytest
 
 from mofgseg_jax.models import build_model
 
-# A tiny network (heads 1,2,5,8 need dims divisible by them).
+# A tiny network (the preset's heads 1,2,5,8 need dims divisible by them).
 TINY = dict(backbone="b0", num_classes=5, depths=(1, 1, 1, 1), dims=(16, 32, 80, 128), embed_dim=32, rep_dim=24)
 B, H, W = 2, 37, 53  # not multiples of 32
 
@@ -207,12 +207,38 @@ def test_builds_from_the_project_config_with_preset_defaults():
 
 
 def test_bad_config_is_one_clear_error():
-    with pytest.raises(ValueError, match="model.backbone"):
+    with pytest.raises(ValueError, match=r"^model.backbone='b9': unknown MiT preset; choose from b0, b1, b2, b3, b4, b5$"):
         build_model(dict(backbone="b9", num_classes=3))
     with pytest.raises(ValueError, match="model.num_classes"):
         build_model(dict(backbone="b0", num_classes=0))
-    with pytest.raises(ValueError, match="divisible"):
-        build_model(dict(TINY, dims=(16, 32, 64, 128))).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    with pytest.raises(ValueError, match=r"^model.num_heads=\(1, 2, 5, 8\): stage 3's width 64 \(model.dims=\(16, 32, 64, "
+                                         r"128\)\) is not divisible by its 5 heads$"):
+        build_model(dict(TINY, dims=(16, 32, 64, 128)))
+    with pytest.raises(ValueError, match=r"^model.sr_ratios=\(8, 4, 2\): expected \(\) for the preset's values or 4 "):
+        build_model(dict(TINY, sr_ratios=(8, 4, 2)))
+
+
+def test_num_heads_splits_the_same_parameters_into_that_many_heads_per_stage():
+    model, variables, x = _tiny()
+    other = build_model(dict(TINY, num_heads=(2, 4, 8, 8)))
+    assert tuple(other.backbone.num_heads) == (2, 4, 8, 8) and tuple(model.backbone.num_heads) == (1, 2, 5, 8)
+    # Heads leave the parameter shapes as they are, not what the network computes.
+    assert jax.tree.map(jnp.shape, _noise_variables(other, x.shape)) == jax.tree.map(jnp.shape, variables)
+    ours, theirs = model.apply(variables, x)["logits"], other.apply(variables, x)["logits"]
+    assert float(jnp.max(jnp.abs(ours - theirs))) > 1e-3
+
+
+def test_sr_ratios_and_mlp_ratio_set_the_key_value_reduction_and_the_ffn_width():
+    _, variables, _ = _tiny(sr_ratios=(2, 2, 1, 1), mlp_ratio=2.0)
+    backbone = variables["params"]["backbone"]
+    assert backbone["block1_0"]["attn"]["sr"]["kernel"].shape == (2, 2, 16, 16)  # kernel = stride = 2
+    assert backbone["block2_0"]["attn"]["sr"]["kernel"].shape == (2, 2, 32, 32)
+    assert "sr" not in backbone["block3_0"]["attn"] and "norm" not in backbone["block3_0"]["attn"]  # ratio 1
+    assert backbone["block1_0"]["mlp"]["fc1"]["kernel"].shape == (16, 32)  # 16 * 2.0
+    assert backbone["block4_0"]["mlp"]["fc2"]["kernel"].shape == (256, 128)
+    published = _tiny()[1]["params"]["backbone"]  # the preset's (8, 4, 2, 1) and 4
+    assert published["block1_0"]["attn"]["sr"]["kernel"].shape == (8, 8, 16, 16)
+    assert published["block1_0"]["mlp"]["fc1"]["kernel"].shape == (16, 64)
 
 
 def test_eam_mid_dim_sets_the_boundary_convs_width():
@@ -224,8 +250,21 @@ def test_eam_mid_dim_sets_the_boundary_convs_width():
     assert model.apply(variables, x)["edge"].shape == (B, H, W, 1)
     published = _tiny()[1]["params"]["boundary"]["block2"]["conv"]["kernel"]
     assert published.shape == (3, 3, 256, 256)  # the default stays the published width
-    with pytest.raises(ValueError, match=r"model.eam_mid_dim=0: must be a positive channel count"):
+    with pytest.raises(ValueError, match=r"^model.eam_mid_dim=0: expected an integer > 0$"):
         build_model(dict(TINY, eam_mid_dim=0))
+
+
+def test_eam_low_and_high_dims_set_the_boundary_modules_reductions_of_c1_and_c4():
+    model, variables, x = _tiny(eam_low_dim=8, eam_high_dim=24)
+    boundary = variables["params"]["boundary"]
+    assert boundary["reduce1"]["conv"]["kernel"].shape == (1, 1, 16, 8)  # c1 has 16 channels here
+    assert boundary["reduce4"]["conv"]["kernel"].shape == (1, 1, 128, 24)  # c4 has 128
+    assert boundary["block1"]["conv"]["kernel"].shape == (3, 3, 24 + 8, 256)  # concat(c4-, c1-branch)
+    assert model.apply(variables, x)["edge"].shape == (B, H, W, 1)
+    published = _tiny()[1]["params"]["boundary"]
+    assert (published["reduce1"]["conv"]["kernel"].shape[-1], published["reduce4"]["conv"]["kernel"].shape[-1]) == (64, 256)
+    with pytest.raises(ValueError, match=r"^model.eam_low_dim=-1: expected an integer > 0$"):
+        build_model(dict(TINY, eam_low_dim=-1))
 
 
 def test_conv3x3_picks_how_the_boundary_convs_are_computed_not_what_they_compute():

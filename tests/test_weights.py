@@ -35,6 +35,13 @@ MODELS = {
     "b5_width_depth1": (dict(hidden_sizes=[64, 128, 320, 512], depths=[1, 1, 1, 1], decoder_hidden_size=768,
                              num_labels=5),
                         dict(backbone="b5", num_classes=5, depths=(1, 1, 1, 1))),
+    # The config's per-stage architecture keys, none at the preset's value: heads, spatial-reduction
+    # ratios, MLP ratio (a tiny network: this one is about the keys reaching the modules).
+    "custom_heads_sr_mlp": (dict(hidden_sizes=[16, 32, 64, 96], depths=[1, 1, 1, 1], decoder_hidden_size=32,
+                                 num_labels=3, num_attention_heads=[2, 4, 4, 6], sr_ratios=[4, 2, 2, 1],
+                                 mlp_ratios=[2, 2, 2, 2]),
+                            dict(backbone="b0", num_classes=3, dims=(16, 32, 64, 96), depths=(1, 1, 1, 1),
+                                 embed_dim=32, num_heads=(2, 4, 4, 6), sr_ratios=(4, 2, 2, 1), mlp_ratio=2.0)),
 }
 ALIGNED_EPS = dict(block_ln_eps=1e-5, embed_ln_eps=1e-5)  # HF uses torch's default 1e-5 everywhere
 
@@ -268,11 +275,12 @@ def test_published_mofgseg_checkpoint_reproduces_logits_rep_and_edge(tmp_path):
     torch.save({"model": {f"module.{k}": v for k, v in state.items()}}, path)  # DDP-wrapped, as trained
 
     info = convert_file(path)[1]
-    assert info["has_boundary"] and info["eam_mid_dim"] == 256 and info["rep_dim"] == 48
+    assert info["has_boundary"] and info["rep_dim"] == 48
+    assert (info["eam_low_dim"], info["eam_high_dim"], info["eam_mid_dim"]) == (64, 256, 256)
     model = build_model(dict(backbone="b0", num_classes=7, rep_dim=48, **ALIGNED_EPS))
     variables = load_pretrained(path, _skeleton(model, (1, 64, 64, 3)))
     narrow = build_model(dict(backbone="b0", num_classes=7, rep_dim=48, eam_mid_dim=64, **ALIGNED_EPS))
-    with pytest.raises(CheckpointError, match=r"tensor \w+/boundary/\S+ has shape .*\(model.eam_mid_dim differs\?\)"):
+    with pytest.raises(CheckpointError, match=r"tensor \w+/boundary/\S+ has shape .*\(model.eam_low_dim, eam_high_dim or eam_mid_dim differs\?\)"):
         load_pretrained(path, _skeleton(narrow, (1, 64, 64, 3)))
     forward = jax.jit(lambda v, x: model.apply(v, x))
     for (b, h, w), (x, _, _) in reference.items():
@@ -291,10 +299,12 @@ def test_encoder_parameter_counts_equal_hf_for_every_preset():
     from mofgseg_jax.models.mit import PRESETS
     published = {"b0": 3.32, "b1": 13.15, "b2": 24.20, "b3": 44.07, "b4": 60.84, "b5": 81.44}
     for name, preset in PRESETS.items():
-        with torch.device("meta"):  # no memory, no init: just the HF module tree
-            hf = SegformerModel(SegformerConfig(hidden_sizes=list(preset["dims"]), depths=list(preset["depths"])))
+        with torch.device("meta"):  # no memory, no init: just the HF module tree (its defaults: heads, ratios)
+            hf = SegformerModel(SegformerConfig(hidden_sizes=list(preset.dims), depths=list(preset.depths)))
         hf_count = sum(p.numel() for p in hf.parameters())
-        shapes = jax.eval_shape(lambda x: MiT(**preset).init(jax.random.key(0), x), jnp.zeros((1, 64, 64, 3)))
+        ours_arch = [list(preset.num_heads), list(preset.sr_ratios), [preset.mlp_ratio] * 4]
+        assert ours_arch == [list(hf.config.num_attention_heads), list(hf.config.sr_ratios), list(hf.config.mlp_ratios)]
+        shapes = jax.eval_shape(lambda x: MiT(**preset.encoder()).init(jax.random.key(0), x), jnp.zeros((1, 64, 64, 3)))
         ours = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
         assert ours == hf_count, f"{name}: ours {ours} vs HF {hf_count}"
         assert round(ours / 1e6, 2) == published[name]

@@ -44,6 +44,7 @@ from mofgseg_jax.bench.common import (log, model_config, paired_ratio, paired_ra
 from mofgseg_jax.bench.profile import time_by_module, top_ops, trace_steps
 from mofgseg_jax.errors import InputError
 from mofgseg_jax.models.conv import CONV3X3_ALGORITHMS
+from mofgseg_jax.models.mit import PRESETS
 from mofgseg_jax.train.host_memory import trimming_free_memory
 
 MODES = ("semi", "sup", "segformer")
@@ -54,9 +55,11 @@ MODES = ("semi", "sup", "segformer")
 PEAK_FLOPS = {("H100", "bfloat16"): 989e12, ("H100", "float32"): 494e12,
               ("H200", "bfloat16"): 989e12, ("H200", "float32"): 494e12,
               ("A100", "bfloat16"): 312e12, ("A100", "float32"): 156e12}
-HF_PRESETS = {"b0": ([32, 64, 160, 256], [2, 2, 2, 2], 256), "b1": ([64, 128, 320, 512], [2, 2, 2, 2], 256),
-              "b2": ([64, 128, 320, 512], [3, 4, 6, 3], 768), "b3": ([64, 128, 320, 512], [3, 4, 18, 3], 768),
-              "b4": ([64, 128, 320, 512], [3, 8, 27, 3], 768), "b5": ([64, 128, 320, 512], [3, 6, 40, 3], 768)}
+# The Hugging Face reference's SegformerConfig arguments per preset, from the one preset table.
+HF_PRESETS = {name: dict(hidden_sizes=list(p.dims), depths=list(p.depths), decoder_hidden_size=p.decoder_dim,
+                         num_attention_heads=list(p.num_heads), sr_ratios=list(p.sr_ratios),
+                         mlp_ratios=[p.mlp_ratio] * len(p.dims))
+              for name, p in PRESETS.items()}
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -251,9 +254,7 @@ def prepare_hf(args: argparse.Namespace):
         from transformers import SegformerConfig, SegformerForSemanticSegmentation
     except ImportError:
         return None
-    dims, depths, dec = HF_PRESETS[args.backbone]
-    cfg = SegformerConfig(hidden_sizes=dims, depths=depths, decoder_hidden_size=dec, num_labels=args.classes,
-                          num_attention_heads=[1, 2, 5, 8], sr_ratios=[8, 4, 2, 1], semantic_loss_ignore_index=255)
+    cfg = SegformerConfig(**HF_PRESETS[args.backbone], num_labels=args.classes, semantic_loss_ignore_index=255)
     if args.hf_threads:
         torch.set_num_threads(args.hf_threads)
     torch.manual_seed(0)

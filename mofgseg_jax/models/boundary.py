@@ -56,7 +56,8 @@ class EAM(BatchNormSettings):
 
     c1 -> 1x1 conv(low_dim)+BN+ReLU; c4 -> 1x1 conv(high_dim)+BN+ReLU, resized to c1's size
     (bilinear, align_corners=False); concat (c4-branch, c1-branch) -> 3x3 conv+BN+ReLU twice
-    -> 1x1 conv(1). Input channels follow the backbone (the published code hard-codes 64/512).
+    -> 1x1 conv(1). Input channels follow the backbone (the published code hard-codes 64/512); the
+    widths come from the config (`models.build_model`).
     Every conv starts from torch's default initialisation, as the published module's plain
     `nn.Conv2d`s (the decoder's mmcv ConvModule is kaiming-initialised, the EAM's convs are not).
     `conv3x3`: how the 3x3 convs are computed (`models.conv.conv3x3_same`; the same function).
@@ -64,9 +65,9 @@ class EAM(BatchNormSettings):
     -> `edge`) so its checkpoints convert by a short table.
     """
 
-    low_dim: int = 64
-    high_dim: int = 256
-    mid_dim: int = 256
+    low_dim: int  # published 64 (`model.eam_low_dim`)
+    high_dim: int  # published 256 (`model.eam_high_dim`)
+    mid_dim: int  # published 256 (`model.eam_mid_dim`)
     conv3x3: str = "auto"
 
     @nn.compact

@@ -1,10 +1,11 @@
-"""MiT (Mix Transformer) encoder of SegFormer, presets B0-B5.
+"""MiT (Mix Transformer) encoder of SegFormer, and the table of its presets B0-B5 (`PRESETS`).
 
 Module names mirror the original PyTorch names (`patch_embed1`, `block1_0/attn/q`, `attn/kv`,
 `attn/sr`, `mlp/dwconv/dwconv`, stage norms `norm1..norm4`) so that weight conversion is a
 name table plus layout rules (see `mofgseg_jax/weights/convert.py`).
 """
 
+import dataclasses
 import functools
 from typing import Any, Sequence
 
@@ -12,7 +13,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mofgseg_jax.errors import InputError
 from mofgseg_jax.models.conv import Conv
 
 Dtype = Any
@@ -188,7 +188,7 @@ class Block(nn.Module):
     dim: int
     num_heads: int
     sr_ratio: int
-    mlp_ratio: float = 4.0
+    mlp_ratio: float  # Mix-FFN hidden width = int(dim * mlp_ratio)
     drop_path: float = 0.0
     ln_eps: float = 1e-6
     sr_ln_eps: float = 1e-5
@@ -210,14 +210,19 @@ class MiT(nn.Module):
     """Mix Transformer encoder. [B,H,W,3] -> [c1, c2, c3, c4] at strides 4, 8, 16, 32.
 
     Stage i: OverlapPatchEmbed (7x7/4 then 3x3/2) -> depths[i] Blocks -> LayerNorm (`norm{i+1}`).
-    Drop-path rate rises linearly from 0 to drop_path_rate over all blocks.
+    Drop-path rate rises linearly from 0 to drop_path_rate over all blocks. The per-stage
+    architecture (dims, depths, num_heads, sr_ratios, mlp_ratio) has no default: it comes from a
+    preset (`PRESETS[name].encoder()`) or the config (`models.build_model`); dims[i] must be
+    divisible by num_heads[i] (`config_checks` says so for a config).
     """
 
-    dims: Sequence[int] = (32, 64, 160, 256)
-    depths: Sequence[int] = (2, 2, 2, 2)
-    num_heads: Sequence[int] = (1, 2, 5, 8)
-    sr_ratios: Sequence[int] = (8, 4, 2, 1)
-    mlp_ratio: float = 4.0
+    dims: Sequence[int]
+    depths: Sequence[int]
+    num_heads: Sequence[int]
+    sr_ratios: Sequence[int]  # keys/values from a conv with kernel = stride = sr_ratios[i] (1 = none)
+    mlp_ratio: float  # Mix-FFN hidden width / stage width
+    # The patch embeddings make c1..c4 strides 4, 8, 16, 32, which the decoder, the boundary module and
+    # `model.rep_at_stride4` rely on: part of the network's design, not a setting.
     patch_sizes: Sequence[int] = (7, 3, 3, 3)
     strides: Sequence[int] = (4, 2, 2, 2)
     drop_path_rate: float = 0.1
@@ -232,9 +237,6 @@ class MiT(nn.Module):
         rates = [self.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         # self is argnum 0, so `train` is static argnum 2.
         block_cls = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
-        for dim, heads in zip(self.dims, self.num_heads):
-            if dim % heads:
-                raise InputError(f"MiT dims={tuple(self.dims)}: {dim} is not divisible by {heads} heads")
         x = x.astype(self.dtype)
         features = []
         k = 0
@@ -251,23 +253,40 @@ class MiT(nn.Module):
         return features
 
 
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """One SegFormer network MiT-B*: the encoder's stages and the decoder width that goes with it."""
+
+    dims: tuple[int, ...]  # stage widths
+    depths: tuple[int, ...]  # transformer blocks per stage
+    decoder_dim: int  # the SegFormer head's embedding width (`model.embed_dim` = 0 takes it)
+    num_heads: tuple[int, ...]  # attention heads per stage
+    sr_ratios: tuple[int, ...]  # attention spatial-reduction ratio per stage
+    mlp_ratio: float  # Mix-FFN hidden width / stage width
+
+    def encoder(self) -> dict[str, Any]:
+        """The MiT arguments of this preset: `MiT(**preset.encoder())`."""
+        return dict(dims=self.dims, depths=self.depths, num_heads=self.num_heads, sr_ratios=self.sr_ratios,
+                    mlp_ratio=self.mlp_ratio)
+
+
+# SegFormer (Xie et al. 2021; the released mit_b*): every preset has heads (1, 2, 5, 8), spatial-reduction
+# ratios (8, 4, 2, 1) and MLP ratio 4 (an int: Hugging Face's SegformerConfig takes no other); B1-B5
+# share their widths.
+_HEADS, _SR_RATIOS, _MLP_RATIO = (1, 2, 5, 8), (8, 4, 2, 1), 4
 _SMALL_DIMS = (32, 64, 160, 256)
 _DIMS = (64, 128, 320, 512)
 
-PRESETS: dict[str, dict] = {
-    "b0": dict(dims=_SMALL_DIMS, depths=(2, 2, 2, 2)),
-    "b1": dict(dims=_DIMS, depths=(2, 2, 2, 2)),
-    "b2": dict(dims=_DIMS, depths=(3, 4, 6, 3)),
-    "b3": dict(dims=_DIMS, depths=(3, 4, 18, 3)),
-    "b4": dict(dims=_DIMS, depths=(3, 8, 27, 3)),
-    "b5": dict(dims=_DIMS, depths=(3, 6, 40, 3)),
-}
-# Decoder embedding width per preset (SegFormer): 256 for b0/b1, 768 otherwise.
-DECODER_DIMS = {"b0": 256, "b1": 256, "b2": 768, "b3": 768, "b4": 768, "b5": 768}
 
-mit_b0 = functools.partial(MiT, **PRESETS["b0"])
-mit_b1 = functools.partial(MiT, **PRESETS["b1"])
-mit_b2 = functools.partial(MiT, **PRESETS["b2"])
-mit_b3 = functools.partial(MiT, **PRESETS["b3"])
-mit_b4 = functools.partial(MiT, **PRESETS["b4"])
-mit_b5 = functools.partial(MiT, **PRESETS["b5"])
+def _preset(dims: tuple[int, ...], depths: tuple[int, ...], decoder_dim: int) -> Preset:
+    return Preset(dims, depths, decoder_dim, _HEADS, _SR_RATIOS, _MLP_RATIO)
+
+
+PRESETS: dict[str, Preset] = {
+    "b0": _preset(_SMALL_DIMS, (2, 2, 2, 2), 256),
+    "b1": _preset(_DIMS, (2, 2, 2, 2), 256),
+    "b2": _preset(_DIMS, (3, 4, 6, 3), 768),
+    "b3": _preset(_DIMS, (3, 4, 18, 3), 768),
+    "b4": _preset(_DIMS, (3, 8, 27, 3), 768),
+    "b5": _preset(_DIMS, (3, 6, 40, 3), 768),
+}

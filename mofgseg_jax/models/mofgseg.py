@@ -27,15 +27,16 @@ class MOFGSeg(BatchNormSettings):
     representation of every pixel.
     """
 
-    backbone: nn.Module  # an unbound MiT (e.g. `mit_b0(...)`); adopted under the name 'backbone'
+    backbone: nn.Module  # an unbound MiT (e.g. `MiT(**PRESETS["b0"].encoder())`); adopted as 'backbone'
     num_classes: int
+    # The boundary module's widths (`models.boundary.EAM`; published 64, 256, 256: `model.eam_*_dim`).
+    eam_low_dim: int
+    eam_high_dim: int
+    eam_mid_dim: int
     embed_dim: int = 256
     rep_dim: int = 512
     rep_at_stride4: bool = False
     dropout_rate: float = 0.1
-    eam_low_dim: int = 64
-    eam_high_dim: int = 256
-    eam_mid_dim: int = 256
     conv3x3: str = "auto"  # the boundary module's 3x3 conv algorithm (`models.conv.conv3x3_same`)
     # BatchNorm settings (bn_momentum, bn_eps, bn_axis_name) and the compute dtype: keyword-only,
     # from `BatchNormSettings`, handed down to the decoder and the boundary module.

@@ -3,8 +3,9 @@
 The host only feeds batches, logs, evaluates and checkpoints; every number comes from the config.
   1. The resolved config is logged, and written to `<workdir>/config.json` once the state is built
      (a refused run leaves the stored one as it was). Resuming with a config that changes parameter
-     shapes is refused with the differing keys named; other differences are listed as a warning
-     (and the previous file kept as `config.previous.json`, then `config.previous.1.json`, ...).
+     shapes (or their meaning: attention heads) is refused with the differing keys named; other
+     differences are listed as a warning (and the previous file kept as `config.previous.json`, then
+     `config.previous.1.json`, ...).
   2. Model, train state, mapped step (`parallel.mode`), input iterators. If `<workdir>/checkpoints`
      holds a checkpoint, training resumes from it (state, teacher, optimiser, input position);
      `model.pretrained` is loaded only on a fresh start.
@@ -51,7 +52,11 @@ log = logging.getLogger("mofgseg")
 
 # Keys whose change alters parameter shapes: a checkpoint written with other values cannot be loaded.
 SHAPE_KEYS = ("model.backbone", "model.num_classes", "model.embed_dim", "model.rep_dim", "model.depths",
-              "model.dims", "model.rep_at_stride4", "model.eam_mid_dim")
+              "model.dims", "model.sr_ratios", "model.mlp_ratio", "model.eam_low_dim", "model.eam_high_dim",
+              "model.eam_mid_dim")
+# Keys whose change keeps every shape but not what the parameters mean (attention split into other
+# heads): a checkpoint written with other values loads, as another network. Refused alike.
+MEANING_KEYS = ("model.num_heads",)
 CONFIG_FILE = "config.json"
 BatchHook = Callable[[int, Any], None]
 
@@ -84,19 +89,23 @@ def config_differences(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
 
 def _added_at_default(key: str, old: Any, new: Any) -> bool:
     """A model key that a config written by an older version lacks, now at the value that version's
-    model had built in (`MODEL_DEFAULTS`): no shape changed, e.g. `model.eam_mid_dim` 256."""
+    model had built in (`MODEL_DEFAULTS`): no shape changed, e.g. `model.eam_mid_dim` 256 or
+    `model.num_heads` () (a JSON list, as `config_to_dict` writes tuples)."""
     from mofgseg_jax.models import MODEL_DEFAULTS  # noqa: PLC0415
 
     name = key.removeprefix("model.")
-    return old == "<absent>" and name in MODEL_DEFAULTS and new == MODEL_DEFAULTS[name]
+    if old != "<absent>" or name not in MODEL_DEFAULTS:
+        return False
+    default = MODEL_DEFAULTS[name]
+    return new == (list(default) if isinstance(default, tuple) else default)
 
 
 def check_stored_config(config_dict: dict, workdir: str, *, resuming: bool) -> bool:
     """Compares the config with the stored `<workdir>/config.json`; True when they differ.
 
-    When resuming, a change of parameter shapes is refused; other differences are logged. Every
-    process reads the stored file before process 0 may replace it (a barrier after): all of them
-    then take the same decision, and none reads a half-written file.
+    When resuming, a change of parameter shapes (`SHAPE_KEYS`) or meaning (`MEANING_KEYS`) is refused;
+    other differences are logged. Every process reads the stored file before process 0 may replace it
+    (a barrier after): all of them then take the same decision, and none reads a half-written file.
     """
     path = os.path.join(workdir, CONFIG_FILE)
     old = None
@@ -109,12 +118,15 @@ def check_stored_config(config_dict: dict, workdir: str, *, resuming: bool) -> b
     _barrier("mofgseg_config_read")
     diff = config_differences(old, config_dict) if old is not None else {}
     if diff and resuming:
-        shape = {k: v for k, v in diff.items() if k in SHAPE_KEYS and not _added_at_default(k, *v)}
-        if shape:
-            changes = "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in shape.items())
+        refused = {k: v for k, v in diff.items() if k in SHAPE_KEYS + MEANING_KEYS and not _added_at_default(k, *v)}
+        if refused:
+            what = " and ".join(words for keys, words in ((SHAPE_KEYS, "parameter shapes"),
+                                                          (MEANING_KEYS, "what the parameters mean"))
+                                if any(k in keys for k in refused))
+            changes = "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in refused.items())
             raise InputError(
-                f"{path}: this run resumes the checkpoints in {workdir}, but its config changes parameter "
-                f"shapes ({changes}). Resume with the original config, or use a new --workdir.")
+                f"{path}: this run resumes the checkpoints in {workdir}, but its config changes {what} "
+                f"({changes}). Resume with the original config, or use a new --workdir.")
         log.warning("resuming with a config that differs from %s: %s", path,
                     "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in diff.items()))
     return bool(diff)

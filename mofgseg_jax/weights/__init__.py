@@ -117,7 +117,8 @@ def load_pretrained(path: str | Path, variables: dict[str, Any], *, reinit_class
                     f"{path}: classifier {name} has shape {tuple(value.shape)} but the model needs "
                     f"{tuple(dst[key].shape)} (class count differs); set model.reinit_classifier=True "
                     "to keep a freshly initialised classifier")
-            hint = "model.eam_mid_dim differs?" if key[1] == "boundary" else "wrong backbone preset or dims?"
+            hint = ("model.eam_low_dim, eam_high_dim or eam_mid_dim differs?" if key[1] == "boundary"
+                    else "wrong backbone preset, dims, sr_ratios or mlp_ratio?")
             raise CheckpointError(f"{path}: tensor {name} has shape {tuple(value.shape)}, model needs "
                                   f"{tuple(dst[key].shape)} ({hint})")
         dst[key] = jax.numpy.asarray(value, dtype=dst[key].dtype)

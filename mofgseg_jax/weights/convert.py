@@ -173,15 +173,15 @@ def to_variables(canonical: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def describe(canonical: dict[str, np.ndarray]) -> dict[str, Any]:
-    """What the tensors are: dims, depths, matching preset (or 'custom'), head widths if present."""
+    """What the tensors are: dims, depths, matching preset (or 'custom'), head widths if present.
+    Attention head counts leave no trace in the tensors' shapes: the model's config gives them."""
     dims = [int(canonical[f"backbone.patch_embed{i}.proj.weight"].shape[0])
             for i in range(1, 5) if f"backbone.patch_embed{i}.proj.weight" in canonical]
     depths = []
     for i in range(1, 5):
         idx = {int(m[1]) for k in canonical for m in [re.match(rf"backbone\.block{i}\.(\d+)\.", k)] if m}
         depths.append(max(idx) + 1 if idx else 0)
-    preset = next((n for n, p in PRESETS.items() if list(p["dims"]) == dims and list(p["depths"]) == depths),
-                  "custom")
+    preset = next((n for n, p in PRESETS.items() if list(p.dims) == dims and list(p.depths) == depths), "custom")
     info: dict[str, Any] = {"preset": preset, "dims": dims, "depths": depths, "has_head": False}
     if "decode_head.linear_c1.proj.weight" in canonical:
         info["has_head"] = True
@@ -191,6 +191,7 @@ def describe(canonical: dict[str, np.ndarray]) -> dict[str, Any]:
     if "decode_head.representation.weight" in canonical:
         info["rep_dim"] = int(canonical["decode_head.representation.weight"].shape[0])
     info["has_boundary"] = any(k.startswith("boundary.") for k in canonical)
-    if "boundary.block2.conv.weight" in canonical:
-        info["eam_mid_dim"] = int(canonical["boundary.block2.conv.weight"].shape[0])
+    for key, tensor in (("eam_low_dim", "reduce1"), ("eam_high_dim", "reduce4"), ("eam_mid_dim", "block2")):
+        if f"boundary.{tensor}.conv.weight" in canonical:
+            info[key] = int(canonical[f"boundary.{tensor}.conv.weight"].shape[0])
     return info
