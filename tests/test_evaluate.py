@@ -283,3 +283,21 @@ def test_a_stored_config_older_than_data_mean_and_std_evaluates_with_imagenets()
     stored["data"]["std"] = (0.2, 0.0, 0.2)  # evaluation reads it, so it is checked there
     with pytest.raises(InputError, match=r"^data.std=\(0.2, 0.0, 0.2\): expected three numbers in \(0, 1\]"):
         inference.run_config(None, stored)
+
+
+def test_a_config_with_other_attention_heads_than_the_run_is_refused_though_every_shape_matches():
+    from mofgseg_jax.models import build_model
+    from mofgseg_jax.train import inference
+    from mofgseg_jax.train.loop import config_to_dict
+    from mofgseg_jax.train.state import init_variables
+    from tests.config_helpers import load_config
+
+    trained = load_config("demo", "smoke")
+    variables = {"student": init_variables(build_model(trained.model), jax.random.key(0), (1, 64, 64, 3))}
+    stored = config_to_dict(trained)
+    inference.check_model(trained, variables, "ckpt/4", "--config c.py", stored)  # the run's own: accepted
+    given = load_config("demo", "smoke")
+    given.model.num_heads = (1, 1, 1, 1)  # divides every width: the same parameter shapes
+    with pytest.raises(InputError, match=r"^--config c.py: builds another model than the checkpoint ckpt/4 holds "
+                                         r"\(model.num_heads \(\) in the run, \(1, 1, 1, 1\) given; the parameters"):
+        inference.check_model(given, variables, "ckpt/4", "--config c.py", stored)

@@ -97,7 +97,7 @@ def check_model(config: ml_collections.ConfigDict, variables: dict, step_dir: st
     from flax import traverse_util  # noqa: PLC0415
 
     from mofgseg_jax.models import build_model  # noqa: PLC0415
-    from mofgseg_jax.train.loop import SHAPE_KEYS, config_differences, config_to_dict  # noqa: PLC0415
+    from mofgseg_jax.train.loop import MEANING_KEYS, SHAPE_KEYS, config_differences, config_to_dict  # noqa: PLC0415
     from mofgseg_jax.train.state import host_init_shapes  # noqa: PLC0415
 
     crop = int(config.data.crop_size)  # MiT has no position embedding: any size gives the same shapes
@@ -105,17 +105,19 @@ def check_model(config: ml_collections.ConfigDict, variables: dict, step_dir: st
     want = {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(built).items()}
     got = {"/".join(k): tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(variables["student"]["params"]).items()}
     differing = [k for k in {**want, **got} if want.get(k) != got.get(k)]
-    if not differing:
+    diff = config_differences(stored, config_to_dict(config)) if stored is not None else {}
+    keys = {k: v for k, v in diff.items() if k in SHAPE_KEYS + MEANING_KEYS and "<absent>" not in v}
+    # Other attention heads keep every shape: only the run's stored config tells them apart.
+    if not differing and not any(k in MEANING_KEYS for k in keys):
         return
-    name = differing[0]
-    first = f"{name}: {got.get(name, 'absent')} in the checkpoint, {want.get(name, 'absent')} from the config"
-    keys = ""
-    if stored is not None:
-        diff = config_differences(stored, config_to_dict(config))
-        keys = "; ".join(f"{k} {_tuples(o)!r} in the run, {_tuples(n)!r} given" for k, (o, n) in diff.items()
-                         if k in SHAPE_KEYS and "<absent>" not in (o, n))
-    raise InputError(f"{source}: builds another model than the checkpoint {step_dir} holds "
-                     f"({keys + '; ' if keys else ''}{len(differing)} parameter(s) differ, e.g. {first}); "
+    named = "; ".join(f"{k} {_tuples(o)!r} in the run, {_tuples(n)!r} given" for k, (o, n) in keys.items())
+    if differing:
+        name = differing[0]
+        first = f"{name}: {got.get(name, 'absent')} in the checkpoint, {want.get(name, 'absent')} from the config"
+        detail = f"{named + '; ' if named else ''}{len(differing)} parameter(s) differ, e.g. {first}"
+    else:
+        detail = f"{named}; the parameters have the same shapes but split into other attention heads"
+    raise InputError(f"{source}: builds another model than the checkpoint {step_dir} holds ({detail}); "
                      "leave out --config to use the run's own, or give the config it was trained with")
 
 
