@@ -34,25 +34,33 @@ def _keys(seed):
     return jax.random.split(jax.random.key(seed), B)
 
 
-def test_rectangle_has_half_the_area_and_the_published_size_law():
-    masks = np.asarray(jax.jit(jax.vmap(lambda k: mixing.rectangle_mask(k, H, W)))(
-        jax.random.split(jax.random.key(0), 200)))
+def _rectangles(seed, count, **kwargs):
+    """`count` rectangle masks `[count, H, W]` from `seed`'s keys."""
+    return np.asarray(jax.jit(jax.vmap(lambda k: mixing.rectangle_mask(k, H, W, **kwargs)))(
+        jax.random.split(jax.random.key(seed), count)))
+
+
+def _assert_published_size_law(masks, area_ratio):
+    # The published generate_cutout_mask: w ~ randint(W * ratio + 1, W), h = round(H W ratio / w).
     widths = set()
     for m in masks:
         ys, xs = np.nonzero(m)
         h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
         assert m.sum() == h * w  # a solid rectangle inside the image
-        assert W // 2 + 1 <= w <= W - 1
-        assert h == np.round(H * W / 2 / w)
+        assert int(W * area_ratio) + 1 <= w <= W - 1
+        assert h == np.round(H * W * area_ratio / w)
         widths.add(w)
-    assert widths == set(range(W // 2 + 1, W))  # every allowed width occurs
+    assert widths == set(range(int(W * area_ratio) + 1, W))  # every allowed width occurs
+
+
+def test_rectangle_has_half_the_area_and_the_published_size_law():
+    _assert_published_size_law(_rectangles(0, 200), 0.5)
 
 
 def test_rectangle_corner_is_placed_independently_in_x_and_y_and_reaches_every_corner():
     # The published generate_cutout_mask draws x0 ~ randint(0, W - w + 1) and y0 ~ randint(0, H - h + 1)
     # independently: a rectangle may touch any of the image's four corners.
-    masks = np.asarray(jax.jit(jax.vmap(lambda k: mixing.rectangle_mask(k, H, W)))(
-        jax.random.split(jax.random.key(1), 400)))
+    masks = _rectangles(1, 400)
     corners = set()
     for m in masks:
         ys, xs = np.nonzero(m)
@@ -127,17 +135,8 @@ def test_none_mode_is_identity():
 
 
 def test_rectangle_of_a_quarter_area_follows_the_size_law_with_ratio_a_quarter():
-    masks = np.asarray(jax.jit(jax.vmap(lambda k: mixing.rectangle_mask(k, H, W, area_ratio=0.25)))(
-        jax.random.split(jax.random.key(3), 200)))
-    widths = set()
-    for m in masks:
-        ys, xs = np.nonzero(m)
-        h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
-        assert m.sum() == h * w
-        assert int(W * 0.25) + 1 <= w <= W - 1  # numpy randint(W / 4 + 1, W), as the published law
-        assert h == np.round(H * W / 4 / w)
-        widths.add(w)
-    assert widths == set(range(int(W * 0.25) + 1, W))
+    masks = _rectangles(3, 200, area_ratio=0.25)
+    _assert_published_size_law(masks, 0.25)
     # A quarter of the image, up to the rounding of the height (|h - H W / 4 / w| <= 1/2 row).
     assert np.all(np.abs(masks.sum(axis=(1, 2)) - H * W / 4) <= W / 2)
     assert abs(masks.sum(axis=(1, 2)).mean() / (H * W) - 0.25) < 0.02
