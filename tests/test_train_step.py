@@ -427,7 +427,7 @@ def test_total_loss_weighs_each_term_and_ramps_up_both_unlabelled_ones(monkeypat
             "num_present_classes": jnp.int32(2)}
 
     monkeypatch.setattr(supervised, "cross_entropy", lambda logits, labels, **kw: const(1.0, logits))
-    monkeypatch.setattr(boundary, "dice_loss", lambda prob, target: const(10.0, prob))
+    monkeypatch.setattr(boundary, "dice_loss", lambda prob, target, smooth: const(10.0, prob))
     monkeypatch.setattr(step_module, "pseudo_label_loss", lambda logits, *a, **kw: const(100.0, logits))
     monkeypatch.setattr(step_module, "weighted_contrastive_loss", contrastive)
     config = tiny_config(loss__supervised_weight=0.5, loss__boundary_weight=2.0, loss__unsupervised_weight=3.0,
