@@ -288,7 +288,7 @@ def test_a_stored_config_older_than_data_mean_and_std_evaluates_with_imagenets()
 def test_a_config_with_other_attention_heads_than_the_run_is_refused_though_every_shape_matches():
     from mofgseg_jax.models import build_model
     from mofgseg_jax.train import inference
-    from mofgseg_jax.train.loop import config_to_dict
+    from mofgseg_jax.train.stored_config import config_to_dict
     from mofgseg_jax.train.state import init_variables
     from tests.config_helpers import load_config
 

@@ -18,7 +18,7 @@ import pytest
 from configs import demo as demo_config
 from mofgseg_jax.errors import InputError
 from mofgseg_jax.train import checkpoint as ckpt
-from mofgseg_jax.train import loop
+from mofgseg_jax.train import loop, stored_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -192,7 +192,7 @@ def test_a_failing_evaluation_keeps_the_trained_step_and_a_rerun_evaluates_it(tm
 
 def test_resuming_with_a_shape_changing_config_is_refused_by_name(tmp_path, tmp_path_factory):
     config = _smoke_config(tmp_path_factory)
-    (tmp_path / "config.json").write_text(json.dumps(loop.config_to_dict(config)))
+    (tmp_path / "config.json").write_text(json.dumps(stored_config.config_to_dict(config)))
     c = ckpt.Checkpointer(str(tmp_path))
     c.save(1, {"x": jnp.zeros(2)})
     c.close()
@@ -205,7 +205,7 @@ def test_a_refused_resume_leaves_the_stored_config_as_it_was(tmp_path, tmp_path_
     """The checkpoint holds another model: each attempt is refused when it is restored, after the
     config check passed (only the seed differs), and config.json stays the one it was trained with."""
     config = _smoke_config(tmp_path_factory)
-    stored = json.dumps(loop.config_to_dict(config))
+    stored = json.dumps(stored_config.config_to_dict(config))
     (tmp_path / "config.json").write_text(stored)
     c = ckpt.Checkpointer(str(tmp_path))
     c.save(1, {"x": jnp.zeros(2)})
@@ -220,7 +220,8 @@ def test_a_refused_resume_leaves_the_stored_config_as_it_was(tmp_path, tmp_path_
 
 def _write_config(config_dict: dict, workdir: str, *, resuming: bool) -> None:
     """What training does with its config, once the run has passed its other checks."""
-    loop.save_config(config_dict, workdir, differs=loop.check_stored_config(config_dict, workdir, resuming=resuming))
+    differs = stored_config.check_stored_config(config_dict, workdir, resuming=resuming)
+    stored_config.save_config(config_dict, workdir, differs=differs)
 
 
 def test_a_model_key_added_since_a_run_resumes_at_its_default_and_is_refused_otherwise(tmp_path):
@@ -307,7 +308,7 @@ def test_a_bad_config_value_stops_training_before_the_workdir_is_touched(tmp_pat
 def test_config_differences_lists_changed_keys():
     old = {"optim": {"lr": 0.1}, "model": {"dims": [1, 2]}}
     new = {"optim": {"lr": 0.2}, "model": {"dims": [1, 2]}, "seed": 1}
-    assert loop.config_differences(old, new) == {"optim.lr": (0.1, 0.2), "seed": ("<absent>", 1)}
+    assert stored_config.config_differences(old, new) == {"optim.lr": (0.1, 0.2), "seed": ("<absent>", 1)}
 
 
 def test_pretrained_weights_with_another_class_count_are_a_clear_error(tmp_path, tmp_path_factory):

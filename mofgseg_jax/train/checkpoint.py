@@ -40,6 +40,7 @@ from orbax.checkpoint import checkpoint_managers as ocm
 
 from mofgseg_jax import outputs
 from mofgseg_jax.errors import InputError, InputNotFoundError, UnreadableInputError
+from mofgseg_jax.train.sync import barrier
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ class Checkpointer:
             with open(path + ".tmp", "w") as f:
                 json.dump({k: float(v) for k, v in metrics.items()}, f)
             os.replace(path + ".tmp", path)
-        _sync("mofgseg_checkpoint_record_metrics")
+        barrier("mofgseg_checkpoint_record_metrics")
         self.manager.reload()
 
     def restore(self, abstract_state: Any, *, step: int | None = None, with_data: bool = True) -> Restored | None:
@@ -218,7 +219,7 @@ class Checkpointer:
                     dst, k = f"{src}.corrupt-{k}", k + 1
                 os.rename(src, dst)
                 log.warning("moved the unreadable checkpoint %s to %s", src, dst)
-        _sync("mofgseg_checkpoint_set_aside")
+        barrier("mofgseg_checkpoint_set_aside")
         self.manager.reload()
 
     def _restore_step(self, step: int, abstract_state: Any, with_data: bool) -> Restored:
@@ -247,14 +248,6 @@ class Checkpointer:
         if await_cleanup is not None:
             await_cleanup()
         self.manager.close()
-
-
-def _sync(name: str) -> None:
-    """All processes wait here (process 0 has changed files they read next)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils  # noqa: PLC0415
-
-        multihost_utils.sync_global_devices(name)
 
 
 def _best_metric(metrics: Any) -> float:

@@ -97,7 +97,8 @@ def check_model(config: ml_collections.ConfigDict, variables: dict, step_dir: st
     from flax import traverse_util  # noqa: PLC0415
 
     from mofgseg_jax.models import build_model  # noqa: PLC0415
-    from mofgseg_jax.train.loop import MEANING_KEYS, SHAPE_KEYS, config_differences, config_to_dict  # noqa: PLC0415
+    from mofgseg_jax.train.stored_config import (MEANING_KEYS, SHAPE_KEYS, config_differences,  # noqa: PLC0415
+                                                 config_to_dict)
     from mofgseg_jax.train.state import host_init_shapes  # noqa: PLC0415
 
     crop = int(config.data.crop_size)  # MiT has no position embedding: any size gives the same shapes
