@@ -296,6 +296,9 @@ def test_a_config_with_other_attention_heads_than_the_run_is_refused_though_ever
     variables = {"student": init_variables(build_model(trained.model), jax.random.key(0), (1, 64, 64, 3))}
     stored = config_to_dict(trained)
     inference.check_model(trained, variables, "ckpt/4", "--config c.py", stored)  # the run's own: accepted
+    spelled_out = load_config("demo", "smoke")
+    spelled_out.model.num_heads = (1, 2, 5, 8)  # the b0 preset's heads, which the run's () stands for
+    inference.check_model(spelled_out, variables, "ckpt/4", "--config c.py", stored)
     given = load_config("demo", "smoke")
     given.model.num_heads = (1, 1, 1, 1)  # divides every width: the same parameter shapes
     with pytest.raises(InputError, match=r"^--config c.py: builds another model than the checkpoint ckpt/4 holds "

@@ -257,6 +257,17 @@ def test_resuming_with_other_attention_heads_is_refused_as_another_network_not_a
         _write_config({"model": {"num_classes": 8, "num_heads": [1, 1, 1, 1]}}, str(tmp_path), resuming=True)
 
 
+def test_a_stage_key_spelled_out_as_its_presets_values_resumes_as_the_same_network(tmp_path):
+    # b0's heads (1, 2, 5, 8), widths and depths, given explicitly where the run had () = the preset's.
+    _write_config({"model": {"backbone": "b0", "num_classes": 8, "num_heads": [], "dims": [], "depths": []}},
+                  str(tmp_path), resuming=False)
+    _write_config({"model": {"backbone": "b0", "num_classes": 8, "num_heads": [1, 2, 5, 8],
+                             "dims": [32, 64, 160, 256], "depths": [2, 2, 2, 2]}}, str(tmp_path), resuming=True)
+    with pytest.raises(InputError, match=r"\(model.depths: \[2, 2, 2, 2\] -> \[2, 2, 2, 3\]\)"):
+        _write_config({"model": {"backbone": "b0", "num_classes": 8, "depths": [2, 2, 2, 3]}}, str(tmp_path),
+                      resuming=True)
+
+
 def test_rep_at_stride4_changes_no_parameter_shape_so_resuming_with_it_changed_is_allowed(tmp_path):
     from mofgseg_jax.models import build_model  # noqa: PLC0415
 

@@ -97,8 +97,7 @@ def check_model(config: ml_collections.ConfigDict, variables: dict, step_dir: st
     from flax import traverse_util  # noqa: PLC0415
 
     from mofgseg_jax.models import build_model  # noqa: PLC0415
-    from mofgseg_jax.train.stored_config import (MEANING_KEYS, SHAPE_KEYS, config_differences,  # noqa: PLC0415
-                                                 config_to_dict)
+    from mofgseg_jax.train.stored_config import MEANING_KEYS, architecture_changes, config_to_dict  # noqa: PLC0415
     from mofgseg_jax.train.state import host_init_shapes  # noqa: PLC0415
 
     crop = int(config.data.crop_size)  # MiT has no position embedding: any size gives the same shapes
@@ -106,8 +105,7 @@ def check_model(config: ml_collections.ConfigDict, variables: dict, step_dir: st
     want = {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(built).items()}
     got = {"/".join(k): tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(variables["student"]["params"]).items()}
     differing = [k for k in {**want, **got} if want.get(k) != got.get(k)]
-    diff = config_differences(stored, config_to_dict(config)) if stored is not None else {}
-    keys = {k: v for k, v in diff.items() if k in SHAPE_KEYS + MEANING_KEYS and "<absent>" not in v}
+    keys = architecture_changes(stored, config_to_dict(config)) if stored is not None else {}
     # Other attention heads keep every shape: only the run's stored config tells them apart.
     if not differing and not any(k in MEANING_KEYS for k in keys):
         return

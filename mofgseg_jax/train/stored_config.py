@@ -68,6 +68,24 @@ def _added_at_default(key: str, old: Any, new: Any) -> bool:
     return new == (list(default) if isinstance(default, tuple) else default)
 
 
+def architecture_changes(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
+    """{key: (old, new)} of the `SHAPE_KEYS` and `MEANING_KEYS` that differ between two configs (as
+    `config_to_dict` writes them) in a way that changes the network. Not a change: a key that an
+    older version's config lacks, now at the value that version had built in (`_added_at_default`);
+    a per-stage key spelled out as its preset's values (`model.num_heads` () and (1, 2, 5, 8) on b0
+    build the same network: both sides are resolved through `models.backbone_settings`)."""
+    from mofgseg_jax.models import backbone_settings  # noqa: PLC0415 (flax: only when comparing)
+
+    changes = {k: v for k, v in config_differences(old, new).items()
+               if k in SHAPE_KEYS + MEANING_KEYS and not _added_at_default(k, *v)}
+    if changes:
+        resolved = [backbone_settings(config.get("model", {})) for config in (old, new)]
+        changes = {k: v for k, v in changes.items()
+                   if k.removeprefix("model.") not in resolved[0]
+                   or resolved[0][k.removeprefix("model.")] != resolved[1][k.removeprefix("model.")]}
+    return changes
+
+
 def check_stored_config(config_dict: dict, workdir: str, *, resuming: bool) -> bool:
     """Compares the config with the stored `<workdir>/config.json`; True when they differ.
 
@@ -86,7 +104,7 @@ def check_stored_config(config_dict: dict, workdir: str, *, resuming: bool) -> b
     barrier("mofgseg_config_read")
     diff = config_differences(old, config_dict) if old is not None else {}
     if diff and resuming:
-        refused = {k: v for k, v in diff.items() if k in SHAPE_KEYS + MEANING_KEYS and not _added_at_default(k, *v)}
+        refused = architecture_changes(old, config_dict)
         if refused:
             what = " and ".join(words for keys, words in ((SHAPE_KEYS, "parameter shapes"),
                                                           (MEANING_KEYS, "what the parameters mean"))
