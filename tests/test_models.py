@@ -332,3 +332,29 @@ def test_rep_as_features_maps_to_the_representation_through_the_head(stride4):
     assert kernel.shape == (32, 24) and bias.shape == (24,)
     np.testing.assert_allclose(factored["rep_features"] @ kernel + bias, formed["rep"], atol=2e-5, rtol=1e-5)
     np.testing.assert_allclose(factored["logits"], formed["logits"], atol=0)
+
+
+def test_decoder_dropout_drops_whole_channels_as_torch_dropout2d():
+    """Dropout2d: each (image, channel) of the fused features is zeroed everywhere or kept and scaled by
+    1 / (1 - p), never per pixel. Compared with the same network without dropout (drop path off)."""
+    p = 0.5
+    model, variables, x = _tiny(rep_at_stride4=True, drop_path_rate=0.0, dropout_rate=p)
+    plain = _tiny(rep_at_stride4=True, drop_path_rate=0.0, dropout_rate=0.0)[0]
+
+    def features(m):
+        out, _ = m.apply(variables, x, train=True, rngs={"dropout": jax.random.key(3)}, mutable=["batch_stats"],
+                         rep_as_features=True, edge_images=0)
+        return np.asarray(out["rep_features"])  # the head's input: the dropout's output, at stride 4
+
+    dropped, ref = features(model), features(plain)
+    kinds = []
+    for b in range(ref.shape[0]):
+        for c in range(ref.shape[-1]):
+            if not np.any(ref[b, ..., c]):
+                continue  # all zero after the ReLU: dropped and kept look alike
+            if np.all(dropped[b, ..., c] == 0):
+                kinds.append("dropped")
+            else:
+                np.testing.assert_allclose(dropped[b, ..., c], ref[b, ..., c] / (1 - p), rtol=1e-5, atol=1e-6)
+                kinds.append("kept")
+    assert {"dropped", "kept"} <= set(kinds), kinds
