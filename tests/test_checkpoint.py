@@ -155,6 +155,24 @@ def test_restore_variables_reads_student_and_teacher_from_a_step_dir(tmp_path):
     assert float(variables["teacher"]["params"]["w"][0]) == 0.0
 
 
+def test_restore_variables_of_a_workdir_reads_its_latest_step(tmp_path):
+    c = ckpt.Checkpointer(str(tmp_path), keep=3)
+    for step in (2, 10, 9):  # numeric order, not the order written nor the names' string order
+        c.save(step, {"params": {"w": jnp.full((2,), float(step))}, "step": jnp.array(step),
+                      "teacher": {"params": {"w": jnp.zeros((2,))}}})
+    c.close()
+    for path in (tmp_path, tmp_path / ckpt.CHECKPOINT_DIR):
+        variables, _, step = ckpt.restore_variables(str(path))
+        assert step == 10 and float(variables["student"]["params"]["w"][0]) == 10.0
+
+
+def test_keeping_no_checkpoint_is_refused():
+    from mofgseg_jax.errors import InputError
+
+    with pytest.raises(InputError, match=r"^train.keep_checkpoints=0: keep at least the latest checkpoint$"):
+        ckpt.Checkpointer("/nonexistent/never-created", keep=0)
+
+
 def test_unwritable_workdir_is_a_clear_error(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

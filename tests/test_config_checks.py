@@ -60,6 +60,11 @@ def test_every_shipped_config_and_variant_passes(name):
     ("model.mlp_ratio=-1.0", "model.mlp_ratio=-1.0: expected a number >= 0"),
     ("model.eam_low_dim=0", "model.eam_low_dim=0: expected an integer > 0"),
     ("model.eam_high_dim=0", "model.eam_high_dim=0: expected an integer > 0"),
+    ("model.eam_mid_dim=0", "model.eam_mid_dim=0: expected an integer > 0"),
+    ("loss.temperature=0", "loss.temperature=0.0: expected a number > 0"),
+    ("loss.temperature=inf", "loss.temperature=inf: expected a number > 0"),  # inf > 0, yet no temperature
+    ("augment.blur_kernel_size=-3", "augment.blur_kernel_size=-3: expected an integer > 0 and odd"),
+    ("augment.hue=(-0.2,0.7)", "augment.hue=(-0.2, 0.7): expected two numbers in [-0.5, 0.5]"),
     ("model.backbone=b9", "model.backbone='b9': unknown MiT preset; choose from b0, b1, b2, b3, b4, b5"),
 ])
 def test_a_bad_value_on_the_command_line_is_one_error_naming_the_key(override, message):
@@ -108,3 +113,28 @@ def test_evaluation_checks_the_keys_it_reads_and_not_the_training_ones():
     given.eval.window_stride_ratio = -1.0
     with pytest.raises(InputError, match=r"^eval.window_stride_ratio=-1.0: "):
         inference.run_config(given, None)
+
+
+def test_a_range_of_one_value_is_accepted():
+    config = load_config("demo", "smoke")
+    config.data.scale_range = (1.0, 1.0)  # low == high: a fixed scale, not an empty range
+    config.augment.brightness = (1.0, 1.0)
+    check_config_values(config)
+
+
+def test_a_boolean_in_a_stored_config_is_not_taken_for_an_integer():
+    stored = load_config("demo", "smoke").to_dict()  # a config read back from JSON keeps no types
+    stored["data"]["crop_size"] = True  # isinstance(True, int) holds in Python
+    with pytest.raises(InputError, match=r"^data.crop_size=True: expected an integer > 0"):
+        inference.run_config(None, stored)
+
+
+def test_a_stored_custom_config_fills_both_class_counts_from_the_class_names():
+    import ml_collections
+
+    # Read back from JSON, data.num_classes no longer follows model.num_classes by reference.
+    stored = ml_collections.ConfigDict(load_config("custom").to_dict())
+    stored.data.class_names = ("sea", "land", "sky")
+    assert stored.model.num_classes == stored.data.num_classes == 0
+    check_config_values(stored)
+    assert stored.model.num_classes == 3 and stored.data.num_classes == 3

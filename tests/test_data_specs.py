@@ -59,6 +59,24 @@ def test_config_errors_name_the_problem():
         load_spec("nope")
 
 
+def test_default_palette_is_the_pascal_voc_colour_map():
+    # The VOC devkit's labelcolormap for its 21 classes, written out (labels >= 8 use the second bits).
+    voc = ((0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128),
+           (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0), (64, 0, 128), (192, 0, 128),
+           (64, 128, 128), (192, 128, 128), (0, 64, 0), (128, 64, 0), (0, 192, 0), (128, 192, 0), (0, 64, 128))
+    assert default_palette(21) == voc
+    assert len(set(default_palette(256))) == 256  # every 8-bit label its own colour
+
+
+def test_class_names_that_disagree_with_the_spec_are_an_error():
+    demo = load_spec("demo")
+    assert load_spec("demo", class_names=demo.class_names).class_names == demo.class_names
+    with pytest.raises(InputError, match=r"demo\.json: data.class_names differs from the spec's class names"):
+        load_spec("demo", class_names=demo.class_names[::-1])
+    with pytest.raises(InputError, match=r"^data.class_names has 2 names but num_classes is 3$"):
+        load_spec("custom", num_classes=3, class_names=("sea", "land"))
+
+
 def test_config_ignore_index_must_match_the_spec():
     # The host pads masks with the spec's ignore label and the step ignores the config's: were they
     # to differ, padding would be a class for the losses and edge targets.
@@ -94,6 +112,9 @@ def _broken_demo_spec(tmp_path, monkeypatch, edit):
     (lambda raw: raw.update(layout=[]), r"demo\.json: key 'layout' must be an object, got \[\]"),
     (lambda raw: raw.update(ignore_index=None), r"demo\.json: key 'ignore_index' must be an int, got None"),
     (lambda raw: raw["palette"].__setitem__(2, [1, 2]), r"demo\.json: key 'palette' item 2 must be \[r, g, b\]"),
+    (lambda raw: raw["palette"].__setitem__(3, [0, 256, 0]), r"demo\.json: key 'palette' item 3 must be \[r, g, b\] of ints 0\.\.255"),
+    (lambda raw: raw["palette"].__setitem__(0, [-1, 0, 0]), r"demo\.json: key 'palette' item 0 must be \[r, g, b\] of ints 0\.\.255"),
+    (lambda raw: raw["palette"].pop(), r"demo\.json: class_names/palette length differs from num_classes=8"),
 ])
 def test_a_malformed_spec_file_is_one_line_naming_file_and_key(tmp_path, monkeypatch, edit, message):
     with pytest.raises(InputError, match=message):

@@ -332,3 +332,71 @@ def test_rep_as_features_maps_to_the_representation_through_the_head(stride4):
     assert kernel.shape == (32, 24) and bias.shape == (24,)
     np.testing.assert_allclose(factored["rep_features"] @ kernel + bias, formed["rep"], atol=2e-5, rtol=1e-5)
     np.testing.assert_allclose(factored["logits"], formed["logits"], atol=0)
+
+
+def test_decoder_dropout_drops_whole_channels_as_torch_dropout2d():
+    """Dropout2d: each (image, channel) of the fused features is zeroed everywhere or kept and scaled by
+    1 / (1 - p), never per pixel. Compared with the same network without dropout (drop path off)."""
+    p = 0.5
+    model, variables, x = _tiny(rep_at_stride4=True, drop_path_rate=0.0, dropout_rate=p)
+    plain = _tiny(rep_at_stride4=True, drop_path_rate=0.0, dropout_rate=0.0)[0]
+
+    def features(m):
+        out, _ = m.apply(variables, x, train=True, rngs={"dropout": jax.random.key(3)}, mutable=["batch_stats"],
+                         rep_as_features=True, edge_images=0)
+        return np.asarray(out["rep_features"])  # the head's input: the dropout's output, at stride 4
+
+    dropped, ref = features(model), features(plain)
+    kinds = []
+    for b in range(ref.shape[0]):
+        for c in range(ref.shape[-1]):
+            if not np.any(ref[b, ..., c]):
+                continue  # all zero after the ReLU: dropped and kept look alike
+            if np.all(dropped[b, ..., c] == 0):
+                kinds.append("dropped")
+            else:
+                np.testing.assert_allclose(dropped[b, ..., c], ref[b, ..., c] / (1 - p), rtol=1e-5, atol=1e-6)
+                kinds.append("kept")
+    assert {"dropped", "kept"} <= set(kinds), kinds
+
+
+def test_bn_momentum_and_eps_from_the_config_drive_every_batchnorm():
+    """Each BatchNorm of the decoder and the boundary module, checked against the formulas in NumPy:
+    eval y = (x - mean) / sqrt(var + eps) * scale + bias; train running mean = m * old + (1 - m) *
+    batch mean (flax's momentum convention, PyTorch's 1 - momentum). Settings away from the defaults."""
+    import flax.linen as nn
+
+    m, eps = 0.6, 0.3
+    model = build_model(dict(TINY, bn_momentum=m, bn_eps=eps, drop_path_rate=0.0, dropout_rate=0.0))
+    _, variables, x = _tiny()
+
+    def run(train):
+        calls = {}
+
+        def record(next_fun, args, kwargs, context):
+            out = next_fun(*args, **kwargs)
+            if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+                calls[context.module.path] = (np.asarray(args[0]), np.asarray(out))
+            return out
+
+        with nn.intercept_methods(record):
+            result = model.apply(variables, x, train=train, mutable=["batch_stats"] if train else False)
+        return calls, result
+
+    def leaf(tree, path):
+        for part in path:
+            tree = tree[part]
+        return np.asarray(tree)
+
+    calls, _ = run(train=False)
+    assert {p[0] for p in calls} == {"decode_head", "boundary"} and len(calls) == 5  # linear_fuse + EAM's 4
+    for path, (inp, out) in calls.items():
+        stats, params = variables["batch_stats"], variables["params"]
+        want = ((inp - leaf(stats, path + ("mean",))) / np.sqrt(leaf(stats, path + ("var",)) + eps)
+                * leaf(params, path + ("scale",)) + leaf(params, path + ("bias",)))
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5, err_msg=str(path))
+    calls, (_, mutated) = run(train=True)
+    for path, (inp, _) in calls.items():
+        want = m * leaf(variables["batch_stats"], path + ("mean",)) + (1 - m) * inp.mean(axis=(0, 1, 2))
+        np.testing.assert_allclose(leaf(mutated["batch_stats"], path + ("mean",)), want, rtol=1e-4, atol=1e-5,
+                                   err_msg=str(path))

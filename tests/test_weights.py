@@ -382,6 +382,38 @@ def test_pth_reader_rebuilds_views_dtypes_and_shared_storages_without_torch(tmp_
         np.testing.assert_array_equal(np.asarray(got[name], dtype=ref.dtype), ref, err_msg=name)
 
 
+def test_pth_reader_refuses_a_tensor_view_past_its_storage_or_with_negative_strides(tmp_path):
+    """A forged (offset, size, stride) would make the reader's as_strided read memory outside the
+    storage: the pickle is built as torch pickles a tensor, with the view given by hand."""
+    import collections
+
+    from mofgseg_jax.weights.readers import read_state_dict
+
+    class Forged:
+        def __init__(self, storage, offset, size, stride):
+            self.args = (storage, offset, size, stride, False, collections.OrderedDict())
+
+        def __reduce_ex__(self, protocol):
+            return torch._utils._rebuild_tensor_v2, self.args
+
+    storage = torch.arange(6, dtype=torch.float32)._typed_storage()  # 6 elements
+    fits = tmp_path / "fits.pth"
+    torch.save({"w": Forged(storage, 3, (3,), (1,))}, fits)  # elements 3, 4, 5: the last one exactly
+    np.testing.assert_array_equal(read_state_dict(fits)["w"], [3.0, 4.0, 5.0])
+    for name, (offset, size, stride) in {"one_past": (1, (2, 3), (3, 1)), "negative": (5, (6,), (-1,))}.items():
+        path = tmp_path / f"{name}.pth"
+        torch.save({"w": Forged(storage, offset, size, stride)}, path)
+        with pytest.raises(CheckpointError, match=rf"{name}\.pth: .*runs past its storage"):
+            read_state_dict(path)
+
+
+def test_pth_reader_names_tensors_of_nested_dicts_by_their_full_dotted_path(tmp_path):
+    from mofgseg_jax.weights.readers import read_state_dict
+    path = tmp_path / "nested.pth"
+    torch.save({"backbone": {"block1": {"0": {"w": torch.ones(2)}}, "norm": torch.zeros(3)}}, path)
+    assert set(read_state_dict(path)) == {"backbone.block1.0.w", "backbone.norm"}
+
+
 def test_pth_reader_rebuilds_tensors_saved_with_python_state(tmp_path):
     from mofgseg_jax.weights.readers import read_state_dict
     tagged = torch.randn(4)
