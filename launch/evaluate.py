@@ -55,7 +55,6 @@ def main(argv):
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
-    from mofgseg_jax.augment.photometric import mean_std  # noqa: PLC0415
     from mofgseg_jax.data.pipeline import make_val_batches  # noqa: PLC0415
     from mofgseg_jax.data.specs import load_spec  # noqa: PLC0415
     from mofgseg_jax.models import build_model  # noqa: PLC0415
@@ -89,10 +88,8 @@ def main(argv):
                      class_names=tuple(config.data.class_names or ()))
     mesh = make_mesh()
     model = build_model(config.model, bn_axis_name="data")
-    mean, std = mean_std(config.data)  # ImageNet's for a run stored before these keys
-    eval_step = ev.make_eval_step(model, mesh, mode=str(config.eval.mode), crop_size=int(config.data.crop_size),
-                                  num_classes=spec.num_classes, stride_ratio=float(config.eval.window_stride_ratio),
-                                  ignore_index=int(config.data.ignore_index), mean=mean, std=std)
+    eval_step = ev.make_eval_step(model, mesh, **ev.prediction_settings(config, spec.num_classes),
+                                  ignore_index=int(config.data.ignore_index))
     batches = make_val_batches(config.data, process_index=jax.process_index(), process_count=jax.process_count())
     placed = replicate_on_mesh((variables["student"], variables["teacher"]), mesh)
     result = ev.evaluate(eval_step, placed, batches, mesh=mesh, num_classes=spec.num_classes, progress=True)

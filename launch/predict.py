@@ -54,7 +54,6 @@ def main(argv):
 
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
-    from mofgseg_jax.augment.photometric import mean_std  # noqa: PLC0415
     from mofgseg_jax.data.decode import read_image  # noqa: PLC0415
     from mofgseg_jax.data.specs import load_spec  # noqa: PLC0415
     from mofgseg_jax.models import build_model  # noqa: PLC0415
@@ -76,13 +75,11 @@ def main(argv):
                      class_names=tuple(config.data.class_names or ()))
     model = build_model(config.model)
     net = variables[f.network]
-    mean, std = mean_std(config.data)  # ImageNet's for a run stored before these keys
+    settings = ev.prediction_settings(config, spec.num_classes, mode)
 
     @jax.jit
     def segment(image_u8, height, width):
-        return ev.predict(ev.logits_fn_for(model, net), image_u8, height, width, mode=mode,
-                          crop_size=int(config.data.crop_size), num_classes=spec.num_classes,
-                          stride_ratio=float(config.eval.window_stride_ratio), mean=mean, std=std)
+        return ev.predict(ev.logits_fn_for(model, net), image_u8, height, width, **settings)
 
     from tqdm.auto import tqdm  # noqa: PLC0415
 

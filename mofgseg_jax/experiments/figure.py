@@ -24,7 +24,6 @@ def predict_val_images(workdir: str, *, num_images: int, network: str = "teacher
     """
     import jax  # noqa: PLC0415
 
-    from mofgseg_jax.augment.photometric import mean_std  # noqa: PLC0415
     from mofgseg_jax.data.pipeline import make_val_batches  # noqa: PLC0415
     from mofgseg_jax.models import build_model  # noqa: PLC0415
     from mofgseg_jax.train import evaluate as ev  # noqa: PLC0415
@@ -35,13 +34,11 @@ def predict_val_images(workdir: str, *, num_images: int, network: str = "teacher
     config = inference.run_config(None, stored, workdir)
     model = build_model(config.model)
     net = variables[network]
-    mean, std = mean_std(config.data)
+    settings = ev.prediction_settings(config, int(config.model.num_classes))
 
     @jax.jit
     def segment(images_u8, height, width):
-        return ev.predict(ev.logits_fn_for(model, net), images_u8, height, width, mode=str(config.eval.mode),
-                          crop_size=int(config.data.crop_size), num_classes=int(config.model.num_classes),
-                          stride_ratio=float(config.eval.window_stride_ratio), mean=mean, std=std)
+        return ev.predict(ev.logits_fn_for(model, net), images_u8, height, width, **settings)
 
     images, labels, preds = [], [], []
     for batch in make_val_batches(config.data):

@@ -31,7 +31,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mofgseg_jax.augment.photometric import IMAGENET_MEAN, IMAGENET_STD, normalize
+from mofgseg_jax.augment.photometric import IMAGENET_MEAN, IMAGENET_STD, mean_std, normalize
 from mofgseg_jax.errors import InputError
 
 MODES = ("original", "center_crop", "sliding_window")
@@ -204,6 +204,15 @@ def iou_from_confusion(confusion: np.ndarray) -> tuple[float, np.ndarray]:
 def logits_fn_for(model: Any, variables: Any) -> LogitsFn:
     """Inference-mode logits of a MOFGSeg module with `variables` = {'params', 'batch_stats'}."""
     return lambda images: model.apply(variables, images, train=False)["logits"]
+
+
+def prediction_settings(config: Any, num_classes: int, mode: str | None = None) -> dict[str, Any]:
+    """The keyword arguments of `predict` and `make_eval_step` that a run's config sets: `eval.mode`
+    (unless `mode` is given), the crop, the window stride ratio, and the normalisation (ImageNet's for
+    a run stored before `data.mean` / `data.std`)."""
+    mean, std = mean_std(config.data)
+    return dict(mode=mode or str(config.eval.mode), crop_size=int(config.data.crop_size), num_classes=num_classes,
+                stride_ratio=float(config.eval.window_stride_ratio), mean=mean, std=std)
 
 
 def make_eval_step(model: Any, mesh: Mesh, *, mode: str, crop_size: int, num_classes: int,

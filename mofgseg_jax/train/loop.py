@@ -160,7 +160,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     Returns {'step', 'student': {'miou', 'iou'}, 'teacher': {...}, 'best_step', 'workdir'} of the
     last evaluation.
     """
-    from mofgseg_jax.augment.photometric import mean_std  # noqa: PLC0415
     from mofgseg_jax.data.pipeline import make_train_iterator, make_val_batches  # noqa: PLC0415
     from mofgseg_jax.data.specs import load_spec  # noqa: PLC0415
     from mofgseg_jax.models import build_model  # noqa: PLC0415
@@ -223,11 +222,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         if restored is not None and restored.data_state is not None:
             train_it.set_state(restored.data_state)
         val_batches = make_val_batches(config.data, process_index=pi, process_count=pc)
-        mean, std = mean_std(config.data)
-        eval_step = ev.make_eval_step(
-            model, mesh, mode=str(config.eval.mode), crop_size=int(config.data.crop_size),
-            num_classes=spec.num_classes, stride_ratio=float(config.eval.window_stride_ratio),
-            ignore_index=int(config.data.ignore_index), axis_name=AXIS, mean=mean, std=std)
+        eval_step = ev.make_eval_step(model, mesh, **ev.prediction_settings(config, spec.num_classes),
+                                      ignore_index=int(config.data.ignore_index), axis_name=AXIS)
 
         writer = tb.Writer(workdir, enabled=pi == 0)
         if restored is None:
