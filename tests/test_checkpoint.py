@@ -48,6 +48,17 @@ def test_metrics_recorded_after_a_save_rank_steps_as_metrics_given_to_it(tmp_pat
     c.close()
 
 
+def test_a_step_is_ranked_once_its_metrics_are_saved_with_it_or_recorded_after_it(tmp_path):
+    c = ckpt.Checkpointer(str(tmp_path), keep=3)
+    c.save(1, _scaled(1), metrics={"miou": 10.0})
+    c.save(2, _scaled(2))
+    c.wait()
+    assert c.has_metrics(1) and not c.has_metrics(2)
+    c.record_metrics(2, {"miou": 20.0})
+    assert c.has_metrics(2) and c.best_step() == 2
+    c.close()
+
+
 def test_restores_state_iterator_state_and_config(tmp_path):
     _write(tmp_path, [1.0, 2.0, 3.0])
     c = ckpt.Checkpointer(str(tmp_path), keep=2)

@@ -190,6 +190,27 @@ def test_a_failing_evaluation_keeps_the_trained_step_and_a_rerun_evaluates_it(tm
     assert summary["step"] == 4 and summary["student"]["miou"] == 42.0 and summary["best_step"] == 4
 
 
+def test_a_mid_run_step_whose_evaluation_failed_is_evaluated_on_resume_and_can_be_the_best(
+        tmp_path, tmp_path_factory, monkeypatch):
+    """Without the evaluation on resume, step 2 stayed unranked: step 4 was taken for the best and
+    the retention policy (latest 1 + best) deleted step 2."""
+    from mofgseg_jax.train import step as step_module
+
+    monkeypatch.setattr(step_module, "make_train_step", _counting_step)
+    config = _smoke_config(tmp_path_factory, "sup,smoke")  # 4 steps
+    config.train.eval_every = 2
+    config.train.keep_checkpoints = 1
+    monkeypatch.setattr(loop.ev, "evaluate", _scores([RuntimeError("evaluation failed")]))
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        loop.train_and_evaluate(config, str(tmp_path))
+    monkeypatch.setattr(loop.ev, "evaluate", _scores([50.0, 30.0]))  # step 2, then step 4; no third call
+    summary = loop.train_and_evaluate(config, str(tmp_path))
+    assert summary["step"] == 4 and summary["student"]["miou"] == 30.0 and summary["best_step"] == 2
+    c = ckpt.Checkpointer(str(tmp_path))
+    assert c.all_steps() == [2, 4] and c.best_step() == 2
+    c.close()
+
+
 def test_resuming_with_a_shape_changing_config_is_refused_by_name(tmp_path, tmp_path_factory):
     config = _smoke_config(tmp_path_factory)
     (tmp_path / "config.json").write_text(json.dumps(stored_config.config_to_dict(config)))

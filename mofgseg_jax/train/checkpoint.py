@@ -142,6 +142,15 @@ class Checkpointer:
     def best_step(self) -> int | None:
         return self.manager.best_step()
 
+    def has_metrics(self, step: int) -> bool:
+        """Whether `step` is ranked: its metrics were saved with it or recorded after its evaluation."""
+        return os.path.exists(self._metrics_path(step))
+
+    def _metrics_path(self, step: int) -> str:
+        # The file orbax's manager reads a step's metrics from (`save(metrics=...)` writes it too).
+        return os.path.join(self.directory, str(int(step)), ocp_manager.METRIC_ITEM_NAME,
+                            ocp_manager.METRIC_ITEM_NAME)
+
     # -- save / restore
     def save(self, step: int, state: Any, *, data_state: Any = None, config: dict | None = None,
              metrics: dict | None = None, force: bool = True) -> bool:
@@ -163,9 +172,8 @@ class Checkpointer:
         """
         self.wait()
         if jax.process_index() == 0:
-            folder = os.path.join(self.directory, str(int(step)), ocp_manager.METRIC_ITEM_NAME)
-            os.makedirs(folder, exist_ok=True)
-            path = os.path.join(folder, ocp_manager.METRIC_ITEM_NAME)
+            path = self._metrics_path(step)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path + ".tmp", "w") as f:
                 json.dump({k: float(v) for k, v in metrics.items()}, f)
             os.replace(path + ".tmp", path)

@@ -15,8 +15,8 @@ The host only feeds batches, logs, evaluates and checkpoints; every number comes
      `<workdir>/predictions/step_<NNNNNNN>.png`, the step in 7 digits). Every `checkpoint_every`
      steps (0 = at each evaluation) and at the end: an asynchronous checkpoint (latest
      `keep_checkpoints` + the best student mIoU), saved before its step is evaluated (a failing
-     evaluation loses no training; for the last step the same command then resumes and evaluates
-     it; a mid-run step whose evaluation failed stays unranked), its mIoU recorded once known.
+     evaluation loses no training: the same command resumes from that step and evaluates it before
+     training on, so that it is ranked), its mIoU recorded once known.
   5. SIGTERM (a scheduler's preemption notice) or Ctrl-C: the step under way finishes, is saved, and
      the loop returns `{'step', 'workdir', 'stopped_by': signal name}`; the same command resumes
      (`preemption.py`; several processes agree on the step through JAX's preemption service).
@@ -251,9 +251,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                     f"{c} {v:.1f}" for c, v in zip(spec.class_names, result[name]["iou"])))
             return result
 
-        acc, count, window_start = None, 0, time.perf_counter()
+        def evaluate_and_rank(step: int) -> dict[str, Any]:
+            result = run_eval(step)
+            checkpointer.record_metrics(step, {"miou": result["student"]["miou"]})
+            return result
+
+        def is_eval_step(step: int) -> bool:
+            return step % eval_every == 0 or step == total_steps
+
         last_eval: dict[str, Any] | None = None
         step = start_step
+        if restored is not None and is_eval_step(step) and not checkpointer.has_metrics(step):
+            # Saved, but its evaluation failed or was cut short: without this it would never count
+            # for the best checkpoint (and the retention policy could delete it as unranked).
+            log.info("step %d was saved but not evaluated: evaluating it before training on", step)
+            last_eval = evaluate_and_rank(step)
+        acc, count, window_start = None, 0, time.perf_counter()
         progress = _progress(total_steps, start_step, enabled=pi == 0)
         with preemption.StopRequest() as stop:  # SIGTERM / Ctrl-C: save this step, then stop
             while step < total_steps:
@@ -270,7 +283,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 count += 1
                 progress.update(1)
                 do_log = step % log_every == 0 or step == total_steps
-                do_eval = step % eval_every == 0 or step == total_steps
+                do_eval = is_eval_step(step)
                 stopping = stop.should_stop(step)
                 do_save = step % checkpoint_every == 0 or step == total_steps or do_eval or stopping
                 if do_log or do_save:
@@ -287,8 +300,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                     checkpointer.save(step, parallel.get_state(state), data_state=train_it.get_state(),
                                       config=config_dict)
                 if do_eval:
-                    last_eval = run_eval(step)
-                    checkpointer.record_metrics(step, {"miou": last_eval["student"]["miou"]})
+                    last_eval = evaluate_and_rank(step)
                 if stopping:
                     break
         progress.close()
@@ -297,10 +309,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             log.info("stopped at step %d on %s; checkpoint saved: the same command resumes from it",
                      step, stop.name)
             return {"step": step, "workdir": workdir, "stopped_by": stop.name}
-        if last_eval is None:  # resumed at the end (e.g. after a failed evaluation): evaluate it now
+        if last_eval is None:  # the same command again after the run finished: its summary
             last_eval = run_eval(step)
-            if step in checkpointer.all_steps():
-                checkpointer.record_metrics(step, {"miou": last_eval["student"]["miou"]})
         summary = {"step": step, "workdir": workdir, "best_step": checkpointer.best_step(),
                    "student": {k: last_eval["student"][k] for k in ("miou", "iou")},
                    "teacher": {k: last_eval["teacher"][k] for k in ("miou", "iou")}}
