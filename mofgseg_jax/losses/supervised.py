@@ -55,7 +55,8 @@ def ohem_cross_entropy(logits: jax.Array, labels: jax.Array, *, thresh: float = 
 
     Args:
       logits: `[B, H, W, K]`; labels: `[B, H, W]` int with `ignore_index`.
-      thresh: keep pixels whose true-class probability is at most this.
+      thresh: keep pixels whose true-class probability is at most this (`<=`, as the published
+        OHEM criterion's `le`; DESIGN.md writes `<`, which differs only on exact ties).
       min_kept: keep at least this many pixels (over the whole batch).
     Returns:
       float32 scalar (0 when no pixel is labelled).
