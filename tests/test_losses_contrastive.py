@@ -365,14 +365,32 @@ def test_a_pixel_whose_own_probability_equals_the_strong_threshold_is_not_a_hard
     np.testing.assert_allclose(np.asarray(grad), ref_grad, atol=1e-5, rtol=0)
 
 
+PUBLISHED = dict(strong_threshold=0.97, num_queries=256, num_negatives=512, temperature=0.5, negative_weight=2.0)
+
+
 def test_defaults_are_the_published_settings():
     # DESIGN.md §3 step 6: strong_threshold 0.97, 256 queries, 512 negatives, temperature 0.5,
-    # negative weight 2.0 (the reference is given them explicitly).
+    # negative weight 2.0. (a) Against the reference, given them explicitly, where sampling is
+    # deterministic: the logits' settings (T, weight, M).
     rep, labels, probs = _one_pixel_per_class()
     loss, _ = weighted_contrastive_loss(jax.random.PRNGKey(3), rep, labels, probs, num_classes=5)
-    ref_loss, _ = reco_loss_ref(rep, labels, probs, num_classes=5, strong_threshold=0.97, num_queries=256,
-                                num_negatives=512, temperature=0.5, negative_weight=2.0)
+    ref_loss, _ = reco_loss_ref(rep, labels, probs, num_classes=5, **PUBLISHED)
     assert abs(float(loss) - ref_loss) <= 1e-5
+    # (b) The threshold and Q decide which pixels are drawn, which (a) cannot see: with own-class
+    # probabilities either side of 0.97, the defaults draw what the published settings draw from
+    # one key, and a neighbouring threshold or another Q draws something else.
+    rep, labels, probs = _random_inputs(5, k=3)
+    own = np.take_along_axis(probs, np.where(labels == 255, 0, labels)[..., None], -1)[..., 0]
+    np.put_along_axis(probs, np.where(labels == 255, 0, labels)[..., None],
+                      np.where(np.arange(own.size).reshape(own.shape) % 2, 0.965, 0.975)[..., None], -1)
+    key = jax.random.PRNGKey(4)
+
+    def loss_with(**kw):
+        return float(weighted_contrastive_loss(key, rep, labels, probs, num_classes=3, **kw)[0])
+
+    assert loss_with() == loss_with(**PUBLISHED)
+    for other in (dict(strong_threshold=0.96), dict(strong_threshold=0.98), dict(num_queries=128)):
+        assert loss_with(**{**PUBLISHED, **other}) != loss_with(), other
 
 
 def test_negative_keys_are_uniform_over_all_valid_pixels_of_their_class_not_only_hard_ones():

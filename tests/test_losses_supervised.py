@@ -87,7 +87,13 @@ def test_labels_outside_the_classes_are_ignored_like_the_ignore_label():
 
 
 def test_ohem_default_threshold_is_the_published_0_7():
+    # True-class probabilities 0.699 and 0.701 (logit a, four zeros: p = e^a / (e^a + 4)): with
+    # min_kept below them, the first is kept and the second dropped only by a threshold in
+    # [0.699, 0.701).
     logits, labels = _inputs(4)
-    labels[0, 0], logits[0, 0] = 0, [2.0, 0.0, 0.0, 0.0, 0.0]  # true-class prob 0.649: kept at 0.7 only
+    for x, p in ((0, 0.699), (1, 0.701)):
+        labels[0, x], logits[0, x] = 0, [np.log(4 * p / (1 - p)), 0.0, 0.0, 0.0, 0.0]
     got = float(ohem_cross_entropy(logits, labels, min_kept=10))
     assert abs(got - ohem_ref(logits, labels, thresh=0.7, min_kept=10)) <= 1e-5
+    for other in (0.698, 0.702):
+        assert abs(got - ohem_ref(logits, labels, thresh=other, min_kept=10)) > 1e-3

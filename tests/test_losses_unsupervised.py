@@ -80,7 +80,10 @@ def test_a_confidence_equal_to_the_strong_threshold_counts_as_confident():
 
 
 def test_default_strong_threshold_is_the_published_0_97():
+    # Confidences just either side of 0.97: only a threshold in [0.9699, 0.9701) splits them so.
     logits, target, conf = _inputs(8)
-    conf[conf > 0] = np.where(np.arange(conf[conf > 0].size) % 2, 0.95, 0.98)
+    conf[conf > 0] = np.where(np.arange(conf[conf > 0].size) % 2, 0.9699, 0.9701)
     got = float(pseudo_label_loss(logits, target, conf))
     assert abs(got - pseudo_label_ref(logits, target, conf, strong_threshold=0.97)) <= 1e-5
+    for other in (0.9698, 0.9702):
+        assert abs(got - pseudo_label_ref(logits, target, conf, strong_threshold=other)) > 1e-3
