@@ -4,7 +4,8 @@ Every check names the file and the split-list line it came from, so a bad datase
 look: unreadable/corrupt image, mask size differing from its image, mask values that are neither a
 class id nor the ignore label, a colour (RGB) mask where class ids are expected. Grayscale, RGBA,
 palette and CMYK images are converted to RGB; 16-bit and float images are refused (no one scaling
-to 8 bits fits all data). `read_image` reads an image file the same way (predict.py uses it).
+to 8 bits fits all data), as are modes PIL cannot convert. `read_image` reads an image file the
+same way (predict.py uses it).
 """
 
 from __future__ import annotations
@@ -35,6 +36,16 @@ def _open(data: bytes, path: str, where: str, kind: str) -> Image.Image:
     return img
 
 
+def _convert(img: Image.Image, mode: str, path: str, where: str, kind: str) -> Image.Image:
+    """`img.convert(mode)`; a mode PIL has no conversion for (a TIFF's premultiplied 'La', 'LAB' to
+    'L') is a `DataError` naming the file and the mode, not PIL's ValueError."""
+    try:
+        return img.convert(mode)
+    except ValueError:
+        raise DataError(f"{path} ({where}): {kind} has PIL mode {img.mode!r}, which PIL cannot convert to "
+                        f"{mode!r}; save it as 8-bit RGB or greyscale") from None
+
+
 def decode_image(data: bytes, *, path: str = "<image>", where: str = "") -> np.ndarray:
     """Encoded JPEG/PNG bytes -> uint8 `[H, W, 3]` RGB (grayscale/RGBA/palette converted).
 
@@ -46,7 +57,7 @@ def decode_image(data: bytes, *, path: str = "<image>", where: str = "") -> np.n
         raise DataError(f"{path} ({where}): image has more than 8 bits a channel (PIL mode {img.mode!r}); "
                         "convert it to 8-bit RGB first, choosing how its value range maps to 0..255")
     if img.mode != "RGB":
-        img = img.convert("RGB")
+        img = _convert(img, "RGB", path, where, "image")
     return np.asarray(img, dtype=np.uint8)
 
 
@@ -101,7 +112,7 @@ def decode_edge(data: bytes, *, path: str = "<edge>", where: str = "",
                 image_shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Precomputed edge map (any non-zero = boundary) -> uint8 `[H, W]` in {0, 1}."""
     img = _open(data, path, where, "edge map")
-    arr = np.asarray(img.convert("L"))
+    arr = np.asarray(_convert(img, "L", path, where, "edge map"))
     if image_shape is not None and tuple(arr.shape) != tuple(image_shape[:2]):
         raise DataError(f"{path} ({where}): edge map size {arr.shape[1]}x{arr.shape[0]} differs from its "
                         f"image's {image_shape[1]}x{image_shape[0]}")
