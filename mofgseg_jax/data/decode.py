@@ -11,6 +11,7 @@ same way (predict.py uses it).
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import numpy as np
@@ -22,18 +23,38 @@ from mofgseg_jax.data.errors import DataError
 # (a grayscale id map saved as RGB). A palette ('P') PNG stores ids as indices, as PASCAL does.
 _COLOUR_MODES = ("RGB", "RGBA", "CMYK", "YCbCr", "HSV", "LAB")
 
+# PIL reads a 16-bit colour file (RGB / grey+alpha / RGBA PNG, RGB TIFF, ...) into an 8-bit mode,
+# keeping only each sample's high byte: ids 0..255 all become 0. Only the raw mode it decodes from
+# says so ('RGB;16B'; B, L, N the byte order). 'BGR;16' (a BMP's 5-6-5 pixel) holds 8-bit samples.
+_SIXTEEN_BIT_RAW_MODE = re.compile(r";16[BLN]")
+
 
 def _open(data: bytes, path: str, where: str, kind: str) -> Image.Image:
     if not data:
         raise DataError(f"{path} ({where}): {kind} file is empty")
     try:
         img = Image.open(io.BytesIO(data))
+        raw_modes = _raw_modes(img)  # before load(), which forgets them
         img.load()  # decode now: a truncated/corrupt file fails here, not later in a worker
     except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
         raise DataError(f"{path} ({where}): cannot decode {kind}: not a known image format") from None
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
         raise DataError(f"{path} ({where}): cannot decode {kind}: {e}") from None
+    if ImageMode.getmode(img.mode).typestr == "|u1" and any(map(_SIXTEEN_BIT_RAW_MODE.search, raw_modes)):
+        also = " (or as 16-bit greyscale, read as ids)" if kind == "mask" else ""
+        raise DataError(f"{path} ({where}): {kind} has 16 bits a channel, which PIL reads as 8-bit mode "
+                        f"{img.mode!r} keeping only the high byte; save it with 8 bits a channel{also}")
     return img
+
+
+def _raw_modes(img: Image.Image) -> list[str]:
+    """The raw modes PIL will decode `img`'s file from: each tile's argument, or its first item."""
+    modes = []
+    for tile in getattr(img, "tile", None) or ():
+        args = tile.args if isinstance(tile.args, tuple) else (tile.args,)
+        if args and isinstance(args[0], str):
+            modes.append(args[0])
+    return modes
 
 
 def _convert(img: Image.Image, mode: str, path: str, where: str, kind: str) -> Image.Image:
