@@ -1,6 +1,7 @@
 """Bad dataset inputs found by fuzzing: each is one `DataError`/`InputError` line naming the file (and
 list line or key) and what is wrong, never another exception type or a silently wrong array."""
 
+import codecs
 import io
 import struct
 import zlib
@@ -11,6 +12,8 @@ from PIL import Image
 
 from mofgseg_jax.data.decode import decode_edge, decode_image, decode_mask
 from mofgseg_jax.data.errors import DataError
+from mofgseg_jax.data.splits import parse_list, read_list
+from tests.test_data_splits import SPLITS
 
 
 def _tiff(mode, colour):
@@ -62,3 +65,29 @@ def test_a_16_bit_colour_png_is_refused_not_cut_to_its_high_byte(colour_type, ch
                                         r"reads as 8-bit mode 'RGBA?'"):
         decode(data, path="m.png", where="l.txt line 1")
 
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_path(tmp_path):
+    # Some Windows editors start UTF-8 text with one; the first image was then "not found".
+    (tmp_path / "l.txt").write_bytes(codecs.BOM_UTF8 + b"img/a.jpg mask/a.png\n")
+    assert [(e.image, e.mask) for e in read_list(str(tmp_path / "l.txt"))] == [("img/a.jpg", "mask/a.png")]
+
+
+@pytest.mark.parametrize("separator", ["\x0c", "\x1c", "\x85", "\u2028"])
+def test_only_newline_or_crlf_ends_a_list_line_so_messages_give_the_files_line(separator):
+    # str.splitlines also ends a line at these: the error below was reported on "line 3".
+    text = f"a.jpg a.png{separator}\r\nb.jpg\r\n"
+    with pytest.raises(DataError, match=r"^l\.txt line 2: expected '<image> <mask>', got 'b\.jpg'$"):
+        parse_list(text, list_file="l.txt")
+
+
+@pytest.mark.parametrize("line", ["../x.jpg m.png", "a.jpg /etc/hosts", "img/../../x.jpg m.png", "/abs/a.jpg m.png"])
+def test_a_list_path_outside_the_dataset_root_is_refused_naming_file_and_line(line):
+    with pytest.raises(DataError, match=r"^l\.txt line 2: \S+ is not inside the dataset root"):
+        parse_list(f"a.jpg a.png\n{line}\n", list_file="l.txt")
+
+
+@pytest.mark.skipif(not SPLITS.is_dir(), reason="../shared/splits not present")
+def test_every_published_list_is_accepted_as_it_is():
+    lists = sorted(SPLITS.rglob("*.txt"))
+    assert lists and all(read_list(str(path)) for path in lists)
