@@ -50,6 +50,12 @@ def test_custom_spec_takes_classes_from_the_config():
     assert spec_from_config(config.data).class_names == ("sea", "land", "sky")
 
 
+def test_custom_classes_must_leave_the_ignore_label_free():
+    # 255 marks ignored pixels: a 256th class would be ignored by the losses and by mIoU.
+    with pytest.raises(InputError, match=r"custom\.json: key 'ignore_index' 255 is one of the class ids 0\.\.255"):
+        load_spec("custom", num_classes=256)
+
+
 def test_config_errors_name_the_problem():
     with pytest.raises(ValueError, match="needs model.num_classes"):
         load_spec("custom")
@@ -115,6 +121,12 @@ def _broken_demo_spec(tmp_path, monkeypatch, edit):
     (lambda raw: raw["palette"].__setitem__(3, [0, 256, 0]), r"demo\.json: key 'palette' item 3 must be \[r, g, b\] of ints 0\.\.255"),
     (lambda raw: raw["palette"].__setitem__(0, [-1, 0, 0]), r"demo\.json: key 'palette' item 0 must be \[r, g, b\] of ints 0\.\.255"),
     (lambda raw: raw["palette"].pop(), r"demo\.json: class_names/palette length differs from num_classes=8"),
+    ('{"name": ' + "[" * 100000 + "]" * 100000 + "}",
+     r"demo\.json: not a readable JSON spec \(values nested too deeply\)"),
+    (lambda raw: raw.update(ignore_index=300), r"demo\.json: key 'ignore_index' must be an int 0\.\.255 .*got 300"),
+    (lambda raw: raw.update(ignore_index=-1), r"demo\.json: key 'ignore_index' must be an int 0\.\.255 .*got -1"),
+    (lambda raw: raw.update(ignore_index=7),
+     r"demo\.json: key 'ignore_index' 7 is one of the class ids 0\.\.7; it must be num_classes\.\.255"),
 ])
 def test_a_malformed_spec_file_is_one_line_naming_file_and_key(tmp_path, monkeypatch, edit, message):
     with pytest.raises(InputError, match=message):

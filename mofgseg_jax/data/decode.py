@@ -4,12 +4,14 @@ Every check names the file and the split-list line it came from, so a bad datase
 look: unreadable/corrupt image, mask size differing from its image, mask values that are neither a
 class id nor the ignore label, a colour (RGB) mask where class ids are expected. Grayscale, RGBA,
 palette and CMYK images are converted to RGB; 16-bit and float images are refused (no one scaling
-to 8 bits fits all data). `read_image` reads an image file the same way (predict.py uses it).
+to 8 bits fits all data), as are modes PIL cannot convert. `read_image` reads an image file the
+same way (predict.py uses it).
 """
 
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import numpy as np
@@ -21,18 +23,48 @@ from mofgseg_jax.data.errors import DataError
 # (a grayscale id map saved as RGB). A palette ('P') PNG stores ids as indices, as PASCAL does.
 _COLOUR_MODES = ("RGB", "RGBA", "CMYK", "YCbCr", "HSV", "LAB")
 
+# PIL reads a 16-bit colour file (RGB / grey+alpha / RGBA PNG, RGB TIFF, ...) into an 8-bit mode,
+# keeping only each sample's high byte: ids 0..255 all become 0. Only the raw mode it decodes from
+# says so ('RGB;16B'; B, L, N the byte order). 'BGR;16' (a BMP's 5-6-5 pixel) holds 8-bit samples.
+_SIXTEEN_BIT_RAW_MODE = re.compile(r";16[BLN]")
+
 
 def _open(data: bytes, path: str, where: str, kind: str) -> Image.Image:
     if not data:
         raise DataError(f"{path} ({where}): {kind} file is empty")
     try:
         img = Image.open(io.BytesIO(data))
+        raw_modes = _raw_modes(img)  # before load(), which forgets them
         img.load()  # decode now: a truncated/corrupt file fails here, not later in a worker
     except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
         raise DataError(f"{path} ({where}): cannot decode {kind}: not a known image format") from None
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
         raise DataError(f"{path} ({where}): cannot decode {kind}: {e}") from None
+    if ImageMode.getmode(img.mode).typestr == "|u1" and any(map(_SIXTEEN_BIT_RAW_MODE.search, raw_modes)):
+        also = " (or as 16-bit greyscale, read as ids)" if kind == "mask" else ""
+        raise DataError(f"{path} ({where}): {kind} has 16 bits a channel, which PIL reads as 8-bit mode "
+                        f"{img.mode!r} keeping only the high byte; save it with 8 bits a channel{also}")
     return img
+
+
+def _raw_modes(img: Image.Image) -> list[str]:
+    """The raw modes PIL will decode `img`'s file from: each tile's argument, or its first item."""
+    modes = []
+    for tile in getattr(img, "tile", None) or ():
+        args = tile.args if isinstance(tile.args, tuple) else (tile.args,)
+        if args and isinstance(args[0], str):
+            modes.append(args[0])
+    return modes
+
+
+def _convert(img: Image.Image, mode: str, path: str, where: str, kind: str) -> Image.Image:
+    """`img.convert(mode)`; a mode PIL has no conversion for (a TIFF's premultiplied 'La', 'LAB' to
+    'L') is a `DataError` naming the file and the mode, not PIL's ValueError."""
+    try:
+        return img.convert(mode)
+    except ValueError:
+        raise DataError(f"{path} ({where}): {kind} has PIL mode {img.mode!r}, which PIL cannot convert to "
+                        f"{mode!r}; save it as 8-bit RGB or greyscale") from None
 
 
 def decode_image(data: bytes, *, path: str = "<image>", where: str = "") -> np.ndarray:
@@ -46,7 +78,7 @@ def decode_image(data: bytes, *, path: str = "<image>", where: str = "") -> np.n
         raise DataError(f"{path} ({where}): image has more than 8 bits a channel (PIL mode {img.mode!r}); "
                         "convert it to 8-bit RGB first, choosing how its value range maps to 0..255")
     if img.mode != "RGB":
-        img = img.convert("RGB")
+        img = _convert(img, "RGB", path, where, "image")
     return np.asarray(img, dtype=np.uint8)
 
 
@@ -101,7 +133,7 @@ def decode_edge(data: bytes, *, path: str = "<edge>", where: str = "",
                 image_shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Precomputed edge map (any non-zero = boundary) -> uint8 `[H, W]` in {0, 1}."""
     img = _open(data, path, where, "edge map")
-    arr = np.asarray(img.convert("L"))
+    arr = np.asarray(_convert(img, "L", path, where, "edge map"))
     if image_shape is not None and tuple(arr.shape) != tuple(image_shape[:2]):
         raise DataError(f"{path} ({where}): edge map size {arr.shape[1]}x{arr.shape[0]} differs from its "
                         f"image's {image_shape[1]}x{image_shape[0]}")

@@ -83,6 +83,8 @@ def _read_spec(path: str) -> dict[str, Any]:
             raw = json.load(f)
     except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise InputError(f"{path}: not a readable JSON spec ({e})") from None
+    except RecursionError:  # json recurses once per nested [ or {
+        raise InputError(f"{path}: not a readable JSON spec (values nested too deeply)") from None
     if not isinstance(raw, dict):
         raise InputError(f"{path}: must be a JSON object of spec keys, got {type(raw).__name__}")
     for key, kind in {**_REQUIRED_KEYS, **_OPTIONAL_KEYS}.items():
@@ -101,6 +103,9 @@ def _read_spec(path: str) -> dict[str, Any]:
         if not (isinstance(colour, list) and len(colour) == 3
                 and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in colour)):
             raise InputError(f"{path}: key 'palette' item {i} must be [r, g, b] of ints 0..255, got {colour!r}")
+    if not 0 <= raw.get("ignore_index", 255) <= 255:  # masks are uint8: padding and void pixels hold it
+        raise InputError(f"{path}: key 'ignore_index' must be an int 0..255 (masks are 8-bit), "
+                         f"got {raw['ignore_index']!r}")
     return raw
 
 
@@ -140,6 +145,9 @@ def load_spec(name: str, *, num_classes: int = 0, class_names: Sequence[str] = (
                          "masks are padded with the spec's value, so change both or neither")
     if len(raw["class_names"]) != raw["num_classes"] or len(raw["palette"]) != raw["num_classes"]:
         raise InputError(f"{path}: class_names/palette length differs from num_classes={raw['num_classes']}")
+    if spec_ignore < raw["num_classes"]:  # losses and mIoU skip its pixels: that class would never count
+        raise InputError(f"{path}: key 'ignore_index' {spec_ignore} is one of the class ids "
+                         f"0..{raw['num_classes'] - 1}; it must be num_classes..255")
     return DatasetSpec(
         name=raw["name"], num_classes=int(raw["num_classes"]), class_names=tuple(raw["class_names"]),
         palette=tuple(tuple(int(v) for v in c) for c in raw["palette"]),

@@ -8,10 +8,12 @@ A list file has one `<image path> <mask path>` pair per line, both relative to t
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import dataclasses
 import math
 import os
+import re
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -34,18 +36,27 @@ class Entry:
         return f"{self.list_file} line {self.line}" if self.list_file else self.image
 
 
+# Only these end a line (as in `read_list`'s count): str.splitlines also ends one at \f, \x1c, \x85,
+# \u2028, ..., so the line numbers in messages would not be the file's.
+_LINE_END = re.compile(r"\r?\n")
+
+
 def parse_list(text: str, *, list_file: str = "") -> list[Entry]:
-    """Parses list-file text; blank lines are skipped, anything else must be exactly two paths, and
-    each image may appear once (a repeated val image would count twice in mIoU)."""
+    """Parses list-file text; blank lines are skipped, anything else must be exactly two paths inside
+    the root, and each image may appear once (a repeated val image would count twice in mIoU)."""
     entries = []
     first_line: dict[str, int] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_LINE_END.split(text), start=1):
         line = raw.strip()
         if not line:
             continue
         fields = line.split()
         if len(fields) != 2:
             raise DataError(f"{list_file or '<list>'} line {number}: expected '<image> <mask>', got {raw!r}")
+        for path in fields:  # the root bounds what a list reads: a training run reads nothing else
+            if os.path.isabs(path) or ".." in path.split("/"):
+                raise DataError(f"{list_file or '<list>'} line {number}: {path} is not inside the dataset "
+                                "root; list paths relative to it, without '..'")
         if fields[0] in first_line:
             raise DataError(f"{list_file or '<list>'} line {number}: {fields[0]} is listed again (first on "
                             f"line {first_line[fields[0]]}); each image may appear once")
@@ -64,6 +75,7 @@ def read_list(path: str, *, allow_empty: bool = False) -> list[Entry]:
             data = f.read()
     except OSError as e:  # a folder, no permission, ...
         raise DataError(f"{path}: cannot read split list: {e.strerror or e}") from None
+    data = data.removeprefix(codecs.BOM_UTF8)  # some editors start UTF-8 text with one; not part of a path
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
