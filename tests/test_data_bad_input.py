@@ -66,7 +66,6 @@ def test_a_16_bit_colour_png_is_refused_not_cut_to_its_high_byte(colour_type, ch
         decode(data, path="m.png", where="l.txt line 1")
 
 
-
 def test_a_byte_order_mark_is_not_part_of_the_first_path(tmp_path):
     # Some Windows editors start UTF-8 text with one; the first image was then "not found".
     (tmp_path / "l.txt").write_bytes(codecs.BOM_UTF8 + b"img/a.jpg mask/a.png\n")
