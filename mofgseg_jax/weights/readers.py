@@ -10,6 +10,7 @@
 """
 
 import collections
+import dataclasses
 import pickle
 import struct
 import zipfile
@@ -36,6 +37,24 @@ _STORAGE_DTYPES = {
 }
 
 
+class _Storage:
+    """One storage of the archive, its elements as a flat array. Only `persistent_load` makes these:
+    a tensor whose storage is anything else (another tensor, a forged object) is refused."""
+
+    def __init__(self, data: np.ndarray):
+        self.data = data
+
+
+@dataclasses.dataclass(eq=False)
+class _TensorRecord:
+    """A pickled tensor as torch records it; made an array (`_arrays`) only once its name is known,
+    so that a bad record is refused by name."""
+    storage: Any
+    offset: Any
+    size: Any
+    stride: Any
+
+
 class _StorageType:
     def __init__(self, name: str):
         self.dtype = _STORAGE_DTYPES[name]
@@ -54,20 +73,8 @@ class _Opaque:
         return _Opaque()
 
 
-def _rebuild_tensor(storage, offset, size, stride, *unused):
-    if not isinstance(storage, np.ndarray):
-        raise pickle.UnpicklingError("tensor without a storage")
-    size, stride, offset = tuple(int(n) for n in size), tuple(int(n) for n in stride), int(offset)
-    if not size:
-        return np.array(storage[offset]) if storage.size else np.zeros((), storage.dtype)
-    # as_strided trusts its arguments: check the view stays inside the storage.
-    if min(size) > 0 and (offset < 0 or min(stride) < 0 or
-                          offset + sum((n - 1) * s for n, s in zip(size, stride)) >= storage.size):
-        raise pickle.UnpicklingError(f"tensor of size {size} runs past its storage")
-    itemsize = storage.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
-                                           strides=tuple(s * itemsize for s in stride))
-    return np.array(view)  # contiguous copy
+def _rebuild_tensor(storage, offset, size, stride, *unused) -> _TensorRecord:
+    return _TensorRecord(storage, offset, size, stride)
 
 
 def _rebuild_parameter(data, *unused):
@@ -85,7 +92,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._path = path
         self._archive = archive
         self._prefix = prefix
-        self._storages: dict[str, np.ndarray] = {}
+        self._storages: dict[str, _Storage] = {}
 
     def find_class(self, module: str, name: str):
         if module == "collections" and name == "OrderedDict":
@@ -109,7 +116,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"unsupported storage record {kind!r}")
         if key not in self._storages:
             raw = self._archive.read(f"{self._prefix}/data/{key}")
-            self._storages[key] = np.frombuffer(raw, dtype=storage_type.dtype, count=numel)
+            self._storages[key] = _Storage(np.frombuffer(raw, dtype=storage_type.dtype, count=numel))
         return self._storages[key]
 
 
@@ -126,14 +133,34 @@ def _read_torch_zip(path: Path) -> Any:
             return _RestrictedUnpickler(f, archive, prefix, path).load()
 
 
-def _flatten_tensors(obj: Any, prefix: str = "") -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
+def _flatten_tensors(obj: Any, prefix: str = "") -> dict[str, _TensorRecord]:
+    out: dict[str, _TensorRecord] = {}
     if isinstance(obj, dict):
         for k, v in obj.items():
             out.update(_flatten_tensors(v, f"{prefix}{k}."))
-    elif isinstance(obj, np.ndarray):
+    elif isinstance(obj, _TensorRecord):
         out[prefix[:-1]] = obj
     return out
+
+
+def _array(name: str, record: _TensorRecord, path: Path) -> np.ndarray:
+    """A copy of the tensor's view of its storage, refused (naming the tensor) unless the view lies
+    inside a storage of the archive: as_strided trusts its arguments and would read any memory."""
+    storage = record.storage
+    if not isinstance(storage, _Storage):
+        raise CheckpointError(f"{path}: tensor {name} is not stored in a storage of the archive "
+                              "(a tensor built on another tensor or object)")
+    data = storage.data
+    size = tuple(int(n) for n in record.size)
+    stride, offset = tuple(int(n) for n in record.stride), int(record.offset)
+    if not size:
+        return np.array(data[offset]) if data.size else np.zeros((), data.dtype)
+    if min(size) > 0 and (offset < 0 or min(stride) < 0 or
+                          offset + sum((n - 1) * s for n, s in zip(size, stride)) >= data.size):
+        raise CheckpointError(f"{path}: tensor {name} of size {size} runs past its storage")
+    view = np.lib.stride_tricks.as_strided(data[offset:], shape=size,
+                                           strides=tuple(s * data.itemsize for s in stride))
+    return np.array(view)  # contiguous copy
 
 
 def _state_dict_of(obj: Any) -> Any:
@@ -167,7 +194,8 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         head = f.read(16)
     try:
         if head[:4] == b"PK\x03\x04":
-            tensors = _flatten_tensors(_state_dict_of(_read_torch_zip(path)))
+            records = _flatten_tensors(_state_dict_of(_read_torch_zip(path)))
+            tensors = {name: _array(name, record, path) for name, record in records.items()}
         elif _looks_like_safetensors(head, size):
             from safetensors.numpy import load_file
             tensors = dict(load_file(str(path)))

@@ -1,0 +1,36 @@
+"""Bad checkpoints and converted folders: each is a one-line CheckpointError that names the file (and
+the tensor or key) and what is wrong; never a crash, a bare traceback, a huge allocation or a hang.
+
+The .pth files are forged as the fuzzing audit forged them: `Forged` pickles a tensor with a storage
+and view given by hand.
+"""
+
+import re
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mofgseg_jax.weights import CheckpointError  # noqa: E402
+from mofgseg_jax.weights.readers import read_state_dict  # noqa: E402
+from tests.test_weights import Forged  # noqa: E402
+
+
+def _refused(path, pattern: str, read=read_state_dict) -> str:
+    """The one-line message with which `read(path)` refuses the file; it starts with the path."""
+    with pytest.raises(CheckpointError) as err:
+        read(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message, message
+    assert re.search(pattern, message), message
+    return message
+
+
+def test_a_tensor_whose_storage_is_another_tensor_is_refused_by_name(tmp_path):
+    # As the outer tensor's storage, the 4x4 inner one moved by rows: offset 3 started at element
+    # 12, and 13 elements read 9 past the end (a segfault, or heap memory, with larger sizes).
+    inner = Forged(torch.arange(16, dtype=torch.float32)._typed_storage(), 0, (4, 4), (4, 1))
+    path = tmp_path / "nested.pth"
+    torch.save({"w": Forged(inner, 3, (13,), (1,))}, path)
+    _refused(path, r"tensor w is not stored in a storage of the archive")
