@@ -34,3 +34,22 @@ def test_a_tensor_whose_storage_is_another_tensor_is_refused_by_name(tmp_path):
     path = tmp_path / "nested.pth"
     torch.save({"w": Forged(inner, 3, (13,), (1,))}, path)
     _refused(path, r"tensor w is not stored in a storage of the archive")
+
+
+@pytest.mark.parametrize("size, stride", [((1000, 1000), (0, 0)), ((3, 3), (1, 1))], ids=["stride_0", "overlapping"])
+def test_a_view_that_reads_stored_elements_more_than_once_is_refused_by_name(tmp_path, size, stride):
+    # Copied to its declared size, one stored float with stride 0 became (16000, 16000): 1 GiB.
+    storage = torch.arange(6, dtype=torch.float32)._typed_storage()
+    path = tmp_path / "repeat.pth"
+    torch.save({"w": Forged(storage, 0, size, stride)}, path)
+    _refused(path, rf"tensor w of size \({size[0]}, {size[1]}\) reads elements of its storage more than once")
+
+
+def test_many_tensors_viewing_one_storage_are_refused_past_twice_its_elements(tmp_path):
+    # Each view alone is fine; copied under many names, a few stored bytes would fill memory.
+    storage = torch.arange(100, dtype=torch.float32)._typed_storage()
+    path = tmp_path / "repeat.pth"
+    torch.save({f"w{i}": Forged(storage, 0, (100,), (1,)) for i in range(3)}, path)
+    _refused(path, r"its tensors hold more than 2 times the 100 elements of the storages they view")
+    torch.save({f"w{i}": Forged(storage, 0, (100,), (1,)) for i in range(2)}, path)  # tied weights: fine
+    assert set(read_state_dict(path)) == {"w0", "w1"}

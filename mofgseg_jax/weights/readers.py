@@ -11,6 +11,7 @@
 
 import collections
 import dataclasses
+import math
 import pickle
 import struct
 import zipfile
@@ -35,6 +36,12 @@ _STORAGE_DTYPES = {
     "BFloat16Storage": ml_dtypes.bfloat16, "LongStorage": np.int64, "IntStorage": np.int32,
     "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
 }
+
+
+_MAX_DIMS = 64  # NumPy's limit
+# Tensors viewing the same storage elements (tied weights saved under two names): at most this many
+# times the elements stored.
+_MAX_REPEAT = 2
 
 
 class _Storage:
@@ -145,22 +152,50 @@ def _flatten_tensors(obj: Any, prefix: str = "") -> dict[str, _TensorRecord]:
 
 def _array(name: str, record: _TensorRecord, path: Path) -> np.ndarray:
     """A copy of the tensor's view of its storage, refused (naming the tensor) unless the view lies
-    inside a storage of the archive: as_strided trusts its arguments and would read any memory."""
-    storage = record.storage
-    if not isinstance(storage, _Storage):
-        raise CheckpointError(f"{path}: tensor {name} is not stored in a storage of the archive "
-                              "(a tensor built on another tensor or object)")
-    data = storage.data
-    size = tuple(int(n) for n in record.size)
-    stride, offset = tuple(int(n) for n in record.stride), int(record.offset)
-    if not size:
-        return np.array(data[offset]) if data.size else np.zeros((), data.dtype)
-    if min(size) > 0 and (offset < 0 or min(stride) < 0 or
-                          offset + sum((n - 1) * s for n, s in zip(size, stride)) >= data.size):
-        raise CheckpointError(f"{path}: tensor {name} of size {size} runs past its storage")
+    inside a storage of the archive and reads each of its elements at most once: as_strided trusts
+    its arguments and would read any memory, and a view that repeats elements (stride 0) turns a
+    few stored bytes into any number of them. Weights need neither."""
+    def refuse(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: tensor {name} {what}")
+
+    if not isinstance(record.storage, _Storage):
+        raise refuse("is not stored in a storage of the archive (a tensor built on another tensor or object)")
+    data, offset, size, stride = record.storage.data, record.offset, record.size, record.stride
+    if not (isinstance(offset, int) and isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list))
+            and len(size) == len(stride) <= _MAX_DIMS and all(isinstance(n, int) for n in (*size, *stride))
+            and min(size, default=0) >= 0):
+        raise refuse("has a malformed view record (offset, size or stride)")
+    size, stride = tuple(size), tuple(stride)
+    if 0 in size:  # nothing to read
+        try:
+            return np.zeros(size, data.dtype)
+        except ValueError:
+            raise refuse(f"has an impossible size {size}") from None
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if offset < 0 or min(stride, default=0) < 0 or last >= data.size:
+        raise refuse(f"of size {size} runs past its storage")
+    if math.prod(size) > last - offset + 1:
+        raise refuse(f"of size {size} reads elements of its storage more than once (stride {stride})")
     view = np.lib.stride_tricks.as_strided(data[offset:], shape=size,
                                            strides=tuple(s * data.itemsize for s in stride))
     return np.array(view)  # contiguous copy
+
+
+def _arrays(records: dict[str, _TensorRecord], path: Path) -> dict[str, np.ndarray]:
+    """{name: array} of the named tensor records. Many names may view the same stored elements, each
+    view copied: they may hold at most _MAX_REPEAT times the elements of the storages they view,
+    else a small file would fill memory with copies."""
+    stored = sum({id(r.storage): r.storage.data.size for r in records.values()
+                  if isinstance(r.storage, _Storage)}.values())
+    out: dict[str, np.ndarray] = {}
+    held = 0
+    for name, record in records.items():
+        out[name] = _array(name, record, path)
+        held += out[name].size
+        if held > _MAX_REPEAT * stored:
+            raise CheckpointError(f"{path}: its tensors hold more than {_MAX_REPEAT} times the {stored} elements "
+                                  "of the storages they view (many tensors repeating the same data)")
+    return out
 
 
 def _state_dict_of(obj: Any) -> Any:
@@ -195,7 +230,7 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     try:
         if head[:4] == b"PK\x03\x04":
             records = _flatten_tensors(_state_dict_of(_read_torch_zip(path)))
-            tensors = {name: _array(name, record, path) for name, record in records.items()}
+            tensors = _arrays(records, path)
         elif _looks_like_safetensors(head, size):
             from safetensors.numpy import load_file
             tensors = dict(load_file(str(path)))
