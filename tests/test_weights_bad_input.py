@@ -53,3 +53,34 @@ def test_many_tensors_viewing_one_storage_are_refused_past_twice_its_elements(tm
     _refused(path, r"its tensors hold more than 2 times the 100 elements of the storages they view")
     torch.save({f"w{i}": Forged(storage, 0, (100,), (1,)) for i in range(2)}, path)  # tied weights: fine
     assert set(read_state_dict(path)) == {"w0", "w1"}
+
+
+def test_a_dict_shared_along_exponentially_many_paths_is_refused_quickly(tmp_path):
+    # 2**22 paths in a 1 KB file (the memo shares each level); at depth 40 the walk took days.
+    nested = {}
+    for _ in range(22):
+        nested = {"a": nested, "b": nested}
+    path = tmp_path / "shared.pth"
+    torch.save(nested, path)
+    _refused(path, r"more than 1000000 entries in its nested dicts")
+
+
+def test_a_dict_that_contains_itself_is_refused(tmp_path):
+    cyclic = {"w": torch.zeros(2)}
+    cyclic["inner"] = {"again": cyclic}
+    path = tmp_path / "cycle.pth"
+    torch.save(cyclic, path)
+    _refused(path, r"the dict inner\.again contains itself")
+
+
+def test_a_tensor_name_past_256_characters_is_refused(tmp_path):
+    # One long key, shared by the memo down a nested path, would make every name built that long.
+    path = tmp_path / "long.pth"
+    torch.save({"k" * 200: {"k" * 200: torch.zeros(2)}}, path)
+    _refused(path, r"a key path longer than 256 characters \(k{60}\.\.\.\)")
+
+
+def test_tensors_under_a_key_that_is_not_a_name_are_refused(tmp_path):
+    path = tmp_path / "tuple_key.pth"
+    torch.save({("a", "b"): torch.zeros(2), "meta": {(1, 2): "kept aside: not a tensor"}}, path)
+    _refused(path, r"a tuple key in the top-level dict holds tensors or dicts")

@@ -16,7 +16,7 @@ import pickle
 import struct
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import ml_dtypes
 import numpy as np
@@ -39,6 +39,8 @@ _STORAGE_DTYPES = {
 
 
 _MAX_DIMS = 64  # NumPy's limit
+_MAX_ENTRIES = 1_000_000  # dict entries walked in a checkpoint: a B5 state dict has about 1,000
+_MAX_NAME = 256  # characters in a tensor's dotted name: SegFormer's have under 80
 # Tensors viewing the same storage elements (tied weights saved under two names): at most this many
 # times the elements stored.
 _MAX_REPEAT = 2
@@ -140,13 +142,53 @@ def _read_torch_zip(path: Path) -> Any:
             return _RestrictedUnpickler(f, archive, prefix, path).load()
 
 
-def _flatten_tensors(obj: Any, prefix: str = "") -> dict[str, _TensorRecord]:
+def _flatten_tensors(obj: Any, path: Path) -> dict[str, _TensorRecord]:
+    """{dotted name: tensor} of the dicts nested in obj.
+
+    A pickle can put one dict under many keys (its memo): a few bytes can describe a dict inside
+    itself, exponentially many paths to one dict, or one long key repeated along a path. So the walk
+    is iterative, refuses a cycle, and stops past _MAX_ENTRIES entries or at a name (of a tensor or
+    dict) past _MAX_NAME characters; a tensor or dict under a key other than a name is refused.
+    """
     out: dict[str, _TensorRecord] = {}
+    walking: list[tuple[int, str, Iterator]] = []  # (id, dotted name + '.', items left) of each dict entered
+    open_ids: set[int] = set()  # ids of the dicts in `walking`: one met again is a cycle
+    entries = 0
+
+    def enter(node: dict, prefix: str) -> None:
+        nonlocal entries
+        if id(node) in open_ids:
+            raise CheckpointError(f"{path}: the dict {prefix[:-1]} contains itself (a cycle); not a state dict")
+        entries += len(node)
+        if entries > _MAX_ENTRIES:
+            raise CheckpointError(f"{path}: more than {_MAX_ENTRIES} entries in its nested dicts (one dict "
+                                  "shared under many keys?); not a state dict")
+        open_ids.add(id(node))
+        walking.append((id(node), prefix, iter(node.items())))
+
     if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(_flatten_tensors(v, f"{prefix}{k}."))
-    elif isinstance(obj, _TensorRecord):
-        out[prefix[:-1]] = obj
+        enter(obj, "")
+    while walking:
+        node_id, prefix, items = walking[-1]
+        entry = next(items, None)
+        if entry is None:  # this dict is done
+            open_ids.discard(node_id)
+            walking.pop()
+            continue
+        key, value = entry
+        if not isinstance(value, (dict, _TensorRecord)):
+            continue  # metadata
+        if not (isinstance(key, str) or isinstance(key, int) and key.bit_length() <= 64):
+            raise CheckpointError(f"{path}: a {type(key).__name__} key in {prefix[:-1] or 'the top-level dict'} "
+                                  "holds tensors or dicts; a state dict names them with strings")
+        key = str(key)
+        if len(prefix) + len(key) > _MAX_NAME:
+            raise CheckpointError(f"{path}: a key path longer than {_MAX_NAME} characters ({prefix[:60]}...); "
+                                  "not a state dict")
+        if isinstance(value, dict):
+            enter(value, f"{prefix}{key}.")
+        else:
+            out[prefix + key] = value
     return out
 
 
@@ -229,7 +271,7 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         head = f.read(16)
     try:
         if head[:4] == b"PK\x03\x04":
-            records = _flatten_tensors(_state_dict_of(_read_torch_zip(path)))
+            records = _flatten_tensors(_state_dict_of(_read_torch_zip(path)), path)
             tensors = _arrays(records, path)
         elif _looks_like_safetensors(head, size):
             from safetensors.numpy import load_file
