@@ -5,7 +5,9 @@ The .pth files are forged as the fuzzing audit forged them: `Forged` pickles a t
 and view given by hand.
 """
 
+import json
 import re
+import struct
 
 import numpy as np
 import pytest
@@ -84,3 +86,28 @@ def test_tensors_under_a_key_that_is_not_a_name_are_refused(tmp_path):
     path = tmp_path / "tuple_key.pth"
     torch.save({("a", "b"): torch.zeros(2), "meta": {(1, 2): "kept aside: not a tensor"}}, path)
     _refused(path, r"a tuple key in the top-level dict holds tensors or dicts")
+
+
+def _safetensors(path, tensors: dict) -> None:
+    """A safetensors file written byte by byte: {name: (dtype, shape, data)}, any dtype string."""
+    header, data = {}, b""
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+
+
+@pytest.mark.parametrize("dtype, itemsize", [("C64", 8), ("F8_E4M3", 1)])
+def test_a_safetensors_dtype_that_is_not_a_real_number_type_is_refused_by_name(tmp_path, dtype, itemsize):
+    # C64 converted silently without its imaginary part; F8_E4M3 was called unreadable or truncated.
+    path = tmp_path / "odd.safetensors"
+    _safetensors(path, {"patch_embed1.proj.weight": ("F32", [2], bytes(8)),
+                        "norm1.weight": (dtype, [8], bytes(8 * itemsize))})
+    _refused(path, rf"tensor norm1\.weight has dtype {dtype}, which this reader does not read")
+
+
+def test_a_pth_of_complex_tensors_is_refused_naming_their_type(tmp_path):
+    path = tmp_path / "complex.pth"
+    torch.save({"w": torch.ones(3, dtype=torch.complex64)}, path)
+    _refused(path, r"holds tensors of type torch\.ComplexFloatStorage, which this reader does not read")

@@ -36,6 +36,9 @@ _STORAGE_DTYPES = {
     "BFloat16Storage": ml_dtypes.bfloat16, "LongStorage": np.int64, "IntStorage": np.int32,
     "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
 }
+# The same real number types in safetensors (complex ones would lose a part in float32; NumPy has no
+# float8 or float4).
+_SAFETENSORS_DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL"}
 
 
 _MAX_DIMS = 64  # NumPy's limit
@@ -66,7 +69,8 @@ class _TensorRecord:
 
 class _StorageType:
     def __init__(self, name: str):
-        self.dtype = _STORAGE_DTYPES[name]
+        self.name = name
+        self.dtype = _STORAGE_DTYPES.get(name)  # None: not read here (complex, quantized, ...)
 
 
 class _Opaque:
@@ -115,7 +119,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if module in ("torch._utils", "torch._tensor") and name.startswith("_rebuild"):
             raise CheckpointError(f"{self._path}: holds a tensor stored as {module}.{name}, which this "
                                   "reader does not rebuild; re-save plain tensors or convert to safetensors")
-        if module == "torch" and name in _STORAGE_DTYPES:
+        if module == "torch" and name.endswith("Storage"):
             return _StorageType(name)
         return _Opaque  # never import: anything else is inert
 
@@ -123,6 +127,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         kind, storage_type, key, _location, numel = pid
         if kind != "storage" or not isinstance(storage_type, _StorageType):
             raise pickle.UnpicklingError(f"unsupported storage record {kind!r}")
+        if storage_type.dtype is None:
+            raise CheckpointError(f"{self._path}: holds tensors of type torch.{storage_type.name}, which this "
+                                  "reader does not read (real floating-point, integer and bool tensors only)")
         if key not in self._storages:
             raw = self._archive.read(f"{self._prefix}/data/{key}")
             self._storages[key] = _Storage(np.frombuffer(raw, dtype=storage_type.dtype, count=numel))
@@ -249,6 +256,19 @@ def _state_dict_of(obj: Any) -> Any:
     return obj
 
 
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file, refused (naming one) if a dtype is not in _SAFETENSORS_DTYPES."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        for name in f.keys():
+            dtype = f.get_slice(name).get_dtype()
+            if dtype not in _SAFETENSORS_DTYPES:
+                raise CheckpointError(f"{path}: tensor {name} has dtype {dtype}, which this reader does not read "
+                                      "(real floating-point, integer and bool tensors only)")
+        return {name: f.get_tensor(name) for name in f.keys()}
+
+
 def _looks_like_safetensors(head: bytes, file_size: int) -> bool:
     if len(head) < 9:
         return False
@@ -274,8 +294,7 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             records = _flatten_tensors(_state_dict_of(_read_torch_zip(path)), path)
             tensors = _arrays(records, path)
         elif _looks_like_safetensors(head, size):
-            from safetensors.numpy import load_file
-            tensors = dict(load_file(str(path)))
+            tensors = _read_safetensors(path)
         elif head[:2] == b"\x80\x02":
             raise CheckpointError(f"{path}: legacy (pre-1.6) PyTorch format; re-save it with torch.save in a "
                                   "current PyTorch, or convert it to safetensors")
