@@ -8,6 +8,7 @@ and view given by hand.
 import json
 import re
 import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -111,3 +112,25 @@ def test_a_pth_of_complex_tensors_is_refused_naming_their_type(tmp_path):
     path = tmp_path / "complex.pth"
     torch.save({"w": torch.ones(3, dtype=torch.complex64)}, path)
     _refused(path, r"holds tensors of type torch\.ComplexFloatStorage, which this reader does not read")
+
+
+def _rezip(src, dst, rename) -> None:
+    """dst: the zip archive src with each entry renamed by `rename` (dropped where it gives None)."""
+    with zipfile.ZipFile(src) as old, zipfile.ZipFile(dst, "w") as new:
+        for info in old.infolist():
+            if rename(info.filename) is not None:
+                new.writestr(rename(info.filename), old.read(info.filename))
+
+
+def test_a_zip_with_data_pkl_at_its_top_level_is_refused_as_not_a_pytorch_checkpoint(tmp_path):
+    saved, path = tmp_path / "saved.pth", tmp_path / "flat.pth"
+    torch.save({"w": torch.zeros(2)}, saved)
+    _rezip(saved, path, lambda name: name.split("/", 1)[1])  # archive/data.pkl -> data.pkl
+    _refused(path, r"zip archive with data\.pkl at its top level, not in a folder as torch\.save writes it")
+
+
+def test_a_pth_that_lacks_a_tensors_data_is_refused_naming_the_entry(tmp_path):
+    saved, path = tmp_path / "saved.pth", tmp_path / "partial.pth"
+    torch.save({"w": torch.zeros(2)}, saved)
+    _rezip(saved, path, lambda name: None if name == "saved/data/0" else name)
+    _refused(path, r"the archive lacks saved/data/0, the data of a tensor")

@@ -131,21 +131,29 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise CheckpointError(f"{self._path}: holds tensors of type torch.{storage_type.name}, which this "
                                   "reader does not read (real floating-point, integer and bool tensors only)")
         if key not in self._storages:
-            raw = self._archive.read(f"{self._prefix}/data/{key}")
+            entry = f"{self._prefix}data/{key}"
+            try:
+                raw = self._archive.read(entry)
+            except KeyError:  # zipfile's word for a missing entry
+                raise CheckpointError(f"{self._path}: the archive lacks {entry}, the data of a tensor; "
+                                      "the file is incomplete") from None
             self._storages[key] = _Storage(np.frombuffer(raw, dtype=storage_type.dtype, count=numel))
         return self._storages[key]
 
 
 def _read_torch_zip(path: Path) -> Any:
     with zipfile.ZipFile(path) as archive:
-        pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-        if not pkl:
-            raise CheckpointError(f"{path}: zip archive without data.pkl, not a PyTorch checkpoint")
-        prefix = pkl[0].rsplit("/", 1)[0] if "/" in pkl[0] else ""
-        byteorder = f"{prefix}/byteorder"
-        if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
+        names = archive.namelist()
+        pkl = next((n for n in names if n.endswith("/data.pkl")), None)
+        if pkl is None:  # torch.save puts every record in one folder
+            found = ("data.pkl at its top level, not in a folder as torch.save writes it" if "data.pkl" in names
+                     else "no data.pkl")
+            raise CheckpointError(f"{path}: zip archive with {found}; not a PyTorch checkpoint")
+        prefix = pkl[: -len("data.pkl")]
+        byteorder = f"{prefix}byteorder"
+        if byteorder in names and archive.read(byteorder).strip() != b"little":
             raise CheckpointError(f"{path}: big-endian PyTorch checkpoints are not supported")
-        with archive.open(pkl[0]) as f:
+        with archive.open(pkl) as f:
             return _RestrictedUnpickler(f, archive, prefix, path).load()
 
 
