@@ -15,7 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from mofgseg_jax.weights import CheckpointError  # noqa: E402
+from mofgseg_jax.weights import CheckpointError, convert_file  # noqa: E402
 from mofgseg_jax.weights.readers import read_state_dict  # noqa: E402
 from tests.test_weights import Forged  # noqa: E402
 
@@ -89,7 +89,7 @@ def test_tensors_under_a_key_that_is_not_a_name_are_refused(tmp_path):
     _refused(path, r"a tuple key in the top-level dict holds tensors or dicts")
 
 
-def _safetensors(path, tensors: dict) -> None:
+def _raw_safetensors(path, tensors: dict) -> None:
     """A safetensors file written byte by byte: {name: (dtype, shape, data)}, any dtype string."""
     header, data = {}, b""
     for name, (dtype, shape, raw) in tensors.items():
@@ -103,7 +103,7 @@ def _safetensors(path, tensors: dict) -> None:
 def test_a_safetensors_dtype_that_is_not_a_real_number_type_is_refused_by_name(tmp_path, dtype, itemsize):
     # C64 converted silently without its imaginary part; F8_E4M3 was called unreadable or truncated.
     path = tmp_path / "odd.safetensors"
-    _safetensors(path, {"patch_embed1.proj.weight": ("F32", [2], bytes(8)),
+    _raw_safetensors(path, {"patch_embed1.proj.weight": ("F32", [2], bytes(8)),
                         "norm1.weight": (dtype, [8], bytes(8 * itemsize))})
     _refused(path, rf"tensor norm1\.weight has dtype {dtype}, which this reader does not read")
 
@@ -134,3 +134,27 @@ def test_a_pth_that_lacks_a_tensors_data_is_refused_naming_the_entry(tmp_path):
     torch.save({"w": torch.zeros(2)}, saved)
     _rezip(saved, path, lambda name: None if name == "saved/data/0" else name)
     _refused(path, r"the archive lacks saved/data/0, the data of a tensor")
+
+
+PATCH_EMBED = {"patch_embed1.proj.weight": np.ones((8, 3, 7, 7), np.float32)}  # the least a backbone has
+
+
+def _save_safetensors(path, tensors: dict):
+    from safetensors.numpy import save_file
+    save_file(tensors, str(path))
+    return path
+
+
+@pytest.mark.parametrize("name", ["patch_embed1.proj.weight", "decode_head.linear_pred.weight", "norm1.bias"])
+def test_a_tensor_of_a_rank_its_name_cannot_have_is_refused_by_name(tmp_path, name):
+    # A 0-d patch embedding or classifier raised IndexError in describe(), outside any handler.
+    path = _save_safetensors(tmp_path / "scalar.safetensors", {**PATCH_EMBED, name: np.array(1.0, np.float32)})
+    kind = name.rsplit(".", 1)[1]
+    _refused(path, rf"tensor {re.escape(name)} has shape \(\); a {kind} is 1-D", read=convert_file)
+
+
+def test_key_and_value_tensors_of_different_shapes_are_refused_naming_both(tmp_path):
+    path = _save_safetensors(tmp_path / "kv.safetensors", {**PATCH_EMBED, "block1.0.attn.k.weight": np.ones((8, 8), np.float32),
+                                                         "block1.0.attn.v.weight": np.ones((8, 4), np.float32)})
+    _refused(path, r"key block1\.0\.attn\.k\.weight has shape \(8, 8\) but value block1\.0\.attn\.v\.weight has "
+                   r"\(8, 4\); they must match", read=convert_file)

@@ -72,6 +72,9 @@ _MIT_NAME = re.compile(
     r"mlp\.(fc1|fc2|dwconv\.dwconv))|norm[1-4])\.(weight|bias)$")
 _BOUNDARY_NAME = re.compile(
     r"^((reduce1|reduce4|block1|block2)\.(conv|bn)|edge)\.(weight|bias|running_mean|running_var)$")
+# Dimensions of each kind of tensor, the layouts `_leaf` knows: a weight is a norm's scale (1-D), a
+# Linear's (2-D) or a Conv2d's (4-D) kernel; biases and BatchNorm statistics are vectors.
+_RANKS = {"weight": (1, 2, 4), "bias": (1,), "running_mean": (1,), "running_var": (1,)}
 _HEAD_NAME = re.compile(
     r"^(linear_c[1-4]\.proj|linear_fuse\.conv|linear_fuse\.bn|linear_pred|representation)\."
     r"(weight|bias|running_mean|running_var)$")
@@ -117,9 +120,11 @@ def canonical_name(name: str) -> str | None:
 def canonicalize(state: dict[str, np.ndarray], source: str = "checkpoint") -> dict[str, np.ndarray]:
     """{source name: array} -> {canonical name: float32 array}; key/value merged into `kv`.
 
-    Raises ValueError naming `source` for tensors it does not recognise.
+    Raises InputError naming `source` (and the tensor) for tensors it does not recognise or whose
+    shape does not fit their name.
     """
     out: dict[str, np.ndarray] = {}
+    names: dict[str, str] = {}  # canonical -> source name, for messages
     unknown = []
     for name, value in state.items():
         new = canonical_name(name)
@@ -128,14 +133,21 @@ def canonicalize(state: dict[str, np.ndarray], source: str = "checkpoint") -> di
         if not new:
             unknown.append(name)
             continue
-        out[new] = np.asarray(value, dtype=np.float32)
+        kind = new.rsplit(".", 1)[1]
+        if np.ndim(value) not in _RANKS[kind]:
+            raise InputError(f"{source}: tensor {name} has shape {np.shape(value)}; a {kind} is "
+                             f"{' or '.join(f'{n}-D' for n in _RANKS[kind])}")
+        out[new], names[new] = np.asarray(value, dtype=np.float32), name
     if unknown:
         more = f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else ""
         raise InputError(f"{source}: not MiT/SegFormer tensors: {', '.join(unknown[:5])}{more}")
     for key in [k for k in out if ".attn.k." in k]:
         v_key = key.replace(".attn.k.", ".attn.v.")
         if v_key not in out:
-            raise InputError(f"{source}: {key} has no matching value tensor {v_key}")
+            raise InputError(f"{source}: {names[key]} has no matching value tensor ({v_key})")
+        if out[key].shape != out[v_key].shape:
+            raise InputError(f"{source}: key {names[key]} has shape {out[key].shape} but value {names[v_key]} "
+                             f"has {out[v_key].shape}; they must match")
         out[key.replace(".attn.k.", ".attn.kv.")] = np.concatenate([out.pop(key), out.pop(v_key)], axis=0)
     if not any(k.startswith("backbone.") for k in out):
         raise InputError(f"{source}: no MiT backbone tensors found")
