@@ -80,7 +80,7 @@ def test_a_tensor_name_past_256_characters_is_refused(tmp_path):
     # One long key, shared by the memo down a nested path, would make every name built that long.
     path = tmp_path / "long.pth"
     torch.save({"k" * 200: {"k" * 200: torch.zeros(2)}}, path)
-    _refused(path, r"a key path longer than 256 characters \(k{60}\.\.\.\)")
+    _refused(path, r"a key path longer than 256 characters \(k{80}\.\.\. \(401 characters\)\)")
 
 
 def test_tensors_under_a_key_that_is_not_a_name_are_refused(tmp_path):
@@ -154,7 +154,17 @@ def test_a_tensor_of_a_rank_its_name_cannot_have_is_refused_by_name(tmp_path, na
 
 
 def test_key_and_value_tensors_of_different_shapes_are_refused_naming_both(tmp_path):
-    path = _save_safetensors(tmp_path / "kv.safetensors", {**PATCH_EMBED, "block1.0.attn.k.weight": np.ones((8, 8), np.float32),
-                                                         "block1.0.attn.v.weight": np.ones((8, 4), np.float32)})
+    path = _save_safetensors(tmp_path / "kv.safetensors", {**PATCH_EMBED,
+                                                           "block1.0.attn.k.weight": np.ones((8, 8), np.float32),
+                                                           "block1.0.attn.v.weight": np.ones((8, 4), np.float32)})
     _refused(path, r"key block1\.0\.attn\.k\.weight has shape \(8, 8\) but value block1\.0\.attn\.v\.weight has "
                    r"\(8, 4\); they must match", read=convert_file)
+
+
+@pytest.mark.parametrize("name", ["block1." + "9" * 5000 + ".norm1.weight",
+                                  "segformer.stages." + "9" * 5000 + ".layer_norm.weight"], ids=["mmseg", "hf"])
+def test_a_name_with_a_5000_digit_index_is_an_unknown_tensor_shown_shortened(tmp_path, name):
+    # int() of it raised ValueError: a traceback for the mmseg form, a message without the file for HF.
+    path = _save_safetensors(tmp_path / "digits.safetensors", {**PATCH_EMBED, name: np.ones(8, np.float32)})
+    message = _refused(path, r"not MiT/SegFormer tensors: .{80}\.\.\. \(\d+ characters\)$", read=convert_file)
+    assert len(message) < 300

@@ -31,6 +31,11 @@ class CheckpointError(InputError):
     """A checkpoint file that cannot be read or converted (message names the file)."""
 
 
+def shown(name: str, limit: int = 80) -> str:
+    """A tensor name as a message shows it: the file chooses names, of any length."""
+    return name if len(name) <= limit else f"{name[:limit]}... ({len(name)} characters)"
+
+
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
     "BFloat16Storage": ml_dtypes.bfloat16, "LongStorage": np.int64, "IntStorage": np.int32,
@@ -198,8 +203,8 @@ def _flatten_tensors(obj: Any, path: Path) -> dict[str, _TensorRecord]:
                                   "holds tensors or dicts; a state dict names them with strings")
         key = str(key)
         if len(prefix) + len(key) > _MAX_NAME:
-            raise CheckpointError(f"{path}: a key path longer than {_MAX_NAME} characters ({prefix[:60]}...); "
-                                  "not a state dict")
+            raise CheckpointError(f"{path}: a key path longer than {_MAX_NAME} characters "
+                                  f"({shown(prefix + key)}); not a state dict")
         if isinstance(value, dict):
             enter(value, f"{prefix}{key}.")
         else:
@@ -272,8 +277,8 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
         for name in f.keys():
             dtype = f.get_slice(name).get_dtype()
             if dtype not in _SAFETENSORS_DTYPES:
-                raise CheckpointError(f"{path}: tensor {name} has dtype {dtype}, which this reader does not read "
-                                      "(real floating-point, integer and bool tensors only)")
+                raise CheckpointError(f"{path}: tensor {shown(name)} has dtype {dtype}, which this reader does "
+                                      "not read (real floating-point, integer and bool tensors only)")
         return {name: f.get_tensor(name) for name in f.keys()}
 
 
