@@ -15,6 +15,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from mofgseg_jax.errors import InputError
 from mofgseg_jax.weights.convert import canonicalize, describe, to_variables
 from mofgseg_jax.weights.readers import HF_FILES, CheckpointError, read_state_dict
 
@@ -29,7 +30,7 @@ def convert_file(src: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         canonical = canonicalize(read_state_dict(src), source=str(src))
     except CheckpointError:
         raise
-    except ValueError as e:
+    except InputError as e:  # canonicalize's: it names the file and tensor (a bare ValueError is a bug)
         raise CheckpointError(str(e)) from None
     info = describe(canonical)
     info["source"] = str(src)
