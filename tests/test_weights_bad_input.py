@@ -15,17 +15,18 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from mofgseg_jax.weights import CheckpointError, convert_file  # noqa: E402
+from mofgseg_jax.weights import INFO_FILE, WEIGHTS_FILE, CheckpointError, convert_file, read_converted  # noqa: E402
 from mofgseg_jax.weights.readers import read_state_dict  # noqa: E402
 from tests.test_weights import Forged  # noqa: E402
 
 
-def _refused(path, pattern: str, read=read_state_dict) -> str:
-    """The one-line message with which `read(path)` refuses the file; it starts with the path."""
+def _refused(path, pattern: str, read=read_state_dict, named=None) -> str:
+    """The one-line message with which `read(path)` refuses the file; it starts with the path of the
+    file at fault, `named` where that is not `path` itself."""
     with pytest.raises(CheckpointError) as err:
         read(path)
     message = str(err.value)
-    assert message.startswith(f"{path}: ") and "\n" not in message, message
+    assert message.startswith(f"{named or path}: ") and "\n" not in message, message
     assert re.search(pattern, message), message
     return message
 
@@ -168,3 +169,19 @@ def test_a_name_with_a_5000_digit_index_is_an_unknown_tensor_shown_shortened(tmp
     path = _save_safetensors(tmp_path / "digits.safetensors", {**PATCH_EMBED, name: np.ones(8, np.float32)})
     message = _refused(path, r"not MiT/SegFormer tensors: .{80}\.\.\. \(\d+ characters\)$", read=convert_file)
     assert len(message) < 300
+
+
+def _converted_folder(folder, tensors: dict, info: str = "{}"):
+    """A folder as launch/convert_weights.py writes it: weights.safetensors ('/'-joined paths), info.json."""
+    folder.mkdir()
+    _save_safetensors(folder / WEIGHTS_FILE, tensors)
+    (folder / INFO_FILE).write_text(info)
+    return folder
+
+
+def test_a_converted_folder_whose_info_json_nests_too_deep_is_refused_naming_it(tmp_path):
+    # json.loads raised RecursionError, which the reader did not catch.
+    folder = _converted_folder(tmp_path / "converted", {"params/backbone/x": np.zeros(2, np.float32)},
+                               info="[" * 100_000 + "]" * 100_000)
+    _refused(folder, r"unreadable or not JSON \(maximum recursion depth", read=read_converted,
+             named=folder / INFO_FILE)

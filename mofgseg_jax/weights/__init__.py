@@ -80,7 +80,7 @@ def _read_info(info_file: Path) -> dict[str, Any]:
         return {}
     try:
         info = json.loads(info_file.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: arrays or objects nested too deep
         raise CheckpointError(f"{info_file}: unreadable or not JSON ({e}); convert the weights again") from None
     if not isinstance(info, dict):
         raise CheckpointError(f"{info_file}: expected a JSON object, found {type(info).__name__}; "
