@@ -185,3 +185,12 @@ def test_a_converted_folder_whose_info_json_nests_too_deep_is_refused_naming_it(
                                info="[" * 100_000 + "]" * 100_000)
     _refused(folder, r"unreadable or not JSON \(maximum recursion depth", read=read_converted,
              named=folder / INFO_FILE)
+
+
+@pytest.mark.parametrize("keys", [("params/backbone/x", "params/backbone/x/y"),
+                                  ("params/backbone/x/y", "params/backbone/x"), ("params", "params/backbone/x")],
+                         ids=["leaf_first", "module_first", "top"])
+def test_a_converted_folder_with_a_path_both_tensor_and_module_is_refused_naming_the_file(tmp_path, keys):
+    # flax's unflatten_dict raised IndexError on them.
+    folder = _converted_folder(tmp_path / "converted", {k: np.zeros(2, np.float32) for k in keys})
+    _refused(folder, r"make one name both a tensor and a module", read=read_converted, named=folder / WEIGHTS_FILE)

@@ -17,7 +17,7 @@ from flax import traverse_util
 
 from mofgseg_jax.errors import InputError
 from mofgseg_jax.weights.convert import canonicalize, describe, to_variables
-from mofgseg_jax.weights.readers import HF_FILES, CheckpointError, read_state_dict
+from mofgseg_jax.weights.readers import HF_FILES, CheckpointError, read_state_dict, shown
 
 WEIGHTS_FILE = "weights.safetensors"
 INFO_FILE = "info.json"
@@ -70,8 +70,26 @@ def read_converted(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         except Exception as e:  # safetensors raises its own error type
             raise CheckpointError(f"{weights}: unreadable or truncated ({e})") from None
         info = _read_info(path / INFO_FILE)
-        return traverse_util.unflatten_dict(dict(flat), sep="/"), info
+        return _nested(flat, weights), info
     return convert_file(path)
+
+
+def _nested(flat: dict[str, np.ndarray], weights: Path) -> dict[str, Any]:
+    """'/'-joined paths -> nested dicts, refusing a path that names a tensor and a module at once
+    ('params/x' and 'params/x/y'), on which flax's unflatten_dict fails with an IndexError."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        *modules, leaf = key.split("/")
+        node = tree
+        for part in modules:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        if not isinstance(node, dict) or leaf in node:  # leaf in node: a module, the keys being unique
+            raise CheckpointError(f"{weights}: {shown(key)} and another tensor's path make one name both a "
+                                  "tensor and a module; convert the weights again")
+        node[leaf] = value
+    return tree
 
 
 def _read_info(info_file: Path) -> dict[str, Any]:
