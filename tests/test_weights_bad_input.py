@@ -194,3 +194,9 @@ def test_a_converted_folder_with_a_path_both_tensor_and_module_is_refused_naming
     # flax's unflatten_dict raised IndexError on them.
     folder = _converted_folder(tmp_path / "converted", {k: np.zeros(2, np.float32) for k in keys})
     _refused(folder, r"make one name both a tensor and a module", read=read_converted, named=folder / WEIGHTS_FILE)
+
+
+def test_a_converted_folder_with_a_complex_tensor_is_refused_naming_it(tmp_path):
+    # Its safetensors file was read apart from the checkpoint reader: C64 loaded, then cast to float32.
+    folder = _converted_folder(tmp_path / "converted", {"params/backbone/x": np.ones(2, np.complex64)})
+    _refused(folder, r"tensor params/backbone/x has dtype C64", read=read_converted, named=folder / WEIGHTS_FILE)

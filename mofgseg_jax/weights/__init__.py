@@ -63,12 +63,7 @@ def read_converted(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         weights = path / WEIGHTS_FILE
         if not weights.is_file():
             raise CheckpointError(f"{path}: no {WEIGHTS_FILE}; write it with launch/convert_weights.py")
-        from safetensors.numpy import load_file
-
-        try:
-            flat = load_file(str(weights))
-        except Exception as e:  # safetensors raises its own error type
-            raise CheckpointError(f"{weights}: unreadable or truncated ({e})") from None
+        flat = read_state_dict(weights)  # the checkpoint reader's checks (dtypes, truncation) apply
         info = _read_info(path / INFO_FILE)
         return _nested(flat, weights), info
     return convert_file(path)
