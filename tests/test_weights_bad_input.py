@@ -200,3 +200,16 @@ def test_a_converted_folder_with_a_complex_tensor_is_refused_naming_it(tmp_path)
     # Its safetensors file was read apart from the checkpoint reader: C64 loaded, then cast to float32.
     folder = _converted_folder(tmp_path / "converted", {"params/backbone/x": np.ones(2, np.complex64)})
     _refused(folder, r"tensor params/backbone/x has dtype C64", read=read_converted, named=folder / WEIGHTS_FILE)
+
+
+@pytest.mark.parametrize("names, canonical", [
+    (("norm1.weight", "backbone.norm1.weight"), "backbone.norm1.weight"),
+    (("block1.0.attn.kv.weight", "block1.0.attn.k.weight", "block1.0.attn.v.weight"),
+     "backbone.block1.0.attn.kv.weight"),
+], ids=["two_namings", "kv_and_key_value"])
+def test_two_tensors_that_map_to_one_weight_are_refused_naming_both(tmp_path, names, canonical):
+    # The last one silently replaced the first.
+    path = _save_safetensors(tmp_path / "twice.safetensors", {**PATCH_EMBED, **{n: np.ones((8, 8), np.float32)
+                                                                                 for n in names}})
+    message = _refused(path, rf"tensors .* are both {re.escape(canonical)}; keep one", read=convert_file)
+    assert names[0] in message and names[1] in message

@@ -123,8 +123,8 @@ def canonical_name(name: str) -> str | None:
 def canonicalize(state: dict[str, np.ndarray], source: str = "checkpoint") -> dict[str, np.ndarray]:
     """{source name: array} -> {canonical name: float32 array}; key/value merged into `kv`.
 
-    Raises InputError naming `source` (and the tensor) for tensors it does not recognise or whose
-    shape does not fit their name.
+    Raises InputError naming `source` (and the tensor) for tensors it does not recognise, whose
+    shape does not fit their name, or that another tensor's name maps to as well (one would be lost).
     """
     out: dict[str, np.ndarray] = {}
     names: dict[str, str] = {}  # canonical -> source name, for messages
@@ -136,6 +136,8 @@ def canonicalize(state: dict[str, np.ndarray], source: str = "checkpoint") -> di
         if not new:
             unknown.append(name)
             continue
+        if new in names:
+            raise InputError(f"{source}: tensors {shown(names[new])} and {shown(name)} are both {new}; keep one")
         kind = new.rsplit(".", 1)[1]
         if np.ndim(value) not in _RANKS[kind]:
             raise InputError(f"{source}: tensor {shown(name)} has shape {np.shape(value)}; a {kind} is "
@@ -151,7 +153,11 @@ def canonicalize(state: dict[str, np.ndarray], source: str = "checkpoint") -> di
         if out[key].shape != out[v_key].shape:
             raise InputError(f"{source}: key {shown(names[key])} has shape {out[key].shape} but value "
                              f"{shown(names[v_key])} has {out[v_key].shape}; they must match")
-        out[key.replace(".attn.k.", ".attn.kv.")] = np.concatenate([out.pop(key), out.pop(v_key)], axis=0)
+        kv_key = key.replace(".attn.k.", ".attn.kv.")
+        if kv_key in out:
+            raise InputError(f"{source}: tensors {shown(names[kv_key])} and {shown(names[key])} (with its value) "
+                             f"are both {kv_key}; keep one")
+        out[kv_key] = np.concatenate([out.pop(key), out.pop(v_key)], axis=0)
     if not any(k.startswith("backbone.") for k in out):
         raise InputError(f"{source}: no MiT backbone tensors found")
     return out
