@@ -1,12 +1,16 @@
 """Read tensors from checkpoint files into NumPy without running pickled code and without torch.
 
-- safetensors: the `safetensors.numpy` API.
+- safetensors: the `safetensors` API (NumPy), real number dtypes only.
 - PyTorch zip checkpoints (`torch.save` since 1.6: `.pth`, `pytorch_model.bin`, mmseg `.pth`): a
   restricted unpickler that rebuilds tensors from the archive's raw storages. Only tensor
   rebuilding and plain containers are honoured; any other global in the pickle becomes an inert
   placeholder (mmseg metadata, optimizer extras), so no pickled code ever runs. A tensor stored
   in a form not rebuilt here (quantized, sparse, ...) is an error rather than a placeholder: a
   weight dropped without a word would train from its initial value.
+
+The file is untrusted: the pickle's tensor views, nesting and names are checked before anything is
+read or allocated by them, so that a forged file is a one-line error naming it (and the tensor),
+not a crash, an out-of-bounds read or an allocation that its few bytes describe.
 """
 
 import collections
