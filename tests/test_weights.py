@@ -9,6 +9,7 @@ state dict as `pytorch_model.bin`), original MiT names (`mit_b*.pth`, backbone o
 ImageNet head to drop) and mmseg names (`backbone.` / `decode_head.`, in {'state_dict', 'meta'}).
 """
 
+import collections
 import functools
 import json
 import re
@@ -384,19 +385,20 @@ def test_pth_reader_rebuilds_views_dtypes_and_shared_storages_without_torch(tmp_
         np.testing.assert_array_equal(np.asarray(got[name], dtype=ref.dtype), ref, err_msg=name)
 
 
+class Forged:
+    """Pickles as torch pickles a tensor, with the view (offset, size, stride) given by hand."""
+
+    def __init__(self, storage, offset, size, stride):
+        self.args = (storage, offset, size, stride, False, collections.OrderedDict())
+
+    def __reduce_ex__(self, protocol):
+        return torch._utils._rebuild_tensor_v2, self.args
+
+
 def test_pth_reader_refuses_a_tensor_view_past_its_storage_or_with_negative_strides(tmp_path):
     """A forged (offset, size, stride) would make the reader's as_strided read memory outside the
     storage: the pickle is built as torch pickles a tensor, with the view given by hand."""
-    import collections
-
     from mofgseg_jax.weights.readers import read_state_dict
-
-    class Forged:
-        def __init__(self, storage, offset, size, stride):
-            self.args = (storage, offset, size, stride, False, collections.OrderedDict())
-
-        def __reduce_ex__(self, protocol):
-            return torch._utils._rebuild_tensor_v2, self.args
 
     storage = torch.arange(6, dtype=torch.float32)._typed_storage()  # 6 elements
     fits = tmp_path / "fits.pth"

@@ -15,8 +15,9 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from mofgseg_jax.errors import InputError
 from mofgseg_jax.weights.convert import canonicalize, describe, to_variables
-from mofgseg_jax.weights.readers import HF_FILES, CheckpointError, read_state_dict
+from mofgseg_jax.weights.readers import HF_FILES, CheckpointError, read_state_dict, shown
 
 WEIGHTS_FILE = "weights.safetensors"
 INFO_FILE = "info.json"
@@ -29,7 +30,7 @@ def convert_file(src: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         canonical = canonicalize(read_state_dict(src), source=str(src))
     except CheckpointError:
         raise
-    except ValueError as e:
+    except InputError as e:  # canonicalize's: it names the file and tensor (a bare ValueError is a bug)
         raise CheckpointError(str(e)) from None
     info = describe(canonical)
     info["source"] = str(src)
@@ -62,15 +63,28 @@ def read_converted(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         weights = path / WEIGHTS_FILE
         if not weights.is_file():
             raise CheckpointError(f"{path}: no {WEIGHTS_FILE}; write it with launch/convert_weights.py")
-        from safetensors.numpy import load_file
-
-        try:
-            flat = load_file(str(weights))
-        except Exception as e:  # safetensors raises its own error type
-            raise CheckpointError(f"{weights}: unreadable or truncated ({e})") from None
+        flat = read_state_dict(weights)  # the checkpoint reader's checks (dtypes, truncation) apply
         info = _read_info(path / INFO_FILE)
-        return traverse_util.unflatten_dict(dict(flat), sep="/"), info
+        return _nested(flat, weights), info
     return convert_file(path)
+
+
+def _nested(flat: dict[str, np.ndarray], weights: Path) -> dict[str, Any]:
+    """'/'-joined paths -> nested dicts, refusing a path that names a tensor and a module at once
+    ('params/x' and 'params/x/y'), on which flax's unflatten_dict fails with an IndexError."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        *modules, leaf = key.split("/")
+        node = tree
+        for part in modules:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        if not isinstance(node, dict) or leaf in node:  # leaf in node: a module, the keys being unique
+            raise CheckpointError(f"{weights}: {shown(key)} and another tensor's path make one name both a "
+                                  "tensor and a module; convert the weights again")
+        node[leaf] = value
+    return tree
 
 
 def _read_info(info_file: Path) -> dict[str, Any]:
@@ -79,7 +93,7 @@ def _read_info(info_file: Path) -> dict[str, Any]:
         return {}
     try:
         info = json.loads(info_file.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: arrays or objects nested too deep
         raise CheckpointError(f"{info_file}: unreadable or not JSON ({e}); convert the weights again") from None
     if not isinstance(info, dict):
         raise CheckpointError(f"{info_file}: expected a JSON object, found {type(info).__name__}; "

@@ -26,19 +26,22 @@ import numpy as np
 
 from mofgseg_jax.errors import InputError
 from mofgseg_jax.models.mit import PRESETS
+from mofgseg_jax.weights.readers import shown
 
 # Backbone renames, applied to names with their `segformer.`/`backbone.` prefix removed: (regex, replacement).
+# A stage index is one digit and a block index at most four (in `_MIT_NAME`): no MiT has more, and
+# int() refuses a string of over 4,300 digits with a ValueError.
 _HF_BACKBONE = [
     # Current Hugging Face names (transformers >= 5).
-    (r"^stages\.(\d+)\.patch_embeddings\.proj\.", lambda m: f"patch_embed{int(m[1]) + 1}.proj."),
-    (r"^stages\.(\d+)\.patch_embeddings\.layer_norm\.", lambda m: f"patch_embed{int(m[1]) + 1}.norm."),
-    (r"^stages\.(\d+)\.blocks\.(\d+)\.", lambda m: f"block{int(m[1]) + 1}.{m[2]}."),
-    (r"^stages\.(\d+)\.layer_norm\.", lambda m: f"norm{int(m[1]) + 1}."),
+    (r"^stages\.(\d)\.patch_embeddings\.proj\.", lambda m: f"patch_embed{int(m[1]) + 1}.proj."),
+    (r"^stages\.(\d)\.patch_embeddings\.layer_norm\.", lambda m: f"patch_embed{int(m[1]) + 1}.norm."),
+    (r"^stages\.(\d)\.blocks\.(\d+)\.", lambda m: f"block{int(m[1]) + 1}.{m[2]}."),
+    (r"^stages\.(\d)\.layer_norm\.", lambda m: f"norm{int(m[1]) + 1}."),
     # Legacy Hugging Face names (checkpoints on the Hub).
-    (r"^encoder\.patch_embeddings\.(\d+)\.proj\.", lambda m: f"patch_embed{int(m[1]) + 1}.proj."),
-    (r"^encoder\.patch_embeddings\.(\d+)\.layer_norm\.", lambda m: f"patch_embed{int(m[1]) + 1}.norm."),
-    (r"^encoder\.block\.(\d+)\.(\d+)\.", lambda m: f"block{int(m[1]) + 1}.{m[2]}."),
-    (r"^encoder\.layer_norm\.(\d+)\.", lambda m: f"norm{int(m[1]) + 1}."),
+    (r"^encoder\.patch_embeddings\.(\d)\.proj\.", lambda m: f"patch_embed{int(m[1]) + 1}.proj."),
+    (r"^encoder\.patch_embeddings\.(\d)\.layer_norm\.", lambda m: f"patch_embed{int(m[1]) + 1}.norm."),
+    (r"^encoder\.block\.(\d)\.(\d+)\.", lambda m: f"block{int(m[1]) + 1}.{m[2]}."),
+    (r"^encoder\.layer_norm\.(\d)\.", lambda m: f"norm{int(m[1]) + 1}."),
 ]
 # Inside a block (after `blockI.J.`): Hugging Face sub-module names -> original names.
 _HF_BLOCK = {
@@ -58,8 +61,8 @@ _MOFGSEG_BOUNDARY = [
     (r"^block\.2\.", lambda m: "edge."),
 ]
 _HF_HEAD = [
-    (r"^linear_c\.(\d+)\.proj\.", lambda m: f"linear_c{int(m[1]) + 1}.proj."),
-    (r"^linear_projections\.(\d+)\.proj\.", lambda m: f"linear_c{int(m[1]) + 1}.proj."),
+    (r"^linear_c\.(\d)\.proj\.", lambda m: f"linear_c{int(m[1]) + 1}.proj."),
+    (r"^linear_projections\.(\d)\.proj\.", lambda m: f"linear_c{int(m[1]) + 1}.proj."),
     (r"^batch_norm\.", lambda m: "linear_fuse.bn."),
     (r"^linear_fuse\.weight$", lambda m: "linear_fuse.conv.weight"),
     (r"^classifier\.", lambda m: "linear_pred."),
@@ -68,10 +71,13 @@ _HF_HEAD = [
 # auxiliary heads, BatchNorm step counters.
 _DROP = re.compile(r"(^head\.|^classifier\.|^decode_head\.conv_seg\.|^auxiliary_head\.|num_batches_tracked$)")
 _MIT_NAME = re.compile(
-    r"^(patch_embed[1-4]\.(proj|norm)|block[1-4]\.\d+\.(norm1|norm2|attn\.(q|k|v|kv|proj|sr|norm)|"
+    r"^(patch_embed[1-4]\.(proj|norm)|block[1-4]\.\d{1,4}\.(norm1|norm2|attn\.(q|k|v|kv|proj|sr|norm)|"
     r"mlp\.(fc1|fc2|dwconv\.dwconv))|norm[1-4])\.(weight|bias)$")
 _BOUNDARY_NAME = re.compile(
     r"^((reduce1|reduce4|block1|block2)\.(conv|bn)|edge)\.(weight|bias|running_mean|running_var)$")
+# Dimensions of each kind of tensor, the layouts `_leaf` knows: a weight is a norm's scale (1-D), a
+# Linear's (2-D) or a Conv2d's (4-D) kernel; biases and BatchNorm statistics are vectors.
+_RANKS = {"weight": (1, 2, 4), "bias": (1,), "running_mean": (1,), "running_var": (1,)}
 _HEAD_NAME = re.compile(
     r"^(linear_c[1-4]\.proj|linear_fuse\.conv|linear_fuse\.bn|linear_pred|representation)\."
     r"(weight|bias|running_mean|running_var)$")
@@ -117,9 +123,11 @@ def canonical_name(name: str) -> str | None:
 def canonicalize(state: dict[str, np.ndarray], source: str = "checkpoint") -> dict[str, np.ndarray]:
     """{source name: array} -> {canonical name: float32 array}; key/value merged into `kv`.
 
-    Raises ValueError naming `source` for tensors it does not recognise.
+    Raises InputError naming `source` (and the tensor) for tensors it does not recognise, whose
+    shape does not fit their name, or that another tensor's name maps to as well (one would be lost).
     """
     out: dict[str, np.ndarray] = {}
+    names: dict[str, str] = {}  # canonical -> source name, for messages
     unknown = []
     for name, value in state.items():
         new = canonical_name(name)
@@ -128,15 +136,28 @@ def canonicalize(state: dict[str, np.ndarray], source: str = "checkpoint") -> di
         if not new:
             unknown.append(name)
             continue
-        out[new] = np.asarray(value, dtype=np.float32)
+        if new in names:
+            raise InputError(f"{source}: tensors {shown(names[new])} and {shown(name)} are both {new}; keep one")
+        kind = new.rsplit(".", 1)[1]
+        if np.ndim(value) not in _RANKS[kind]:
+            raise InputError(f"{source}: tensor {shown(name)} has shape {np.shape(value)}; a {kind} is "
+                             f"{' or '.join(f'{n}-D' for n in _RANKS[kind])}")
+        out[new], names[new] = np.asarray(value, dtype=np.float32), name
     if unknown:
         more = f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else ""
-        raise InputError(f"{source}: not MiT/SegFormer tensors: {', '.join(unknown[:5])}{more}")
+        raise InputError(f"{source}: not MiT/SegFormer tensors: {', '.join(map(shown, unknown[:5]))}{more}")
     for key in [k for k in out if ".attn.k." in k]:
         v_key = key.replace(".attn.k.", ".attn.v.")
         if v_key not in out:
-            raise InputError(f"{source}: {key} has no matching value tensor {v_key}")
-        out[key.replace(".attn.k.", ".attn.kv.")] = np.concatenate([out.pop(key), out.pop(v_key)], axis=0)
+            raise InputError(f"{source}: {shown(names[key])} has no matching value tensor ({v_key})")
+        if out[key].shape != out[v_key].shape:
+            raise InputError(f"{source}: key {shown(names[key])} has shape {out[key].shape} but value "
+                             f"{shown(names[v_key])} has {out[v_key].shape}; they must match")
+        kv_key = key.replace(".attn.k.", ".attn.kv.")
+        if kv_key in out:
+            raise InputError(f"{source}: tensors {shown(names[kv_key])} and {shown(names[key])} (with its value) "
+                             f"are both {kv_key}; keep one")
+        out[kv_key] = np.concatenate([out.pop(key), out.pop(v_key)], axis=0)
     if not any(k.startswith("backbone.") for k in out):
         raise InputError(f"{source}: no MiT backbone tensors found")
     return out
