@@ -137,6 +137,16 @@ def test_a_pth_that_lacks_a_tensors_data_is_refused_naming_the_entry(tmp_path):
     _refused(path, r"the archive lacks saved/data/0, the data of a tensor")
 
 
+def test_a_pth_with_a_compressed_record_is_refused_before_inflating_it(tmp_path):
+    # A few deflated bytes can inflate to gigabytes; torch.save never compresses.
+    saved, path = tmp_path / "saved.pth", tmp_path / "deflated.pth"
+    torch.save({"w": torch.zeros(1000)}, saved)
+    with zipfile.ZipFile(saved) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            dst.writestr(item.filename, src.read(item), compress_type=zipfile.ZIP_DEFLATED)
+    _refused(path, r"saved/data/0 is compressed, which torch\.save never does")
+
+
 PATCH_EMBED = {"patch_embed1.proj.weight": np.ones((8, 3, 7, 7), np.float32)}  # the least a backbone has
 
 
@@ -152,6 +162,15 @@ def test_a_tensor_of_a_rank_its_name_cannot_have_is_refused_by_name(tmp_path, na
     path = _save_safetensors(tmp_path / "scalar.safetensors", {**PATCH_EMBED, name: np.array(1.0, np.float32)})
     kind = name.rsplit(".", 1)[1]
     _refused(path, rf"tensor {re.escape(name)} has shape \(\); a {kind} is 1-D", read=convert_file)
+
+
+@pytest.mark.parametrize("value", [np.inf, np.nan, 1e300], ids=["inf", "nan", "float64_beyond_float32"])
+def test_a_tensor_with_values_that_are_not_finite_in_float32_is_refused_by_name(tmp_path, value):
+    # 1e300 became inf in the float32 conversion with only a RuntimeWarning.
+    bias = np.zeros(8, np.float64)
+    bias[3] = value
+    path = _save_safetensors(tmp_path / "inf.safetensors", {**PATCH_EMBED, "patch_embed1.proj.bias": bias})
+    _refused(path, r"tensor patch_embed1\.proj\.bias holds values that are inf or NaN in float32", read=convert_file)
 
 
 def test_key_and_value_tensors_of_different_shapes_are_refused_naming_both(tmp_path):

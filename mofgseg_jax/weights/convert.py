@@ -142,7 +142,10 @@ def canonicalize(state: dict[str, np.ndarray], source: str = "checkpoint") -> di
         if np.ndim(value) not in _RANKS[kind]:
             raise InputError(f"{source}: tensor {shown(name)} has shape {np.shape(value)}; a {kind} is "
                              f"{' or '.join(f'{n}-D' for n in _RANKS[kind])}")
-        out[new], names[new] = np.asarray(value, dtype=np.float32), name
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range: refused just below
+            out[new], names[new] = np.asarray(value, dtype=np.float32), name
+        if not np.isfinite(out[new]).all():  # training from it would be NaN from the first step
+            raise InputError(f"{source}: tensor {shown(name)} holds values that are inf or NaN in float32")
     if unknown:
         more = f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else ""
         raise InputError(f"{source}: not MiT/SegFormer tensors: {', '.join(map(shown, unknown[:5]))}{more}")

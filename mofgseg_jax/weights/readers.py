@@ -142,10 +142,16 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if key not in self._storages:
             entry = f"{self._prefix}data/{key}"
             try:
-                raw = self._archive.read(entry)
+                info = self._archive.getinfo(entry)
             except KeyError:  # zipfile's word for a missing entry
                 raise CheckpointError(f"{self._path}: the archive lacks {entry}, the data of a tensor; "
                                       "the file is incomplete") from None
+            # torch.save stores its records uncompressed; a compressed one would be inflated whole
+            # before its size is known (a few bytes can inflate to any size).
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise CheckpointError(f"{self._path}: {entry} is compressed, which torch.save never does; "
+                                      "not a PyTorch checkpoint as saved")
+            raw = self._archive.read(info)
             self._storages[key] = _Storage(np.frombuffer(raw, dtype=storage_type.dtype, count=numel))
         return self._storages[key]
 
