@@ -183,6 +183,7 @@ def test_a_dataset_config_without_its_data_root_is_a_one_line_error(env, tmp_pat
                env, timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: data.root is empty: pass --config.data.root")
+    assert not (tmp_path / "run").exists()  # found before the workdir is made, as a bad config value
 
 
 def test_a_malformed_eval_canvas_is_a_one_line_error_before_training(env, tmp_path):

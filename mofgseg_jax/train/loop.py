@@ -167,6 +167,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     from mofgseg_jax.train.step import AXIS, check_finite, make_train_step, wants_inside_map  # noqa: PLC0415
 
     check_config_values(config)  # a bad value fails here, before the workdir is touched
+    # So do a bad dataset spec and a missing data root or split list (read to size the run; the
+    # demo dataset is generated first, into its data root).
+    spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
+                     class_names=tuple(config.data.class_names or ()))
+    _prepare_demo_data(config)
+    total_steps, epoch_steps, eval_every, checkpoint_every = _run_length(config)
     workdir = os.path.abspath(workdir)
     ckpt.check_writable(workdir)
     file_log = _setup_file_log(workdir)
@@ -182,10 +188,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         cache_dir = enable_for_config(config)
         log.info("compilation cache: %s", cache_dir or "off")
 
-        spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
-                         class_names=tuple(config.data.class_names or ()))
-        _prepare_demo_data(config)
-        total_steps, epoch_steps, eval_every, checkpoint_every = _run_length(config)
         log_every = max(1, int(config.train.log_every))
 
         mesh = make_mesh()
