@@ -249,8 +249,9 @@ def test_sigterm_saves_the_step_under_way_and_the_same_command_resumes(env, tmp_
 
 
 def library_log_lines(stderr: str) -> list[str]:
-    """absl-formatted INFO lines (`I1207 13:55:37.419 ... file.py:452] ...`), which orbax writes."""
-    return re.findall(r"^I\d{4} \d\d:\d\d:\d\d.*$", stderr, re.M)
+    """absl-formatted INFO or WARNING lines (`I1207 13:55:37.419 ... file.py:452] ...`), which orbax
+    writes (a read-only checkpoint manager warned 'Given directory is read only')."""
+    return re.findall(r"^[IW]\d{4} \d\d:\d\d:\d\d.*$", stderr, re.M)
 
 
 @pytest.mark.parametrize("launcher", ["evaluate", "predict"])

@@ -25,6 +25,7 @@ mid-save leaves only a `*.orbax-checkpoint-tmp-*` directory, which is ignored an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -130,7 +131,8 @@ class Checkpointer:
                 ("config", ocp.args.JsonSave, ocp.args.JsonRestore, ocp.JsonCheckpointHandler)):
             handlers.add(name, save, handler)
             handlers.add(name, restore, handler)
-        self.manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=handlers)
+        with _without_read_only_notice() if read_only else contextlib.nullcontext():
+            self.manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=handlers)
 
     # -- queries
     def all_steps(self) -> list[int]:
@@ -256,6 +258,24 @@ class Checkpointer:
         if await_cleanup is not None:
             await_cleanup()
         self.manager.close()
+
+
+class _ReadOnlyNoticeFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Given directory is read only")
+
+
+@contextlib.contextmanager
+def _without_read_only_notice():
+    """Orbax warns 'Given directory is read only=<dir>' for every read-only manager: evaluate.py and
+    predict.py open the run read-only on purpose, and the warning read as if something were wrong."""
+    notice = _ReadOnlyNoticeFilter()
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(notice)
 
 
 def _best_metric(metrics: Any) -> float:
