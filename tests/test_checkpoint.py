@@ -3,6 +3,7 @@
 import glob
 import logging
 import os
+import re
 import shutil
 
 import jax
@@ -203,3 +204,20 @@ def test_best_of_a_run_never_evaluated_is_an_error_naming_its_steps_not_a_fallba
                                          r"evaluated yet.*use --which latest"):
         inference.find_checkpoint(workdir=str(tmp_path), which="best")
     assert inference.find_checkpoint(workdir=str(tmp_path), which="latest").endswith(f"{ckpt.CHECKPOINT_DIR}/6")
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"{}", b"[1]", b'{"miou": "x"}', b'{"miou": null}', b'{"miou": true}',
+                                     b'{"miou": NaN}'])
+@pytest.mark.parametrize("read_only", [False, True], ids=["training", "evaluation"])
+def test_a_damaged_metrics_file_is_one_line_naming_it_when_the_run_is_opened(tmp_path, content, read_only):
+    # Orbax read it only when ranking the steps: a KeyError or JSONDecodeError from inside orbax at
+    # best_step() or at the next save, in every later run of that workdir.
+    from mofgseg_jax.errors import UnreadableInputError
+
+    _write(tmp_path, [10.0, 20.0])
+    metrics_file = tmp_path / ckpt.CHECKPOINT_DIR / "2" / "metrics" / "metrics"
+    metrics_file.write_bytes(content)
+    with pytest.raises(UnreadableInputError, match=rf"^{re.escape(str(metrics_file))}: step 2's metrics file holds "
+                                                   r"no finite 'miou'; write"):
+        ckpt.Checkpointer(str(tmp_path), read_only=read_only)
+    assert metrics_file.read_bytes() == content  # left as it was

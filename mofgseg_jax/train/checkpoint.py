@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 from collections import Counter
 from typing import Any
@@ -114,6 +115,7 @@ class Checkpointer:
         if keep < 1:
             raise InputError(f"train.keep_checkpoints={keep}: keep at least the latest checkpoint")
         self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+        _check_metrics_files(self.directory)
         policy = ocm.AnyPreservationPolicy([
             ocm.LatestN(n=keep),
             ocm.BestN(get_metric_fn=_best_metric, n=1, keep_checkpoints_without_metrics=False),
@@ -258,6 +260,29 @@ class Checkpointer:
         if await_cleanup is not None:
             await_cleanup()
         self.manager.close()
+
+
+def _check_metrics_files(directory: str) -> None:
+    """Raises one line naming the first step's metrics file that does not hold a finite mIoU. Orbax
+    reads them only when it ranks the steps (best_step, or the retention policy at a save), where
+    a damaged one was a traceback from deep inside orbax in every later run, evaluation included."""
+    if not os.path.isdir(directory):
+        return
+    for step in sorted(filter(str.isdigit, os.listdir(directory)), key=int):
+        path = os.path.join(directory, step, ocp_manager.METRIC_ITEM_NAME, ocp_manager.METRIC_ITEM_NAME)
+        if not os.path.isfile(path):
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                value = json.load(f)[BEST_METRIC]
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
+            ok = False
+        if not ok:
+            raise UnreadableInputError(
+                f"{path}: step {step}'s metrics file holds no finite '{BEST_METRIC}'; write "
+                f"{{\"{BEST_METRIC}\": <its student mIoU, in TensorBoard>}} into it, or delete it (an unranked step "
+                "is never the best, and goes once it is past the latest checkpoints kept)")
 
 
 class _ReadOnlyNoticeFilter(logging.Filter):
