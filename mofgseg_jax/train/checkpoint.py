@@ -148,12 +148,7 @@ class Checkpointer:
 
     def has_metrics(self, step: int) -> bool:
         """Whether `step` is ranked: its metrics were saved with it or recorded after its evaluation."""
-        return os.path.exists(self._metrics_path(step))
-
-    def _metrics_path(self, step: int) -> str:
-        # The file orbax's manager reads a step's metrics from (`save(metrics=...)` writes it too).
-        return os.path.join(self.directory, str(int(step)), ocp_manager.METRIC_ITEM_NAME,
-                            ocp_manager.METRIC_ITEM_NAME)
+        return os.path.exists(_metrics_file(self.directory, step))
 
     # -- save / restore
     def save(self, step: int, state: Any, *, data_state: Any = None, config: dict | None = None,
@@ -176,7 +171,7 @@ class Checkpointer:
         """
         self.wait()
         if jax.process_index() == 0:
-            path = self._metrics_path(step)
+            path = _metrics_file(self.directory, step)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path + ".tmp", "w") as f:
                 json.dump({k: float(v) for k, v in metrics.items()}, f)
@@ -262,6 +257,11 @@ class Checkpointer:
         self.manager.close()
 
 
+def _metrics_file(directory: str, step: int | str) -> str:
+    """The file orbax's manager reads a step's metrics from (`save(metrics=...)` writes it too)."""
+    return os.path.join(directory, str(int(step)), ocp_manager.METRIC_ITEM_NAME, ocp_manager.METRIC_ITEM_NAME)
+
+
 def _check_metrics_files(directory: str) -> None:
     """Raises one line naming the first step's metrics file that does not hold a finite mIoU. Orbax
     reads them only when it ranks the steps (best_step, or the retention policy at a save), where
@@ -269,7 +269,7 @@ def _check_metrics_files(directory: str) -> None:
     if not os.path.isdir(directory):
         return
     for step in sorted(filter(str.isdigit, os.listdir(directory)), key=int):
-        path = os.path.join(directory, step, ocp_manager.METRIC_ITEM_NAME, ocp_manager.METRIC_ITEM_NAME)
+        path = _metrics_file(directory, step)
         if not os.path.isfile(path):
             continue
         try:
