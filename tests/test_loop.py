@@ -399,6 +399,16 @@ def test_an_epoch_of_a_sup_run_is_a_pass_over_the_labelled_split(tmp_path_factor
     assert loop._run_length(sup)[:3] == (3 * sup_epoch, sup_epoch, sup_epoch)
 
 
+def test_a_second_run_on_a_workdir_in_training_is_refused_before_it_writes(tmp_path, tmp_path_factory):
+    from mofgseg_jax.train import workdir_lock
+
+    held = workdir_lock.acquire(str(tmp_path))  # as a first run in another process holds it
+    with pytest.raises(InputError, match=r"a training run is using it"):
+        loop.train_and_evaluate(_smoke_config(tmp_path_factory), str(tmp_path))
+    held.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [workdir_lock.LOCK_FILE]  # no log, config, checkpoints
+
+
 def test_every_process_refuses_a_users_folder_as_demo_data(tmp_path, monkeypatch):
     # Process 0 alone used to check: the others waited at the barrier for ever when it refused.
     from mofgseg_jax.errors import OutputExistsError

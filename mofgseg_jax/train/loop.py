@@ -43,6 +43,7 @@ from mofgseg_jax.train import checkpoint as ckpt
 from mofgseg_jax.train import evaluate as ev
 from mofgseg_jax.train import preemption
 from mofgseg_jax.train import tb
+from mofgseg_jax.train import workdir_lock
 from mofgseg_jax.train.compile_cache import enable_for_config
 from mofgseg_jax.train.host_memory import trimming_free_memory
 from mofgseg_jax.train.sync import barrier
@@ -175,8 +176,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     total_steps, epoch_steps, eval_every, checkpoint_every = _run_length(config)
     workdir = os.path.abspath(workdir)
     ckpt.check_writable(workdir)
-    file_log = _setup_file_log(workdir)
     pi, pc = jax.process_index(), jax.process_count()
+    lock = workdir_lock.acquire(workdir) if pi == 0 else None  # a second run on it is refused here
+    file_log = _setup_file_log(workdir)
     writer = None
     checkpointer = None
     try:
@@ -327,6 +329,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         if file_log is not None:
             log.removeHandler(file_log)
             file_log.close()
+        if lock is not None:
+            lock.release()
 
 
 def _progress(total: int, initial: int, *, enabled: bool):
