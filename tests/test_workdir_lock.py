@@ -28,3 +28,12 @@ def test_a_killed_holder_leaves_the_workdir_free(tmp_path):
                           timeout=60)
     assert proc.returncode == -9
     workdir_lock.acquire(str(tmp_path)).release()
+
+
+def test_a_file_system_without_locks_trains_unguarded_with_a_warning(tmp_path, monkeypatch, caplog):
+    def no_locks(fd, operation):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(workdir_lock.fcntl, "flock", no_locks)
+    workdir_lock.acquire(str(tmp_path)).release()
+    assert "cannot lock it (No locks available)" in caplog.text

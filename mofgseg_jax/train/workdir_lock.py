@@ -7,12 +7,15 @@ never leaves the workdir locked. evaluate.py and predict.py only read a run and 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import socket
 
 from mofgseg_jax.errors import InputError
 
 LOCK_FILE = ".train.lock"
+
+log = logging.getLogger(__name__)
 
 
 class WorkdirLock:
@@ -38,6 +41,9 @@ def acquire(workdir: str) -> WorkdirLock:
         os.close(fd)
         raise InputError(f"--workdir {workdir}: a training run is using it ({holder}); wait for it to end or "
                          "stop it, or train into another --workdir") from None
+    except OSError as e:  # a file system without locks (some NFS mounts): train, unguarded
+        log.warning("%s: cannot lock it (%s); nothing stops a second run on this workdir", workdir, e.strerror)
+        return WorkdirLock(fd)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
     return WorkdirLock(fd)
