@@ -123,6 +123,8 @@ def _broken_demo_spec(tmp_path, monkeypatch, edit):
     (lambda raw: raw["palette"].pop(), r"demo\.json: class_names/palette length differs from num_classes=8"),
     ('{"name": ' + "[" * 100000 + "]" * 100000 + "}",
      r"demo\.json: not a readable JSON spec \(values nested too deeply\)"),
+    (lambda raw: raw.update(num_classes=0, class_names=[], palette=[]),
+     r"demo\.json: key 'num_classes' must be at least 1, got 0"),
     (lambda raw: raw.update(ignore_index=300), r"demo\.json: key 'ignore_index' must be an int 0\.\.255 .*got 300"),
     (lambda raw: raw.update(ignore_index=-1), r"demo\.json: key 'ignore_index' must be an int 0\.\.255 .*got -1"),
     (lambda raw: raw.update(ignore_index=7),

@@ -134,6 +134,8 @@ def load_spec(name: str, *, num_classes: int = 0, class_names: Sequence[str] = (
         raw["class_names"] = list(class_names or (f"class_{i}" for i in range(k)))
         raw["palette"] = [list(c) for c in default_palette(k)]
     else:
+        if raw["num_classes"] < 1:  # custom.json alone holds 0: its classes come from the config
+            raise InputError(f"{path}: key 'num_classes' must be at least 1, got {raw['num_classes']}")
         if num_classes and int(num_classes) != raw["num_classes"]:
             raise InputError(f"{path}: dataset has {raw['num_classes']} classes but the config says "
                              f"num_classes={num_classes}")
