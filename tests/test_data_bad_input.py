@@ -80,6 +80,14 @@ def test_only_newline_or_crlf_ends_a_list_line_so_messages_give_the_files_line(s
         parse_list(text, list_file="l.txt")
 
 
+def test_a_lone_carriage_return_ends_a_list_line_as_in_classic_mac_text(tmp_path):
+    # It read as one line of four paths: "expected '<image> <mask>'".
+    (tmp_path / "l.txt").write_bytes(b"a.jpg a.png\rb.jpg b.png\r\xff\r")
+    assert [(e.image, e.line) for e in parse_list("a.jpg a.png\rb.jpg b.png\r")] == [("a.jpg", 1), ("b.jpg", 2)]
+    with pytest.raises(DataError, match=r"l\.txt line 3: split list is not UTF-8 text"):
+        read_list(str(tmp_path / "l.txt"))
+
+
 @pytest.mark.parametrize("line", ["../x.jpg m.png", "a.jpg /etc/hosts", "img/../../x.jpg m.png", "/abs/a.jpg m.png"])
 def test_a_list_path_outside_the_dataset_root_is_refused_naming_file_and_line(line):
     with pytest.raises(DataError, match=r"^l\.txt line 2: \S+ is not inside the dataset root"):

@@ -36,9 +36,9 @@ class Entry:
         return f"{self.list_file} line {self.line}" if self.list_file else self.image
 
 
-# Only these end a line (as in `read_list`'s count): str.splitlines also ends one at \f, \x1c, \x85,
+# Only these end a line (\r alone: classic Mac text): str.splitlines also ends one at \f, \x1c, \x85,
 # \u2028, ..., so the line numbers in messages would not be the file's.
-_LINE_END = re.compile(r"\r?\n")
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 def parse_list(text: str, *, list_file: str = "") -> list[Entry]:
@@ -79,7 +79,7 @@ def read_list(path: str, *, allow_empty: bool = False) -> list[Entry]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
+        line = len(_LINE_END.findall(data[:e.start].decode("utf-8"))) + 1  # valid up to the bad byte
         raise DataError(f"{path} line {line}: split list is not UTF-8 text ({e.reason})") from None
     entries = parse_list(text, list_file=path)
     if not entries and not allow_empty:
