@@ -232,3 +232,12 @@ def test_two_tensors_that_map_to_one_weight_are_refused_naming_both(tmp_path, na
                                                                                  for n in names}})
     message = _refused(path, rf"tensors .* are both {re.escape(canonical)}; keep one", read=convert_file)
     assert names[0] in message and names[1] in message
+
+
+def test_a_pickle_asking_for_more_memory_than_the_machine_has_says_so(tmp_path):
+    # BINBYTES8 announcing 2**60 bytes: MemoryError, read as "unreadable or truncated (MemoryError)".
+    path = tmp_path / "huge.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x04\x8e" + struct.pack("<Q", 2**60) + b".")
+        archive.writestr("archive/version", "3\n")
+    _refused(path, r"needs more memory than this machine has to read \(a damaged or forged file")

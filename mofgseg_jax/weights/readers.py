@@ -325,6 +325,9 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             raise CheckpointError(f"{path}: not a safetensors file or a PyTorch zip checkpoint")
     except CheckpointError:
         raise
+    except MemoryError:  # pickle asked for an object larger than RAM; its message is empty
+        raise CheckpointError(f"{path}: needs more memory than this machine has to read (a damaged or forged "
+                              "file, or a checkpoint larger than RAM)") from None
     except Exception as e:  # zipfile, pickle, safetensors and OS errors alike: one line naming the file
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(e).__name__}: {first})") from None
