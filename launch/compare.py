@@ -28,6 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mofgseg_jax import cli  # noqa: E402
 from mofgseg_jax.errors import one_line_errors  # noqa: E402
 from mofgseg_jax.experiments import compare  # noqa: E402
 
@@ -42,7 +43,7 @@ def load_config(path: str, variant: str):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/demo.py")
     p.add_argument("--variants", default=",".join(compare.VARIANTS))
     p.add_argument("--seeds", default="0,1,2")

@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse  # noqa: E402
 
+from mofgseg_jax import cli  # noqa: E402
 from mofgseg_jax.errors import one_line_errors  # noqa: E402
 
 
@@ -25,7 +26,7 @@ def main(argv=None) -> None:
     from mofgseg_jax.data.specs import available_specs, load_spec
     from mofgseg_jax.data.splits import make_splits, read_list, scan_layout, split_lists, write_splits
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="dataset root (list paths are relative to it)")
     parser.add_argument("--dataset", default="custom", choices=available_specs(), help="layout to scan")
     parser.add_argument("--ratios", default="1_16,1_8,1_4,1_2", help="comma-separated split names")

@@ -21,7 +21,7 @@ import argparse  # noqa: E402
 import glob  # noqa: E402
 import json  # noqa: E402
 
-from mofgseg_jax import outputs  # noqa: E402
+from mofgseg_jax import cli, outputs  # noqa: E402
 from mofgseg_jax.errors import one_line_errors  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
     from mofgseg_jax.data.specs import load_spec
     from mofgseg_jax.data.splits import read_list
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, choices=sorted(tfds_builder.BUILDERS))
     parser.add_argument("--raw", required=True, help="raw dataset root (the paths in the lists are relative to it)")
     parser.add_argument("--splits", default="", help="folder of <split>/{labeled,unlabeled}.txt + val.txt "
