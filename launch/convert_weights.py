@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         refuse_existing([str(out / WEIGHTS_FILE), str(out / INFO_FILE)], "--out", overwrite=args.overwrite)
         variables, info = convert_file(args.src)
         check_writable(str(out), "--out")  # after the conversion: a bad --src creates no folder
+        save_converted(out, variables, info, overwrite=args.overwrite)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    save_converted(out, variables, info)
     n_backbone = sum(v.size for v in _leaves(variables["params"].get("backbone", {})))
     n_all = sum(v.size for v in _leaves(variables))
     print(f"source:      {info['source']}")
