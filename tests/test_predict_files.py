@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from mofgseg_jax.errors import InputError, InputNotFoundError
-from mofgseg_jax.train.predict_files import list_images, output_names, padded_canvas, prediction_pictures
+from mofgseg_jax.train.predict_files import (list_images, output_names, output_paths, padded_canvas,
+                                             prediction_pictures)
 
 
 def test_folders_list_their_images_sorted_and_a_file_named_twice_once(tmp_path):
@@ -40,3 +41,14 @@ def test_pictures_write_ids_with_no_prediction_as_ignore_and_colours_from_the_pa
     assert np.asarray(pictures["ids"]).tolist() == [[0, 1], [255, 1]]
     colours = np.asarray(pictures["color"])
     assert colours[0, 0].tolist() == [10, 20, 30] and colours[0, 1].tolist() == [40, 50, 60]
+
+
+def test_an_output_that_is_an_input_image_is_refused_even_with_overwrite(tmp_path):
+    # --input photos/color --output photos: predict.py --overwrite replaced each photo by its prediction.
+    (tmp_path / "color").mkdir()
+    (tmp_path / "color" / "a.png").write_bytes(b"")
+    images = list_images(str(tmp_path / "color"))
+    with pytest.raises(InputError, match=r"would write .*color/a.png over the input image"):
+        output_paths(str(tmp_path), images, output_names(images))
+    assert output_paths(str(tmp_path / "pred"), images, ["a.png"]) == [
+        str(tmp_path / "pred" / "ids" / "a.png"), str(tmp_path / "pred" / "color" / "a.png")]

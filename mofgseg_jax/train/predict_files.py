@@ -47,6 +47,19 @@ def output_names(images: list[str]) -> list[str]:
     return list(first)
 
 
+def output_paths(output: str, images: list[str], names: list[str]) -> list[str]:
+    """`<output>/<kind>/<name>` for every name (of `output_names(images)`) and kind. One that is an
+    input image is an error, --overwrite or not: `--input photos/color --output photos` replaced
+    each photo with its prediction."""
+    inputs = {os.path.realpath(p): p for p in images}
+    paths = [os.path.join(output, kind, name) for name in names for kind in OUTPUT_KINDS]
+    for path in paths:
+        if os.path.realpath(path) in inputs:
+            raise InputError(f"--output {output}: would write {path} over the input image "
+                             f"{inputs[os.path.realpath(path)]}; choose an --output that holds no input")
+    return paths
+
+
 def check_images(images: list[str]) -> None:
     """Decodes every image once (the pixels are dropped), so that a truncated, non-image or 16-bit
     file ends the run before the model loads and anything is written: found in the write loop, it
