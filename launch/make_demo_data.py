@@ -43,7 +43,7 @@ def main(argv=None) -> None:
         args.out, overwrite=args.overwrite, seed=args.seed, split_seed=args.split_seed, num_train=args.num_train,
         num_val=args.num_val, size=args.size, ratios=tuple(args.splits.split(",")), stripe_ratio=args.stripe_ratio,
         grain_ratio=args.grain_ratio, colour_spread=args.colour_spread, off_family_prob=args.off_family_prob,
-        noise_std=args.noise_std, warp=args.warp)
+        noise_std=args.noise_std, warp=args.warp, flag="--out")
     print(json.dumps(summary, indent=2))
 
 
