@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import argparse  # noqa: E402
 
 from mofgseg_jax import cli  # noqa: E402
-from mofgseg_jax.errors import one_line_errors  # noqa: E402
+from mofgseg_jax.errors import InputError, one_line_errors  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -43,7 +43,8 @@ def main(argv=None) -> None:
         if list_file:
             return [(e.image, e.mask) for e in read_list(list_file)]
         if subset == "val" and layout["val"]["images"] == layout["train"]["images"]:
-            raise SystemExit(f"{args.dataset}: train and val images share a folder; pass --train-list/--val-list")
+            raise InputError(f"--dataset {args.dataset}: train and val images share one folder "
+                             f"({layout['val']['images']}); pass --train-list and --val-list")
         return scan_layout(args.root, layout[subset]["images"], layout[subset]["masks"],
                            layout["image_ext"], layout["mask_ext"])
 

@@ -197,6 +197,15 @@ def test_the_argparse_launchers_report_a_bad_flag_in_one_line_with_status_1(env,
     assert only_line(proc) == message and proc.returncode == 1
 
 
+def test_make_splits_of_a_layout_whose_train_and_val_share_a_folder_is_an_error_line(env, tmp_path):
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "JPEGImages" / "a.jpg").write_bytes(b"")
+    proc = run(["launch/make_splits.py", "--root", str(tmp_path), "--dataset", "pascal"], env, timeout=120)
+    assert only_line(proc) == ("error: --dataset pascal: train and val images share one folder (JPEGImages); "
+                               "pass --train-list and --val-list")
+    assert not (tmp_path / "splits").exists()
+
+
 @pytest.mark.parametrize("launcher", ["evaluate", "predict"])
 def test_evaluate_and_predict_report_a_mistyped_override_in_one_line(env, tmp_path, launcher):
     proc = run([f"launch/{launcher}.py", "--workdir", str(tmp_path), "--input", str(tmp_path), "--output",
