@@ -35,7 +35,8 @@ flags.DEFINE_string("output", None, "output folder")
 flags.DEFINE_bool("overwrite", False, "replace prediction files that exist in --output (default: refuse)")
 flags.DEFINE_enum("network", "teacher", ["student", "teacher"], "which network predicts")
 flags.DEFINE_enum("mode", None, ["original", "center_crop", "sliding_window"], "override eval.mode")
-flags.DEFINE_integer("pad_multiple", 32, "pad each image up to a multiple of this (fewer compilations; 1 = unpadded, exact)")
+flags.DEFINE_integer("pad_multiple", 32, "pad each image up to a multiple of this (fewer compilations; 1 = unpadded, exact)",
+                     lower_bound=1)
 flags.mark_flags_as_required(["input", "output"])
 
 

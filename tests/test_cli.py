@@ -197,6 +197,13 @@ def test_the_argparse_launchers_report_a_bad_flag_in_one_line_with_status_1(env,
     assert only_line(proc) == message and proc.returncode == 1
 
 
+def test_predict_refuses_a_pad_multiple_under_1(env, tmp_path):
+    # 0 and negative values were taken as 1 (unpadded) without a word.
+    proc = run(["launch/predict.py", "--workdir", str(tmp_path), "--input", str(tmp_path), "--output",
+                str(tmp_path / "out"), "--pad_multiple=0"], env, timeout=120)
+    assert only_line(proc) == "error: flag --pad_multiple=0: 0 is not a positive integer (--helpshort lists the flags)"
+
+
 def test_make_splits_of_a_layout_whose_train_and_val_share_a_folder_is_an_error_line(env, tmp_path):
     (tmp_path / "JPEGImages").mkdir()
     (tmp_path / "JPEGImages" / "a.jpg").write_bytes(b"")

@@ -14,6 +14,13 @@ def test_folders_list_their_images_sorted_and_a_file_named_twice_once(tmp_path):
     assert list_images(f"{tmp_path},{tmp_path / 'a.JPG'}") == [str(tmp_path / "a.JPG"), str(tmp_path / "b.png")]
 
 
+@pytest.mark.parametrize("spec", ["", " , "])
+def test_an_input_that_names_nothing_is_an_error(spec):
+    # predict.py --input "" loaded the model, created the output folders and reported 0 images.
+    with pytest.raises(InputError, match="--input .*: names no file or folder"):
+        list_images(spec)
+
+
 def test_a_missing_input_and_an_image_free_folder_name_the_input(tmp_path):
     with pytest.raises(InputNotFoundError, match=r"--input .*nope: no such file or folder"):
         list_images(str(tmp_path / "nope"))

@@ -17,8 +17,11 @@ OUTPUT_KINDS = ("ids", "color")  # <output>/ids/<name>.png (class ids), <output>
 def list_images(spec: str) -> list[str]:
     """Image paths named by a comma-separated list of files and folders (folders: sorted, not
     recursive); a file named twice (also through its folder) is listed once."""
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    if not items:  # `--input "$IMAGES"` with the variable unset: not a run that predicts nothing
+        raise InputError(f"--input {spec!r}: names no file or folder")
     paths = []
-    for item in filter(None, (s.strip() for s in spec.split(","))):
+    for item in items:
         if os.path.isdir(item):
             found = sorted(os.path.join(item, n) for n in os.listdir(item) if n.lower().endswith(IMAGE_EXTS))
             if not found:
