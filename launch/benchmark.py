@@ -20,6 +20,7 @@ import importlib  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
+from mofgseg_jax import cli  # noqa: E402
 from mofgseg_jax.errors import one_line_errors  # noqa: E402
 
 PARTS = ("losses", "augment", "data", "step", "eval", "peak")
@@ -28,7 +29,7 @@ PARTS = ("losses", "augment", "data", "step", "eval", "peak")
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     # No help option here: `PART --help` must reach the part's own parser.
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      add_help=False)
     parser.add_argument("part", choices=PARTS)
     if not argv or argv[0] in ("-h", "--help"):

@@ -28,21 +28,25 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mofgseg_jax.errors import one_line_errors  # noqa: E402
+from mofgseg_jax import cli  # noqa: E402
+from mofgseg_jax.errors import InputError, one_line_errors  # noqa: E402
 from mofgseg_jax.experiments import compare  # noqa: E402
 
 
 def load_config(path: str, variant: str):
     spec = importlib.util.spec_from_file_location("compare_config", path)
     if spec is None or not os.path.isfile(path):
-        raise SystemExit(f"error: --config {path}: no such config file")
+        raise InputError(f"--config {path}: no such config file")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(variant)
+    try:
+        return module.get_config(variant)
+    except ValueError as e:  # an unknown variant (from --variants or --base_variant), as train.py reports it
+        raise InputError(f"--config {path}:{variant}: {e}") from e
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/demo.py")
     p.add_argument("--variants", default=",".join(compare.VARIANTS))
     p.add_argument("--seeds", default="0,1,2")

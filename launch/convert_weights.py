@@ -12,20 +12,20 @@ Writes OUT/weights.safetensors and OUT/info.json, then prints a summary; refuses
 either file unless --overwrite.
 """
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mofgseg_jax import cli  # noqa: E402
 from mofgseg_jax.errors import InputError, one_line_errors  # noqa: E402
 from mofgseg_jax.outputs import check_writable, refuse_existing  # noqa: E402
 from mofgseg_jax.weights import INFO_FILE, WEIGHTS_FILE, convert_file, save_converted  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", required=True, help="checkpoint file (.pth, .bin, .safetensors)")
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--overwrite", action="store_true", help="replace the files of a conversion in --out")
@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         refuse_existing([str(out / WEIGHTS_FILE), str(out / INFO_FILE)], "--out", overwrite=args.overwrite)
         variables, info = convert_file(args.src)
         check_writable(str(out), "--out")  # after the conversion: a bad --src creates no folder
+        save_converted(out, variables, info, overwrite=args.overwrite)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    save_converted(out, variables, info)
     n_backbone = sum(v.size for v in _leaves(variables["params"].get("backbone", {})))
     n_all = sum(v.size for v in _leaves(variables))
     print(f"source:      {info['source']}")

@@ -17,11 +17,12 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 
 from mofgseg_jax.data import demo  # noqa: E402
+from mofgseg_jax import cli  # noqa: E402
 from mofgseg_jax.errors import one_line_errors  # noqa: E402
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="dataset root to write (a missing or empty folder)")
     parser.add_argument("--overwrite", action="store_true", help="write into --out even if it holds files")
     parser.add_argument("--seed", type=int, default=0, help="image content seed")
@@ -42,7 +43,7 @@ def main(argv=None) -> None:
         args.out, overwrite=args.overwrite, seed=args.seed, split_seed=args.split_seed, num_train=args.num_train,
         num_val=args.num_val, size=args.size, ratios=tuple(args.splits.split(",")), stripe_ratio=args.stripe_ratio,
         grain_ratio=args.grain_ratio, colour_spread=args.colour_spread, off_family_prob=args.off_family_prob,
-        noise_std=args.noise_std, warp=args.warp)
+        noise_std=args.noise_std, warp=args.warp, flag="--out")
     print(json.dumps(summary, indent=2))
 
 

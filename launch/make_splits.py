@@ -17,7 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse  # noqa: E402
 
-from mofgseg_jax.errors import one_line_errors  # noqa: E402
+from mofgseg_jax import cli  # noqa: E402
+from mofgseg_jax.errors import InputError, one_line_errors  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -25,7 +26,7 @@ def main(argv=None) -> None:
     from mofgseg_jax.data.specs import available_specs, load_spec
     from mofgseg_jax.data.splits import make_splits, read_list, scan_layout, split_lists, write_splits
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="dataset root (list paths are relative to it)")
     parser.add_argument("--dataset", default="custom", choices=available_specs(), help="layout to scan")
     parser.add_argument("--ratios", default="1_16,1_8,1_4,1_2", help="comma-separated split names")
@@ -42,7 +43,8 @@ def main(argv=None) -> None:
         if list_file:
             return [(e.image, e.mask) for e in read_list(list_file)]
         if subset == "val" and layout["val"]["images"] == layout["train"]["images"]:
-            raise SystemExit(f"{args.dataset}: train and val images share a folder; pass --train-list/--val-list")
+            raise InputError(f"--dataset {args.dataset}: train and val images share one folder "
+                             f"({layout['val']['images']}); pass --train-list and --val-list")
         return scan_layout(args.root, layout[subset]["images"], layout[subset]["masks"],
                            layout["image_ext"], layout["mask_ext"])
 

@@ -4,7 +4,7 @@
   --output DIR                 writes DIR/color/<name>.png (dataset palette) and DIR/ids/<name>.png
                                (class ids, uint8), <name> = the input's file name without extension;
                                two inputs with one <name> are refused, and so is a file that exists
-  --overwrite                  replace prediction files that exist in --output
+  --overwrite                  replace prediction files that exist in --output (never an input image)
   --workdir DIR [--which best|latest|STEP] or --checkpoint DIR   the trained weights
   --network student|teacher    which of the two networks predicts (default: teacher, the EMA)
   --config configs/<name>.py   optional (default: the run's stored config); eval.mode decides
@@ -24,7 +24,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from mofgseg_jax import cli, outputs  # noqa: E402
 from mofgseg_jax.train.predict_files import (OUTPUT_KINDS, check_images, list_images, output_names,  # noqa: E402
-                                             padded_canvas, prediction_pictures)
+                                             output_paths, padded_canvas, prediction_pictures)
 
 config_flags.DEFINE_config_file("config", None, "config file (default: the run's stored config)", lock_config=True)
 flags.DEFINE_string("workdir", "", "training run directory")
@@ -35,7 +35,8 @@ flags.DEFINE_string("output", None, "output folder")
 flags.DEFINE_bool("overwrite", False, "replace prediction files that exist in --output (default: refuse)")
 flags.DEFINE_enum("network", "teacher", ["student", "teacher"], "which network predicts")
 flags.DEFINE_enum("mode", None, ["original", "center_crop", "sliding_window"], "override eval.mode")
-flags.DEFINE_integer("pad_multiple", 32, "pad each image up to a multiple of this (fewer compilations; 1 = unpadded, exact)")
+flags.DEFINE_integer("pad_multiple", 32, "pad each image up to a multiple of this (fewer compilations; 1 = unpadded, exact)",
+                     lower_bound=1)
 flags.mark_flags_as_required(["input", "output"])
 
 
@@ -48,8 +49,7 @@ def main(argv):
     # the run before anything is written.
     images = list_images(f.input)
     names = output_names(images)
-    outputs.refuse_existing([os.path.join(f.output, k, n) for n in names for k in OUTPUT_KINDS], "--output",
-                            overwrite=f.overwrite)
+    outputs.refuse_existing(output_paths(f.output, images, names), "--output", overwrite=f.overwrite)
     check_images(images)
 
     import jax  # noqa: PLC0415

@@ -21,7 +21,7 @@ import argparse  # noqa: E402
 import glob  # noqa: E402
 import json  # noqa: E402
 
-from mofgseg_jax import outputs  # noqa: E402
+from mofgseg_jax import cli  # noqa: E402
 from mofgseg_jax.errors import one_line_errors  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
     from mofgseg_jax.data.specs import load_spec
     from mofgseg_jax.data.splits import read_list
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, choices=sorted(tfds_builder.BUILDERS))
     parser.add_argument("--raw", required=True, help="raw dataset root (the paths in the lists are relative to it)")
     parser.add_argument("--splits", default="", help="folder of <split>/{labeled,unlabeled}.txt + val.txt "
@@ -67,7 +67,6 @@ def main(argv=None) -> dict:
     splits_dir = args.splits or os.path.join(args.raw, "splits")
     names = tuple(n for n in args.class_names.split(",") if n)
     spec = load_spec(args.dataset, num_classes=args.num_classes, class_names=names)
-    outputs.check_writable(args.out, "--out")
     summary = tfds_builder.build(args.dataset, args.raw, splits_dir, args.out, spec=spec,
                                  skip_invalid=args.skip_invalid, overwrite=args.overwrite)
     summary["lists"] = {os.path.relpath(f, splits_dir): len(read_list(f, allow_empty=True))

@@ -1,5 +1,6 @@
-"""What the launchers that take `--config` share (launch/train.py, evaluate.py, predict.py): flag
-parsing in which every bad flag, override or config file is one line, and quiet library logs.
+"""What the launchers share: flag parsing in which every bad flag, override or config file is one
+line, and quiet library logs. The absl launchers that take `--config` (launch/train.py, evaluate.py,
+predict.py) use `parse_flags` and `run`; the argparse ones use `ArgumentParser`.
 
 `parse_flags` also loads the config file: ml_collections defers some load errors until the config is
 first used, which in train.py came after train.log had been created.
@@ -7,6 +8,8 @@ first used, which in train.py came after train.log had been created.
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import re
 import sys
 from typing import Callable
@@ -28,6 +31,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     except (OSError, SyntaxError) as e:
         _exit(f"--config {_config_argument(argv)}: {_reason(e)}")
     except flags.Error as e:
+        missing = re.findall(r"Flag (--\w+) must have a value other than None", str(e))
+        if missing:  # mark_flags_as_required: one message per flag, the first --config's if it is missing
+            _exit(f"missing required flag{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                  "(--helpshort lists the flags)")
         # absl reports a config file's ValueError/TypeError as `flag --config=...: <traceback text>`.
         if str(e).startswith("flag --config="):
             _exit(f"--config {_config_argument(argv)}: {_reason(e)}")
@@ -43,6 +50,20 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def _exit(message: str) -> None:
     sys.exit(f"error: {message}")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the launchers without `--config`: a bad flag is one line, `error: ...` (exit
+    status 1, as every other bad input), where argparse prints its usage and exits with 2; an
+    unknown flag names the closest known one, as absl does."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        hint = "--help lists the flags"
+        match = re.match(r"unrecognized arguments: (-\S+)", message)
+        close = match and difflib.get_close_matches(match[1].split("=")[0], list(self._option_string_actions), n=1)
+        if close:
+            hint = f"did you mean {close[0]}? {hint}"
+        _exit(f"{message} ({hint})")
 
 
 def _config_argument(argv: list[str]) -> str:

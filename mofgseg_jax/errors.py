@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from typing import Iterator
 
@@ -40,14 +41,18 @@ class UnreadableInputError(InputError, RuntimeError):
 
 @contextlib.contextmanager
 def one_line_errors() -> Iterator[None]:
-    """Ends the program with `error: <message>` (exit status 1) on an `InputError` raised inside.
+    """Ends the program with `error: <message>` (exit status 1) on an `InputError` raised inside, and
+    with one line and status 130 (128 + SIGINT) on Ctrl-C: a stop the user asked for, not a bug.
 
     Launchers wrap their `main` in it. `MOFGSEG_TRACEBACK=1` re-raises instead, traceback and all.
     """
     try:
         yield
-    except InputError as e:
+    except (InputError, KeyboardInterrupt) as e:
         if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
             raise
         sys.stdout.flush()
+        if isinstance(e, KeyboardInterrupt):
+            print("\nstopped by Ctrl-C", file=sys.stderr)  # the newline ends a progress bar's line
+            sys.exit(128 + signal.SIGINT)
         sys.exit(f"error: {e}")

@@ -206,6 +206,22 @@ def test_best_of_a_run_never_evaluated_is_an_error_naming_its_steps_not_a_fallba
     assert inference.find_checkpoint(workdir=str(tmp_path), which="latest").endswith(f"{ckpt.CHECKPOINT_DIR}/6")
 
 
+def test_a_checkpoint_and_a_workdir_together_are_refused(tmp_path):
+    # evaluate.py loaded the --checkpoint and wrote its scores into the other --workdir.
+    from mofgseg_jax.errors import InputError
+    from mofgseg_jax.train import inference
+
+    c = ckpt.Checkpointer(str(tmp_path / "run"), keep=2)
+    c.save(3, _scaled(3))
+    c.close()
+    step_dir = str(tmp_path / "run" / ckpt.CHECKPOINT_DIR / "3")
+    with pytest.raises(InputError, match=r"--checkpoint .* and --workdir .*: give one of them"):
+        inference.find_checkpoint(workdir=str(tmp_path / "other"), checkpoint=step_dir)
+    with pytest.raises(InputError, match=r"--checkpoint .*_CHECKPOINT_METADATA: is a file; give a step directory"):
+        inference.find_checkpoint(checkpoint=os.path.join(step_dir, "_CHECKPOINT_METADATA"))
+    assert inference.find_checkpoint(checkpoint=step_dir) == step_dir
+
+
 @pytest.mark.parametrize("content", [b"", b"{", b"{}", b"[1]", b'{"miou": "x"}', b'{"miou": null}', b'{"miou": true}',
                                      b'{"miou": NaN}'])
 @pytest.mark.parametrize("read_only", [False, True], ids=["training", "evaluation"])

@@ -171,6 +171,48 @@ def test_a_stray_argument_is_one_line_without_the_usage(env, tmp_path):
     assert only_line(proc) == "error: unexpected argument stray: every argument is a --flag"
 
 
+@pytest.mark.parametrize("launcher, missing", [("train", "--config, --workdir"), ("predict", "--input, --output")])
+def test_missing_required_flags_are_one_line_naming_them_all(env, tmp_path, launcher, missing):
+    # absl's message for a missing --config began `flag --config=None`, read as a bad config file.
+    proc = run([f"launch/{launcher}.py"], env, timeout=120)
+    assert only_line(proc) == f"error: missing required flags {missing} (--helpshort lists the flags)"
+    assert proc.returncode == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["launch/convert_weights.py", "--src", "a.pth", "--out", "w", "--overwite"],
+     "error: unrecognized arguments: --overwite (did you mean --overwrite? --help lists the flags)"),
+    (["launch/make_splits.py"], "error: the following arguments are required: --root (--help lists the flags)"),
+    (["launch/make_demo_data.py", "--out", "d", "--num-train", "many"],
+     "error: argument --num-train: invalid int value: 'many' (--help lists the flags)"),
+    (["launch/prepare_data.py", "--dataset", "demo", "--raw", "r"],
+     "error: the following arguments are required: --out (--help lists the flags)"),
+    (["launch/compare.py", "--seeds", "a"], "error: --seeds 'a': expected comma-separated integers "
+     "(--help lists the flags)"),
+    (["launch/benchmark.py", "peak", "--bogus"], "error: unrecognized arguments: --bogus (--help lists the flags)"),
+])
+def test_the_argparse_launchers_report_a_bad_flag_in_one_line_with_status_1(env, args, message):
+    # argparse's own error() printed the usage and exited with 2, unlike every other bad input.
+    proc = run(args, env, timeout=120)
+    assert only_line(proc) == message and proc.returncode == 1
+
+
+def test_predict_refuses_a_pad_multiple_under_1(env, tmp_path):
+    # 0 and negative values were taken as 1 (unpadded) without a word.
+    proc = run(["launch/predict.py", "--workdir", str(tmp_path), "--input", str(tmp_path), "--output",
+                str(tmp_path / "out"), "--pad_multiple=0"], env, timeout=120)
+    assert only_line(proc) == "error: flag --pad_multiple=0: 0 is not a positive integer (--helpshort lists the flags)"
+
+
+def test_make_splits_of_a_layout_whose_train_and_val_share_a_folder_is_an_error_line(env, tmp_path):
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "JPEGImages" / "a.jpg").write_bytes(b"")
+    proc = run(["launch/make_splits.py", "--root", str(tmp_path), "--dataset", "pascal"], env, timeout=120)
+    assert only_line(proc) == ("error: --dataset pascal: train and val images share one folder (JPEGImages); "
+                               "pass --train-list and --val-list")
+    assert not (tmp_path / "splits").exists()
+
+
 @pytest.mark.parametrize("launcher", ["evaluate", "predict"])
 def test_evaluate_and_predict_report_a_mistyped_override_in_one_line(env, tmp_path, launcher):
     proc = run([f"launch/{launcher}.py", "--workdir", str(tmp_path), "--input", str(tmp_path), "--output",

@@ -220,3 +220,12 @@ def test_cli_compares_two_variants_end_to_end(tmp_path):
     assert all(r["step"] == 2 for r in data["runs"])
     assert (out / "comparison.png").stat().st_size > 10_000
     assert "semi − sup" in (out / "results.md").read_text()
+
+
+def test_an_unknown_variant_is_one_line_naming_the_choices():
+    # --variants bogus ended in the config file's ValueError traceback.
+    cmd = [sys.executable, os.path.join(REPO, "launch", "compare.py"), "--variants=sup,bogus", "--no_train"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith("error: --config configs/demo.py:bogus: unknown config variant 'bogus'; choose from ")

@@ -13,7 +13,7 @@ from PIL import Image
 from mofgseg_jax.data import demo
 from mofgseg_jax.data.specs import load_spec
 from mofgseg_jax.data.splits import read_list, split_files
-from mofgseg_jax.errors import OutputExistsError
+from mofgseg_jax.errors import InputNotWritableError, OutputExistsError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,6 +98,25 @@ def test_ensure_generates_again_over_an_interrupted_generation(tmp_path):
     (tmp_path / "splits" / "val.txt").unlink()  # stopped before the split lists
     assert demo.ensure(str(tmp_path), num_train=2, num_val=1, size=16, ratios=("1_2",))
     assert _digest(tmp_path) == complete
+
+
+def test_a_root_that_cannot_be_created_is_one_line_naming_it(tmp_path):
+    # make_demo_data.py --out on a read-only file system (and training's data.root) ended in makedirs'
+    # traceback; a path below a file fails the same way without root's privileges.
+    (tmp_path / "a_file").write_text("kept")
+    root = tmp_path / "a_file" / "demo"
+    with pytest.raises(InputNotWritableError, match=rf"^--out {re.escape(str(root))}: cannot create or write"):
+        demo.generate(str(root), num_train=2, num_val=1, size=16, ratios=("1_2",), flag="--out")
+    with pytest.raises(InputNotWritableError, match=rf"^data.root {re.escape(str(root))}: "):
+        demo.ensure(str(root), num_train=2, num_val=1, size=16, ratios=("1_2",))
+
+
+def test_a_stopped_generation_is_refused_as_such_not_as_a_foreign_folder(tmp_path):
+    demo.generate(str(tmp_path), num_train=2, num_val=1, size=16, ratios=("1_2",))
+    marker = tmp_path / demo.MARKER_FILE
+    marker.write_text(marker.read_text().replace('"complete": true', '"complete": false'))
+    with pytest.raises(OutputExistsError, match="holds a demo generation that was stopped or is still running"):
+        demo.generate(str(tmp_path), num_train=2, num_val=1, size=16, ratios=("1_2",))
 
 
 def test_make_demo_data_refuses_a_folder_that_holds_files_unless_overwrite(tmp_path):

@@ -180,3 +180,17 @@ def test_an_unwritable_out_is_a_clear_error(tmp_path):
     blocker.write_text("a file, not a folder")
     with pytest.raises(PermissionError, match=rf"--out {blocker}/tfds: cannot create or write there"):
         main(["--dataset", "demo", "--raw", str(raw), "--out", str(blocker / "tfds")])
+
+
+@pytest.mark.parametrize("flag", ["--raw", "--splits"])
+def test_a_missing_raw_or_splits_folder_is_named_and_nothing_is_created(tmp_path, flag):
+    # A mistyped --raw was '<raw>/splits: no lists found' and left --out holding TFDS's empty folders.
+    from launch.prepare_data import main
+    from mofgseg_jax.errors import InputNotFoundError
+
+    raw = tmp_path / "raw"
+    demo.generate(str(raw), num_train=2, num_val=1, size=16, ratios=("1_2",))
+    args = {"--raw": str(raw), "--splits": str(raw / "splits"), flag: str(tmp_path / "nope")}
+    with pytest.raises(InputNotFoundError, match=rf"^{flag} {tmp_path / 'nope'}: no such folder$"):
+        main(["--dataset", "demo", *[a for kv in args.items() for a in kv], "--out", str(tmp_path / "tfds")])
+    assert not (tmp_path / "tfds").exists()

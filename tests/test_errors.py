@@ -16,6 +16,15 @@ def test_an_input_error_becomes_one_error_line(monkeypatch):
     assert exit_info.value.code == "error: --input x.jpg: no such file or folder"
 
 
+def test_ctrl_c_is_one_line_and_exit_status_130(monkeypatch, capsys):
+    # predict.py, prepare_data.py, make_demo_data.py ... stopped by Ctrl-C printed a traceback.
+    monkeypatch.delenv("MOFGSEG_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        with one_line_errors():
+            raise KeyboardInterrupt
+    assert exit_info.value.code == 130 and capsys.readouterr().err.strip() == "stopped by Ctrl-C"
+
+
 def test_other_errors_keep_their_traceback(monkeypatch):
     monkeypatch.delenv("MOFGSEG_TRACEBACK", raising=False)
     with pytest.raises(ValueError, match="a bug"):

@@ -12,6 +12,7 @@ ImageNet head to drop) and mmseg names (`backbone.` / `decode_head.`, in {'state
 import collections
 import functools
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -504,6 +505,31 @@ def test_convert_weights_cli_never_overwrites_and_names_dims_of_a_custom_backbon
     assert convert_weights.main(["--src", str(_mmseg_file(tmp_path)), "--out", str(out), "--overwrite"]) == 0
     assert (out / "weights.safetensors").read_bytes() != written
     assert sorted(p.name for p in out.iterdir()) == ["info.json", "weights.safetensors"]  # no temp files left
+
+
+def test_a_conversion_that_finds_its_files_written_meanwhile_keeps_them(tmp_path):
+    # Two convert_weights.py runs into one --out both passed the launcher's check for existing files,
+    # then the second replaced the first's without --overwrite (through one shared .tmp name).
+    from mofgseg_jax.errors import OutputExistsError
+    from mofgseg_jax.weights import save_converted
+
+    variables = {"params": {"backbone": {"norm1": {"scale": np.ones(4, np.float32)}}}}
+    save_converted(tmp_path, variables, {"source": "first"}, overwrite=False)
+    written = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(OutputExistsError, match="info.json exists"):
+        save_converted(tmp_path, {"params": {}}, {"source": "second"}, overwrite=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == written
+
+
+def test_converted_weights_are_readable_by_others_as_the_umask_allows(tmp_path):
+    # safetensors' save_file wrote weights.safetensors with mode 0600, unreadable from another account.
+    from mofgseg_jax.weights import save_converted
+
+    save_converted(tmp_path, {"params": {"a": np.ones(2, np.float32)}}, {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {
+        "weights.safetensors": 0o666 & ~mask, "info.json": 0o666 & ~mask}
 
 
 def test_convert_weights_cli_keeps_a_users_info_json_in_out(tmp_path, capsys):

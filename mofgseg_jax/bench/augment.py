@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from mofgseg_jax import cli
 from mofgseg_jax.augment import perturb_unlabeled
 from mofgseg_jax.bench.common import time_calls, time_interleaved
 
@@ -85,7 +86,7 @@ def pil_perturb_sample(rng: random.Random, image01: np.ndarray, label: np.ndarra
 
 
 def run(argv: list[str]) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="benchmark.py augment", description=__doc__,
+    parser = cli.ArgumentParser(prog="benchmark.py augment", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256, help="square crop size")
     parser.add_argument("--batch_sizes", default="2,4", help="comma-separated unlabelled batch sizes")

@@ -18,6 +18,7 @@ import time
 from typing import Any, Iterator
 
 from configs.common import base_config
+from mofgseg_jax import cli
 from mofgseg_jax.data import demo, pipeline
 from mofgseg_jax.data.specs import load_spec
 
@@ -54,7 +55,7 @@ def _measure(data_cfg, args) -> dict[str, Any]:
 def run(argv: list[str]) -> dict[str, Any]:
     from mofgseg_jax.bench.common import canvas_arg  # noqa: PLC0415 (imports jax; the rest needs none)
 
-    parser = argparse.ArgumentParser(prog="benchmark.py data", description=__doc__,
+    parser = cli.ArgumentParser(prog="benchmark.py data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="", help="dataset root; default: generate demo data in a temp dir")
     parser.add_argument("--name", default="demo", help="data_specs name of --root")

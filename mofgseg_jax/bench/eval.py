@@ -22,11 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mofgseg_jax import cli
 from mofgseg_jax.bench.common import canvas_arg, model_config, time_calls, xla_flops
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="benchmark.py eval", description=__doc__,
+    p = cli.ArgumentParser(prog="benchmark.py eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="b0")
     p.add_argument("--classes", type=int, default=14)

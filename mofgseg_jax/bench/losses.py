@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mofgseg_jax import cli
 from mofgseg_jax.bench.common import time_calls, time_host
 from mofgseg_jax.losses import (cross_entropy, dice_loss, edge_targets, ohem_cross_entropy,
                                 pseudo_label_loss, weighted_contrastive_loss)
@@ -33,7 +34,7 @@ _REFERENCE = Path(__file__).resolve().parents[2] / "tests" / "loss_references.py
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="benchmark.py losses", description=__doc__,
+    p = cli.ArgumentParser(prog="benchmark.py losses", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=4, help="images (labelled + unlabelled)")
     p.add_argument("--size", type=int, default=256, help="H = W of rep, labels and probs")

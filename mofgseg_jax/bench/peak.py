@@ -17,12 +17,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from mofgseg_jax import cli
 from mofgseg_jax.bench.common import time_calls
 from mofgseg_jax.models.conv import conv3x3_same
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="benchmark.py peak", description=__doc__,
+    p = cli.ArgumentParser(prog="benchmark.py peak", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--matmul-size", type=int, default=2048, help="N of the N x N x N matmul")
     p.add_argument("--crop", type=int, default=256, help="crop whose stride-4 map the conv runs on")

@@ -39,6 +39,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from mofgseg_jax import cli
 from mofgseg_jax.bench.common import (log, model_config, paired_ratio, paired_ratio_interval, peak_memory_bytes,
                                       time_interleaved, xla_flops)
 from mofgseg_jax.bench.profile import time_by_module, top_ops, trace_steps
@@ -63,7 +64,7 @@ HF_PRESETS = {name: dict(hidden_sizes=list(p.dims), depths=list(p.depths), decod
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="benchmark.py step", description=__doc__,
+    p = cli.ArgumentParser(prog="benchmark.py step", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="b0")
     p.add_argument("--crop", type=int, default=256)

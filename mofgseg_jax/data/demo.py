@@ -39,6 +39,7 @@ from PIL import Image
 
 from mofgseg_jax.data.splits import make_splits, write_splits
 from mofgseg_jax.errors import OutputExistsError
+from mofgseg_jax.outputs import check_writable
 
 CLASS_NAMES = ("smooth", "stripes_fine", "stripes_coarse", "stripes_wavy", "grain_fine", "grain_coarse",
                "dots", "checker")
@@ -127,14 +128,16 @@ def render(rng: np.random.Generator, *, size: int = 96, num_regions: Sequence[in
 
 def generate(root: str, *, overwrite: bool = False, seed: int = 0, num_train: int = 512, num_val: int = 96,
              size: int = 96, ratios: Sequence[str] = DEFAULT_SPLITS, split_seed: int = 0, jpeg_quality: int = 90,
-             **render_kwargs: Any) -> dict[str, Any]:
+             flag: str = "data.root", **render_kwargs: Any) -> dict[str, Any]:
     """Writes the demo dataset under `root` (layout in the module docstring); returns a summary.
 
     Image i of a subset depends only on (seed, subset, i), so any count reproduces the same images.
     `render_kwargs` are `render`'s difficulty knobs. `root` must be missing or empty unless
     `overwrite` (then same-named files are replaced and other files stay); else `OutputExistsError`.
+    A `root` that cannot be written is `InputNotWritableError`, naming `flag` (how the user gave it).
     """
     _refuse_unless_empty(root, overwrite=overwrite)
+    check_writable(root, flag)  # a read-only or file-blocked path: one line, not makedirs' traceback
     start = time.perf_counter()
     params = {"seed": seed, "num_train": num_train, "num_val": num_val, "size": size, "splits": list(ratios),
               "split_seed": split_seed, "jpeg_quality": jpeg_quality, **render_kwargs}
@@ -194,6 +197,13 @@ def _refuse_unless_empty(root: str, *, overwrite: bool) -> None:
     if not os.path.isdir(root):
         raise OutputExistsError(f"{root}: exists and is not a folder; the demo data needs a missing or empty "
                                 "folder (nothing was written)")
+    marker = _read_marker(root)
+    if marker is not None and marker.get("complete") is not True:
+        # Not "not a demo dataset": this is ours, stopped (or still running in another process).
+        raise OutputExistsError(
+            f"{root}: holds a demo generation that was stopped or is still running ({MARKER_FILE} says "
+            "incomplete); once none is running, redo it with "
+            f"`python launch/make_demo_data.py --out {root} --overwrite` (nothing was written)")
     if os.listdir(root):
         raise OutputExistsError(
             f"{root}: the folder holds files that are not a demo dataset (no complete {MARKER_FILE}); the demo "

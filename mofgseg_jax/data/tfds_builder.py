@@ -30,7 +30,8 @@ from mofgseg_jax.data.errors import DataError
 from mofgseg_jax.data.folder_source import edge_path
 from mofgseg_jax.data.specs import DatasetSpec, available_specs, load_spec
 from mofgseg_jax.data.splits import Entry, read_list
-from mofgseg_jax.errors import InputError, OutputExistsError
+from mofgseg_jax.errors import InputError, InputNotFoundError, OutputExistsError
+from mofgseg_jax.outputs import check_writable
 
 log = logging.getLogger("mofgseg.data")  # see data/pipeline.py
 
@@ -174,6 +175,13 @@ def build(dataset: str, raw_dir: str, splits_dir: str, out_dir: str, *, spec: Da
     one is an error unless `overwrite`. Then it is moved aside (`1.0.0.previous`, in the builder's
     own folder), and deleted only once the new build is complete; a build that fails puts it back.
     """
+    # Inputs first, then --out: a mistyped --raw left an --out holding TFDS's empty folders and
+    # was reported as '<raw>/splits: no lists found'.
+    for flag, folder in (("--raw", raw_dir), ("--splits", splits_dir)):
+        if not os.path.isdir(folder):
+            what = "is a file, not a folder" if os.path.isfile(folder) else "no such folder"
+            raise InputNotFoundError(f"{flag} {folder}: {what}")
+    check_writable(out_dir, "--out")
     spec = spec or load_spec(dataset)
     version_dir = os.path.join(out_dir, builder_name(dataset), str(SegmentationBuilder.VERSION))
     previous = ""

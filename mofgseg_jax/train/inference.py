@@ -23,7 +23,15 @@ CHOICES = ("best", "latest")
 def find_checkpoint(*, workdir: str = "", checkpoint: str = "", which: str = "best") -> str:
     """The step directory to load: `checkpoint` (a step dir, or the latest step of the checkpoints
     folder or workdir it names), or the best/latest step of `workdir`."""
+    if checkpoint and workdir:
+        # The checkpoint was loaded and the default output went into --workdir: one run's scores
+        # filed in another's folder.
+        raise InputError(f"--checkpoint {checkpoint} and --workdir {workdir}: give one of them (the step "
+                         "directory, or the run with --which)")
     if checkpoint:
+        if os.path.isfile(checkpoint):
+            raise InputError(f"--checkpoint {checkpoint}: is a file; give a step directory "
+                             f"(<workdir>/{ckpt.CHECKPOINT_DIR}/<step>)")
         if not os.path.isdir(checkpoint):
             raise InputNotFoundError(f"--checkpoint {checkpoint}: no such directory")
         return ckpt.resolve_step_dir(checkpoint)

@@ -17,8 +17,11 @@ OUTPUT_KINDS = ("ids", "color")  # <output>/ids/<name>.png (class ids), <output>
 def list_images(spec: str) -> list[str]:
     """Image paths named by a comma-separated list of files and folders (folders: sorted, not
     recursive); a file named twice (also through its folder) is listed once."""
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    if not items:  # `--input "$IMAGES"` with the variable unset: not a run that predicts nothing
+        raise InputError(f"--input {spec!r}: names no file or folder")
     paths = []
-    for item in filter(None, (s.strip() for s in spec.split(","))):
+    for item in items:
         if os.path.isdir(item):
             found = sorted(os.path.join(item, n) for n in os.listdir(item) if n.lower().endswith(IMAGE_EXTS))
             if not found:
@@ -45,6 +48,19 @@ def output_names(images: list[str]) -> list[str]:
                              "predict them into separate --output folders")
         first[name] = path
     return list(first)
+
+
+def output_paths(output: str, images: list[str], names: list[str]) -> list[str]:
+    """`<output>/<kind>/<name>` for every name (of `output_names(images)`) and kind. One that is an
+    input image is an error, --overwrite or not: `--input photos/color --output photos` replaced
+    each photo with its prediction."""
+    inputs = {os.path.realpath(p): p for p in images}
+    paths = [os.path.join(output, kind, name) for name in names for kind in OUTPUT_KINDS]
+    for path in paths:
+        if os.path.realpath(path) in inputs:
+            raise InputError(f"--output {output}: would write {path} over the input image "
+                             f"{inputs[os.path.realpath(path)]}; choose an --output that holds no input")
+    return paths
 
 
 def check_images(images: list[str]) -> None:

@@ -7,7 +7,6 @@ merges a converted folder (or a raw checkpoint file) into freshly initialised va
 """
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 from flax import traverse_util
 
 from mofgseg_jax.errors import InputError
+from mofgseg_jax.outputs import open_new
 from mofgseg_jax.weights.convert import canonicalize, describe, to_variables
 from mofgseg_jax.weights.readers import HF_FILES, CheckpointError, read_state_dict, shown
 
@@ -38,20 +38,23 @@ def convert_file(src: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return to_variables(canonical), info
 
 
-def save_converted(out_dir: str | Path, variables: dict[str, Any], info: dict[str, Any]) -> Path:
-    """Writes `out_dir/weights.safetensors` (keys like 'params/backbone/norm1/scale') and info.json,
-    replacing them if they exist (launch/convert_weights.py refuses that first, unless --overwrite)."""
-    from safetensors.numpy import save_file
+def save_converted(out_dir: str | Path, variables: dict[str, Any], info: dict[str, Any], *,
+                   overwrite: bool = True) -> Path:
+    """Writes `out_dir/weights.safetensors` (keys like 'params/backbone/norm1/scale') and info.json;
+    a file of them that exists is replaced only if `overwrite` (else `OutputExistsError`, naming
+    it, as for a second conversion into the same --out at the same time)."""
+    from safetensors.numpy import save
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     flat = traverse_util.flatten_dict(variables, sep="/")
-    # Each written beside and renamed: an interrupted write never leaves a truncated file.
-    weights_tmp, info_tmp = out_dir / (WEIGHTS_FILE + ".tmp"), out_dir / (INFO_FILE + ".tmp")
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in flat.items()}, str(weights_tmp))
-    info_tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(weights_tmp, out_dir / WEIGHTS_FILE)
-    os.replace(info_tmp, out_dir / INFO_FILE)
+    data = save({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in flat.items()})
+    # Each file whole or not at all (`open_new`); the weights last, as a folder without them is
+    # no conversion to `read_converted`. safetensors' own save_file also wrote them mode 0600.
+    with open_new(str(out_dir / INFO_FILE), "--out", overwrite=overwrite) as f:
+        f.write(json.dumps(info, indent=2) + "\n")
+    with open_new(str(out_dir / WEIGHTS_FILE), "--out", overwrite=overwrite, binary=True) as f:
+        f.write(data)
     return out_dir
 
 
