@@ -30,7 +30,7 @@ def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     # No help option here: `PART --help` must reach the part's own parser.
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     add_help=False)
+                                add_help=False)
     parser.add_argument("part", choices=PARTS)
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()

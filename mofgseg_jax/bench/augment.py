@@ -87,7 +87,7 @@ def pil_perturb_sample(rng: random.Random, image01: np.ndarray, label: np.ndarra
 
 def run(argv: list[str]) -> dict[str, Any]:
     parser = cli.ArgumentParser(prog="benchmark.py augment", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256, help="square crop size")
     parser.add_argument("--batch_sizes", default="2,4", help="comma-separated unlabelled batch sizes")
     parser.add_argument("--mix_mode", default="cutout", choices=("cutout", "cutmix", "classmix", "none"))

@@ -56,7 +56,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     from mofgseg_jax.bench.common import canvas_arg  # noqa: PLC0415 (imports jax; the rest needs none)
 
     parser = cli.ArgumentParser(prog="benchmark.py data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="", help="dataset root; default: generate demo data in a temp dir")
     parser.add_argument("--name", default="demo", help="data_specs name of --root")
     parser.add_argument("--split", default="1_8")

@@ -28,7 +28,7 @@ from mofgseg_jax.bench.common import canvas_arg, model_config, time_calls, xla_f
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = cli.ArgumentParser(prog="benchmark.py eval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="b0")
     p.add_argument("--classes", type=int, default=14)
     p.add_argument("--mode", default="sliding_window", choices=("original", "center_crop", "sliding_window"))

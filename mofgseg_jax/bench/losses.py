@@ -35,7 +35,7 @@ _REFERENCE = Path(__file__).resolve().parents[2] / "tests" / "loss_references.py
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = cli.ArgumentParser(prog="benchmark.py losses", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=4, help="images (labelled + unlabelled)")
     p.add_argument("--size", type=int, default=256, help="H = W of rep, labels and probs")
     p.add_argument("--classes", type=int, default=14)

@@ -24,7 +24,7 @@ from mofgseg_jax.models.conv import conv3x3_same
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = cli.ArgumentParser(prog="benchmark.py peak", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--matmul-size", type=int, default=2048, help="N of the N x N x N matmul")
     p.add_argument("--crop", type=int, default=256, help="crop whose stride-4 map the conv runs on")
     p.add_argument("--batch", type=int, default=2, help="images through the conv (labelled batch)")

@@ -65,7 +65,7 @@ HF_PRESETS = {name: dict(hidden_sizes=list(p.dims), depths=list(p.depths), decod
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = cli.ArgumentParser(prog="benchmark.py step", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="b0")
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--batch-labeled", type=int, default=2, help="global labelled batch")
