@@ -55,7 +55,7 @@ def main(argv=None) -> None:
     outputs.check_writable(out, "--out")
     # Published lists live in <root>/splits: replacing one would silently change every later result.
     outputs.refuse_existing(list(split_lists(out, splits, val)), "--out", overwrite=args.overwrite)
-    write_splits(out, splits, val=val)
+    write_splits(out, splits, val=val, overwrite=args.overwrite)
     for ratio, parts in splits.items():
         print(f"{out}/{ratio}: {len(parts['labeled'])} labelled, {len(parts['unlabeled'])} unlabelled")
     print(f"{out}/val.txt: {len(val)} images")

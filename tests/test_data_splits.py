@@ -159,6 +159,23 @@ def test_make_splits_cli_keeps_existing_lists_unless_overwrite(tmp_path):
     assert not list((root / "splits").rglob("*.tmp*"))  # each list was written whole, then renamed
 
 
+def test_two_make_splits_runs_on_one_out_at_once_never_leave_a_mix_of_their_lists(tmp_path, monkeypatch):
+    # Both runs passed the up-front check before either wrote; each list was then replaced on its
+    # own, so the folder could hold seed 1's labelled list beside seed 2's unlabelled one.
+    from launch import make_splits
+    from mofgseg_jax import outputs
+    from mofgseg_jax.errors import OutputExistsError
+
+    root = _raw_folder(tmp_path)
+    make_splits.main(["--root", str(root), "--ratios", "1_4", "--seed", "1"])
+    written = {p: p.read_text() for p in (root / "splits").rglob("*.txt")}
+    monkeypatch.setattr(outputs, "refuse_existing", lambda *a, **k: None)  # the race window
+    with pytest.raises(OutputExistsError, match=r"--out: \S+\.txt exists; choose another --out or pass --overwrite"):
+        make_splits.main(["--root", str(root), "--ratios", "1_4", "--seed", "2"])
+    assert {p: p.read_text() for p in (root / "splits").rglob("*.txt")} == written
+    assert not list((root / "splits").rglob(".*.tmp"))
+
+
 def test_a_list_write_that_fails_leaves_the_earlier_lists_whole(tmp_path, monkeypatch):
     import os
 

@@ -9,7 +9,6 @@ A list file has one `<image path> <mask path>` pair per line, both relative to t
 from __future__ import annotations
 
 import codecs
-import contextlib
 import dataclasses
 import math
 import os
@@ -20,6 +19,7 @@ import numpy as np
 
 from mofgseg_jax.data.errors import DataError
 from mofgseg_jax.errors import InputError
+from mofgseg_jax.outputs import open_new
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,19 +102,12 @@ def write_list(path: str, pairs: Iterable[Entry | tuple[str, str]]) -> None:
     _write_whole(path, format_list(pairs))
 
 
-def _write_whole(path: str, text: str) -> None:
-    """Writes `text` to a temporary file renamed onto `path`: a write that stops half way (disk
+def _write_whole(path: str, text: str, *, overwrite: bool = True, flag: str = "--out") -> None:
+    """Writes one list whole or not at all (`outputs.open_new`): a write that stops half way (disk
     full, Ctrl-C) leaves the earlier file, never half a list."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(temporary, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
+    with open_new(path, flag, overwrite=overwrite, binary=True) as f:
+        f.write(text.encode("utf-8"))
 
 
 def split_files(root: str, split: str, split_dir: str = "") -> dict[str, str]:
@@ -185,12 +178,15 @@ def split_lists(out_dir: str, splits: dict[str, dict[str, list[tuple[str, str]]]
 
 
 def write_splits(out_dir: str, splits: dict[str, dict[str, list[tuple[str, str]]]],
-                 val: Sequence[Entry | tuple[str, str]] | None = None) -> None:
-    """Writes the lists of `split_lists`, each whole (see `_write_whole`)."""
+                 val: Sequence[Entry | tuple[str, str]] | None = None, *, overwrite: bool = True,
+                 flag: str = "--out") -> None:
+    """Writes the lists of `split_lists`, each whole (see `_write_whole`). Without `overwrite` a list
+    that exists is `OutputExistsError`: of two runs writing one folder at once (other seeds), the
+    second stops at the first list the other wrote, so the lists on disk are never a mix of both."""
     # All formatted first: a path that cannot be listed leaves every list as it was, not some replaced.
     texts = {path: format_list(pairs) for path, pairs in split_lists(out_dir, splits, val).items()}
     for path, text in texts.items():
-        _write_whole(path, text)
+        _write_whole(path, text, overwrite=overwrite, flag=flag)
 
 
 def scan_layout(root: str, images_dir: str, masks_dir: str, image_ext: str,
