@@ -211,6 +211,13 @@ def test_a_nan_loss_is_visible_in_the_metrics(semi_two_devices):
     assert len(r["traces"]) == 1  # same shapes: no recompile
 
 
+def test_a_non_finite_window_mean_names_its_steps_and_the_absence_of_a_checkpoint():
+    with pytest.raises(FloatingPointError, match=r"at step 20: \{'grad_norm': inf\} \(means over steps 11-20\); "
+                                                 r"stopping \(no checkpoint was saved\)"):
+        check_finite({"loss": 1.0, "grad_norm": np.inf}, 20, first_step=11, last_checkpoint=None)
+    check_finite({"loss": 1.0}, 20, first_step=11)  # finite: no error
+
+
 @pytest.fixture(scope="module")
 def sup_accumulated():
     """'sup' mode, accumulate_steps=2, published teacher BN: 4 micro-steps on 2 devices."""

@@ -289,9 +289,17 @@ def make_train_step(config: Any, model: Any) -> StepFn:
     return body
 
 
-def check_finite(metrics: Mapping[str, Any], step: int) -> None:
-    """Raises FloatingPointError naming the step and the non-finite metrics (host-side, fetched values)."""
+def check_finite(metrics: Mapping[str, Any], step: int, *, first_step: int | None = None,
+                 last_checkpoint: int | None = None) -> None:
+    """Raises FloatingPointError naming the step and the non-finite metrics (host-side, fetched values).
+
+    `metrics` may be means over the steps `first_step..step` (the loop's log window): the message
+    names that range, since the first non-finite step can be any of them. `last_checkpoint`: the
+    step training can resume from (None: no checkpoint yet)."""
     bad = {k: np.asarray(v).tolist() for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v)))}
-    if bad:
-        raise FloatingPointError(f"non-finite training metrics at step {step}: {bad}; stopping "
-                                 "(the last good checkpoint is kept)")
+    if not bad:
+        return
+    window = f" (means over steps {first_step}-{step})" if first_step is not None and first_step < step else ""
+    kept = ("no checkpoint was saved" if last_checkpoint is None
+            else f"the last checkpoint, step {last_checkpoint}, is kept")
+    raise FloatingPointError(f"non-finite training metrics at step {step}: {bad}{window}; stopping ({kept})")
