@@ -212,6 +212,43 @@ def test_a_nan_loss_is_visible_in_the_metrics(semi_two_devices):
 
 
 @pytest.fixture(scope="module")
+def semi_one_device():
+    config = tiny_config(loss__contrastive_weight=1.0)
+    model, state = host_state(config)
+    par = parallel.make_parallel(config, make_train_step(config, model), mesh=parallel.make_mesh(jax.devices()[:1]))
+    return par, state
+
+
+_LABEL = fake_batch(0)["labeled"]["label"]
+
+
+@pytest.mark.parametrize("part, key, value, message", [
+    ("labeled", "image", np.zeros((2, CROP, CROP, 3), np.float32),  # /255 again: silently dark images
+     r"batch\['labeled'\]\['image'\] must be uint8 \[B, H, W, 3\], got float32\[2, 32, 32, 3\]"),
+    ("labeled", "label", _LABEL[:, :16, :16],
+     r"batch\['labeled'\]\['label'\] must be integer \[B, H, W\] = \[2, 32, 32\], as its image, got uint8\[2, 16, 16\]"),
+    ("labeled", "label", _LABEL[..., None], r"batch\['labeled'\]\['label'\] must be .* got uint8\[2, 32, 32, 1\]"),
+    ("labeled", "label", _LABEL.astype(np.float32), r"batch\['labeled'\]\['label'\] must be integer"),
+    ("labeled", "edge", np.zeros((2, 16, 16), np.uint8), r"batch\['labeled'\]\['edge'\] must be integer \[B, H, W\]"),
+    ("unlabeled", "image", np.zeros((2, 48, 48, 3), np.uint8),
+     r"batch\['unlabeled'\]\['image'\] must be uint8 \[B, 32, 32, 3\], the labelled crop, got uint8\[2, 48, 48, 3\]"),
+], ids=["float_image", "label_crop", "label_4d", "float_label", "edge_crop", "unlabeled_crop"])
+def test_a_batch_of_another_layout_is_refused_naming_its_key(semi_one_device, part, key, value, message):
+    par, state = semi_one_device
+    batch = fake_batch(0)
+    batch[part] = {**batch[part], key: value}
+    with pytest.raises(InputError, match=message):
+        par.step(par.put_state(state), par.put_batch(batch), jax.random.key(0))
+
+
+def test_a_non_finite_window_mean_names_its_steps_and_the_absence_of_a_checkpoint():
+    with pytest.raises(FloatingPointError, match=r"at step 20: \{'grad_norm': inf\} \(means over steps 11-20\); "
+                                                 r"stopping \(no checkpoint was saved\)"):
+        check_finite({"loss": 1.0, "grad_norm": np.inf}, 20, first_step=11, last_checkpoint=None)
+    check_finite({"loss": 1.0}, 20, first_step=11)  # finite: no error
+
+
+@pytest.fixture(scope="module")
 def sup_accumulated():
     """'sup' mode, accumulate_steps=2, published teacher BN: 4 micro-steps on 2 devices."""
     config = tiny_config(train__mode="sup", optim__accumulate_steps=2, ema__batch_stats=False)

@@ -293,7 +293,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 if do_log or do_save:
                     # One transfer per window; also guards every checkpoint against a non-finite state.
                     means = _window_means(parallel, acc, count)
-                    check_finite(means, step)
+                    check_finite(means, step, first_step=step - count + 1,
+                                 last_checkpoint=checkpointer.latest_step())
                     if do_log:
                         now = time.perf_counter()
                         means["steps_per_second"] = count / max(now - window_start, 1e-9)

@@ -111,6 +111,33 @@ def wants_inside_map(config: Any) -> bool:
             and bool(config.loss.edge_ignore_as_region))
 
 
+def check_batch(batch: Mapping[str, Any], semi: bool) -> None:
+    """Trace time: a batch of another layout than `make_train_step`'s is one error naming the key,
+    not a KeyError or a broadcasting error deep in the model or losses (or, for float images, a
+    silently wrong step: it divides by 255). Shapes are per device."""
+    def refuse(path: str, x: Any, want: str):
+        raise InputError(f"batch{path} must be {want}, got {x.dtype}{list(x.shape)} (per device)")
+
+    labeled = batch["labeled"]
+    image = labeled["image"]
+    if image.dtype != jnp.uint8 or image.ndim != 4 or image.shape[-1] != 3:
+        refuse("['labeled']['image']", image, "uint8 [B, H, W, 3]")
+    b, h, w = image.shape[:3]
+    for name in ("label", "edge", "inside"):
+        x = labeled.get(name)
+        if x is not None and (tuple(x.shape) != (b, h, w) or not (jnp.issubdtype(x.dtype, jnp.integer)
+                                                                  or x.dtype == jnp.bool_)):
+            refuse(f"['labeled'][{name!r}]", x, f"integer [B, H, W] = {[b, h, w]}, as its image")
+    if semi:
+        if "unlabeled" not in batch:
+            raise ValueError("train.mode='semi' needs batch['unlabeled']['image']; use train.mode='sup' "
+                             "(config variant ':sup') to train on labelled data only")
+        # The two batches share one backbone call and the contrastive loss: one crop size.
+        image_u = batch["unlabeled"]["image"]
+        if image_u.dtype != jnp.uint8 or image_u.ndim != 4 or tuple(image_u.shape[1:]) != (h, w, 3):
+            refuse("['unlabeled']['image']", image_u, f"uint8 [B, {h}, {w}, 3], the labelled crop")
+
+
 def make_train_step(config: Any, model: Any) -> StepFn:
     """Returns the per-device body (state, batch, rng) -> (state, metrics).
 
@@ -170,6 +197,7 @@ def make_train_step(config: Any, model: Any) -> StepFn:
         return weighted(labelled) + ramp * weighted(UNLABELLED_TERMS)
 
     def body(state: TrainState, batch: Mapping[str, Any], rng: jax.Array):
+        check_batch(batch, semi)  # trace time
         step_key = jax.random.fold_in(rng, state.step)
         # Two streams: one shared by all devices (per-sample perturbation keys fold in the global
         # sample index), one folded with the device index (dropout, contrastive sampling, cross-sample
@@ -193,9 +221,6 @@ def make_train_step(config: Any, model: Any) -> StepFn:
                                                     inside=labeled["inside"] if void_region else None)
 
         aux: dict[str, jax.Array] = {}
-        if semi and "unlabeled" not in batch:  # trace time: a plain message instead of a KeyError
-            raise ValueError("train.mode='semi' needs batch['unlabeled']['image']; use train.mode='sup' "
-                             "(config variant ':sup') to train on labelled data only")
         if semi:
             x_u = _to_unit(batch["unlabeled"]["image"])
             teacher_vars = {"params": state.teacher["params"], "batch_stats": state.teacher["batch_stats"]}
@@ -289,9 +314,17 @@ def make_train_step(config: Any, model: Any) -> StepFn:
     return body
 
 
-def check_finite(metrics: Mapping[str, Any], step: int) -> None:
-    """Raises FloatingPointError naming the step and the non-finite metrics (host-side, fetched values)."""
+def check_finite(metrics: Mapping[str, Any], step: int, *, first_step: int | None = None,
+                 last_checkpoint: int | None = None) -> None:
+    """Raises FloatingPointError naming the step and the non-finite metrics (host-side, fetched values).
+
+    `metrics` may be means over the steps `first_step..step` (the loop's log window): the message
+    names that range, since the first non-finite step can be any of them. `last_checkpoint`: the
+    step training can resume from (None: no checkpoint yet)."""
     bad = {k: np.asarray(v).tolist() for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v)))}
-    if bad:
-        raise FloatingPointError(f"non-finite training metrics at step {step}: {bad}; stopping "
-                                 "(the last good checkpoint is kept)")
+    if not bad:
+        return
+    window = f" (means over steps {first_step}-{step})" if first_step is not None and first_step < step else ""
+    kept = ("no checkpoint was saved" if last_checkpoint is None
+            else f"the last checkpoint, step {last_checkpoint}, is kept")
+    raise FloatingPointError(f"non-finite training metrics at step {step}: {bad}{window}; stopping ({kept})")
