@@ -39,6 +39,11 @@ class UnreadableInputError(InputError, RuntimeError):
     """A stored file (a checkpoint) exists but cannot be read."""
 
 
+class TrainingDivergedError(InputError, FloatingPointError):
+    """Training produced non-finite values (most often a learning rate too high for the batch); the
+    message names the step and the values. No bug: the code did what the config asked."""
+
+
 @contextlib.contextmanager
 def one_line_errors() -> Iterator[None]:
     """Ends the program with `error: <message>` (exit status 1) on an `InputError` raised inside, and

@@ -248,6 +248,16 @@ def test_a_non_finite_window_mean_names_its_steps_and_the_absence_of_a_checkpoin
     check_finite({"loss": 1.0}, 20, first_step=11)  # finite: no error
 
 
+def test_a_diverged_run_ends_a_launcher_in_one_line_not_a_traceback(monkeypatch):
+    from mofgseg_jax.errors import one_line_errors
+
+    monkeypatch.delenv("MOFGSEG_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit, match=r"^error: non-finite training metrics at step 3: \{'loss': nan\}; stopping "
+                                         r"\(the last checkpoint, step 2, is kept\); a learning rate too high"):
+        with one_line_errors():
+            check_finite({"loss": np.nan}, 3, first_step=3, last_checkpoint=2)
+
+
 @pytest.fixture(scope="module")
 def sup_accumulated():
     """'sup' mode, accumulate_steps=2, published teacher BN: 4 micro-steps on 2 devices."""

@@ -23,7 +23,7 @@ import optax
 
 from mofgseg_jax.augment.perturb import perturb_unlabeled
 from mofgseg_jax.augment.photometric import mean_std, normalize
-from mofgseg_jax.errors import InputError
+from mofgseg_jax.errors import InputError, TrainingDivergedError
 from mofgseg_jax.losses import boundary as boundary_loss
 from mofgseg_jax.losses import supervised
 from mofgseg_jax.losses.contrastive import weighted_contrastive_loss
@@ -316,7 +316,8 @@ def make_train_step(config: Any, model: Any) -> StepFn:
 
 def check_finite(metrics: Mapping[str, Any], step: int, *, first_step: int | None = None,
                  last_checkpoint: int | None = None) -> None:
-    """Raises FloatingPointError naming the step and the non-finite metrics (host-side, fetched values).
+    """Raises `TrainingDivergedError` (a FloatingPointError; one line from the launchers) naming the
+    step and the non-finite metrics (host-side, fetched values).
 
     `metrics` may be means over the steps `first_step..step` (the loop's log window): the message
     names that range, since the first non-finite step can be any of them. `last_checkpoint`: the
@@ -327,4 +328,5 @@ def check_finite(metrics: Mapping[str, Any], step: int, *, first_step: int | Non
     window = f" (means over steps {first_step}-{step})" if first_step is not None and first_step < step else ""
     kept = ("no checkpoint was saved" if last_checkpoint is None
             else f"the last checkpoint, step {last_checkpoint}, is kept")
-    raise FloatingPointError(f"non-finite training metrics at step {step}: {bad}{window}; stopping ({kept})")
+    raise TrainingDivergedError(f"non-finite training metrics at step {step}: {bad}{window}; stopping ({kept}); "
+                                "a learning rate too high (optim.lr) is the usual cause")
