@@ -271,8 +271,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             log.info("step %d was saved but not evaluated: evaluating it before training on", step)
             last_eval = evaluate_and_rank(step)
         acc, count, window_start = None, 0, time.perf_counter()
-        progress = _progress(total_steps, start_step, enabled=pi == 0)
-        with preemption.StopRequest() as stop:  # SIGTERM / Ctrl-C: save this step, then stop
+        # The bar closes however the loop ends, so an error line is not printed into it.
+        with (_progress(total_steps, start_step, enabled=pi == 0) as progress,
+              preemption.StopRequest() as stop):  # SIGTERM / Ctrl-C: save this step, then stop
             while step < total_steps:
                 batch = next(train_it)
                 if batch_hook is not None:
@@ -308,7 +309,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                     last_eval = evaluate_and_rank(step)
                 if stopping:
                     break
-        progress.close()
         checkpointer.wait()
         if step < total_steps:  # stopped on request, with this step saved
             log.info("stopped at step %d on %s; checkpoint saved: the same command resumes from it",
