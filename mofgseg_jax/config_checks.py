@@ -76,6 +76,7 @@ FACTORS = _range(">= 0", lambda v: v >= 0)  # colour-jitter factors
 HUE_SHIFTS = _range("in [-0.5, 0.5] (of a hue turn)", lambda v: -0.5 <= v <= 0.5)
 ODD_POSITIVE_INT = _integer("> 0 and odd", lambda v: v > 0 and v % 2 == 1)
 FRACTION = _number("in (0, 1]", lambda v: 0 < v <= 1)
+BELOW_ONE = _number("in [0, 1)", lambda v: 0 <= v < 1)  # a drop rate of 1 keeps nothing (and divides by 0)
 # Normalisation of images scaled to [0, 1]: a 0-255 mean (123.675, ...) is refused, not trained on.
 CHANNEL_MEANS = _rgb("in [0, 1] (images are scaled to [0, 1])", lambda v: 0 <= v <= 1)
 CHANNEL_STDS = _rgb("in (0, 1] (images are scaled to [0, 1])", lambda v: 0 < v <= 1)
@@ -97,6 +98,16 @@ MODEL_RULES: dict[str, Rule] = {
     "eam_low_dim": POSITIVE_INT,
     "eam_high_dim": POSITIVE_INT,
     "eam_mid_dim": POSITIVE_INT,
+    "embed_dim": _integer(">= 0 (0 = the preset's)", lambda v: v >= 0),
+    "rep_dim": POSITIVE_INT,
+    "drop_path_rate": BELOW_ONE,
+    "dropout_rate": BELOW_ONE,
+    # Normalisation eps and BatchNorm momentum: a NaN, a negative eps or a momentum outside [0, 1]
+    # trains without an error until the loss is NaN.
+    "block_ln_eps": POSITIVE,
+    "embed_ln_eps": POSITIVE,
+    "bn_eps": POSITIVE,
+    "bn_momentum": PROBABILITY,
 }
 
 
@@ -190,11 +201,14 @@ def check_config_values(config: Any, *, training: bool = True) -> None:
 
 def check_model_values(model: Any) -> None:
     """Raises one `InputError` naming the first malformed key of a model section (`config.model`, or
-    the dict `models.build_model` takes): `MODEL_RULES`, then what needs the MiT preset
+    the dict `models.build_model` takes): `MODEL_RULES`, a known `model.dtype` and
+    `model.conv3x3`, then what needs the MiT preset
     (`models.backbone_settings`): a known `model.backbone`, stage widths divisible by their heads."""
-    from mofgseg_jax.models import backbone_settings  # noqa: PLC0415 (flax: only when checking)
+    from mofgseg_jax.models import DTYPES, backbone_settings  # noqa: PLC0415 (flax: only when checking)
+    from mofgseg_jax.models.conv import CONV3X3_ALGORITHMS  # noqa: PLC0415
 
-    _apply({f"model.{key}": rule for key, rule in MODEL_RULES.items()}, {"model": model})
+    rules = MODEL_RULES | {"dtype": _one_of(*DTYPES), "conv3x3": _one_of(*CONV3X3_ALGORITHMS)}
+    _apply({f"model.{key}": rule for key, rule in rules.items()}, {"model": model})
     backbone_settings(model)
 
 

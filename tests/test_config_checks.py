@@ -66,6 +66,18 @@ def test_every_shipped_config_and_variant_passes(name):
     ("augment.blur_kernel_size=-3", "augment.blur_kernel_size=-3: expected an integer > 0 and odd"),
     ("augment.hue=(-0.2,0.7)", "augment.hue=(-0.2, 0.7): expected two numbers in [-0.5, 0.5]"),
     ("model.backbone=b9", "model.backbone='b9': unknown MiT preset; choose from b0, b1, b2, b3, b4, b5"),
+    # Values that used to train without an error: a NaN teacher, a NaN or ascended loss, an lr that
+    # grows to inf, a drop rate that keeps nothing; or that failed only after the workdir was written.
+    ("dtype=float16", "model.dtype='float16': choose from float32, bfloat16"),
+    ("model.conv3x3=fft", "model.conv3x3='fft': choose from auto, winograd, xla"),
+    ("model.embed_dim=-1", "model.embed_dim=-1: expected an integer >= 0"),
+    ("model.rep_dim=0", "model.rep_dim=0: expected an integer > 0"),
+    ("model.dropout_rate=1.0", "model.dropout_rate=1.0: expected a number in [0, 1)"),
+    ("model.drop_path_rate=nan", "model.drop_path_rate=nan: expected a number in [0, 1)"),
+    ("model.bn_eps=-1", "model.bn_eps=-1.0: expected a number > 0"),
+    ("model.block_ln_eps=0", "model.block_ln_eps=0.0: expected a number > 0"),
+    ("model.embed_ln_eps=nan", "model.embed_ln_eps=nan: expected a number > 0"),
+    ("model.bn_momentum=1.5", "model.bn_momentum=1.5: expected a number in [0, 1]"),
 ])
 def test_a_bad_value_on_the_command_line_is_one_error_naming_the_key(override, message):
     config = parse_config_flags(f"--config={CONFIGS}/demo.py:smoke", f"--config.{override}")
