@@ -127,6 +127,8 @@ def _eval_rules() -> dict[str, Rule]:
 
 def _train_rules(config: Any) -> dict[str, Rule]:
     from mofgseg_jax.augment.mixing import MIX_MODES  # noqa: PLC0415
+    from mofgseg_jax.train.optim import OPTIMIZERS  # noqa: PLC0415
+    from mofgseg_jax.train.parallel import PARALLEL_MODES  # noqa: PLC0415
 
     rules = {
         "train.mode": _one_of("semi", "sup"),
@@ -165,6 +167,35 @@ def _train_rules(config: Any) -> dict[str, Rule]:
         "loss.num_negatives": POSITIVE_INT,
         "loss.temperature": POSITIVE,
         "loss.dice_smooth": POSITIVE,
+        # A weight of 0 turns its loss off (the ablation variants); a NaN or inf one trains a NaN
+        # network, a negative one ascends its loss.
+        "loss.supervised_weight": NON_NEGATIVE,
+        "loss.unsupervised_weight": NON_NEGATIVE,
+        "loss.contrastive_weight": NON_NEGATIVE,
+        "loss.boundary_weight": NON_NEGATIVE,
+        "loss.negative_weight": NON_NEGATIVE,
+        "loss.strong_threshold": PROBABILITY,
+        "loss.weak_threshold": PROBABILITY,
+        "loss.ohem_thresh": PROBABILITY,
+        "loss.ohem_min_kept": COUNT,
+        "loss.semi_rampup_steps": COUNT,
+        "loss.contrastive_anchor_chunk": COUNT,
+        "optim.name": _one_of(*OPTIMIZERS),
+        "optim.lr": NON_NEGATIVE,
+        "optim.lr_multi": NON_NEGATIVE,  # 0 freezes the decoder
+        "optim.momentum": PROBABILITY,
+        "optim.weight_decay": NON_NEGATIVE,
+        "optim.power": NON_NEGATIVE,  # 0 = a constant lr; < 0 grows it to inf at the run's end
+        "optim.warmup_steps": COUNT,
+        "optim.accumulate_steps": POSITIVE_INT,
+        # The teacher's EMA cap: 0 copies the student each update; a NaN teacher or one extrapolated
+        # past the student (< 0) evaluates without an error.
+        "ema.decay": PROBABILITY,
+        "train.keep_checkpoints": POSITIVE_INT,
+        "train.num_predictions_logged": COUNT,
+        "parallel.mode": _one_of(*PARALLEL_MODES),
+        # The PRNG key and grain's np.random.SeedSequence take 64-bit non-negative seeds.
+        "seed": _integer("in [0, 2**63)", lambda v: 0 <= v < 2**63),
     }
     if reads_unlabelled(config):
         rules["data.batch_size_unlabeled"] = POSITIVE_INT
