@@ -215,6 +215,7 @@ def check_config_values(config: Any, *, training: bool = True) -> None:
     a custom dataset may be given by its class names alone (`data/specs.py`). `training=False`
     checks only what evaluation and prediction read.
     """
+    from mofgseg_jax.data.pipeline import check_source_settings  # noqa: PLC0415
     from mofgseg_jax.data.transforms import canvas_hw  # noqa: PLC0415
     from mofgseg_jax.train.evaluate import window_stride  # noqa: PLC0415
 
@@ -224,6 +225,8 @@ def check_config_values(config: Any, *, training: bool = True) -> None:
     model = _get(config, "model")
     if model is not _ABSENT:
         check_model_values(model)
+    if _get(config, "data") is not _ABSENT:
+        check_source_settings(_get(config, "data"))
     if _get(config, "data.eval_pad_size") is not _ABSENT:
         canvas_hw(_get(config, "data.eval_pad_size"))
     if _get(config, "eval.window_stride_ratio") is not _ABSENT:

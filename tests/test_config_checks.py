@@ -91,6 +91,9 @@ def test_every_shipped_config_and_variant_passes(name):
     ("train.num_predictions_logged=-1", "train.num_predictions_logged=-1: expected an integer >= 0"),
     ("parallel.mode=vmap", "parallel.mode='vmap': choose from shard_map, pmap"),
     ("seed=-1", "seed=-1: expected an integer in [0, 2**63)"),  # grain's SeedSequence raised a traceback
+    ("data.source=s3", "data.source='s3': choose from folder, tfds"),
+    ("data.source=tfds", "data.source='tfds' needs data.tfds_dir"),
+    ("data.use_edge_maps=True", "data.use_edge_maps=True needs data.edge_dir"),
     ("dtype=float16", "model.dtype='float16': choose from float32, bfloat16"),
     ("model.conv3x3=fft", "model.conv3x3='fft': choose from auto, winograd, xla"),
     ("model.embed_dim=-1", "model.embed_dim=-1: expected an integer >= 0"),

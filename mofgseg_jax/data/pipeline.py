@@ -33,6 +33,7 @@ from mofgseg_jax.errors import InputError
 # A child of the training loop's "mofgseg" logger: skipped files also reach <workdir>/train.log.
 log = logging.getLogger("mofgseg.data")
 
+SOURCES = ("folder", "tfds")  # `data.source`: files under data.root, or launch/prepare_data.py's build
 _REPORTED: set[str] = set()  # files already reported as skipped (warn once, not every epoch)
 
 
@@ -46,11 +47,10 @@ def open_sources(data_cfg: Any, parts: Sequence[str] = ("labeled", "unlabeled", 
     `data.source` = 'folder' reads files under `data.root`; 'tfds' reads the array_record build in
     `data.tfds_dir` (launch/prepare_data.py). Both yield the same records for `decode.py`.
     """
+    check_source_settings(data_cfg)
     files = split_files(data_cfg.root, data_cfg.split, cfg_get(data_cfg, "split_dir", ""))
     skip = bool(cfg_get(data_cfg, "skip_invalid", False))
     edge_dir = data_cfg.edge_dir if cfg_get(data_cfg, "use_edge_maps", False) else ""
-    if cfg_get(data_cfg, "use_edge_maps", False) and not edge_dir:
-        raise InputError("data.use_edge_maps=True needs data.edge_dir (folder of <image stem>.png edge maps)")
     source_kind = cfg_get(data_cfg, "source", "folder")
     out = {}
     for part in parts:
@@ -60,18 +60,27 @@ def open_sources(data_cfg: Any, parts: Sequence[str] = ("labeled", "unlabeled", 
         if source_kind == "folder":
             from mofgseg_jax.data.folder_source import FolderSource
             src = FolderSource(data_cfg.root, entries, **kwargs)
-        elif source_kind == "tfds":
+        else:  # 'tfds' (check_source_settings)
             from mofgseg_jax.data.tfds_builder import TfdsSource
-            if not data_cfg.tfds_dir:
-                raise InputError("data.source='tfds' needs data.tfds_dir (the --out of launch/prepare_data.py)")
             src = TfdsSource(data_cfg.tfds_dir, data_cfg.name, entries,
                              subset="val" if part == "val" else "train", **kwargs)
-        else:
-            raise InputError(f"data.source={source_kind!r}: expected 'folder' or 'tfds'")
         if len(src) == 0:
             raise DataError(f"{files[part]}: no usable entries left (all skipped)")
         out[part] = src
     return out
+
+
+def check_source_settings(data_cfg: Any) -> None:
+    """Raises InputError for a `data.source` that is not one of `SOURCES`, or one without the folder it
+    reads (`data.tfds_dir`, and `data.edge_dir` with `data.use_edge_maps`). No file is opened:
+    `config_checks` calls it before the workdir is written."""
+    source_kind = cfg_get(data_cfg, "source", "folder")
+    if source_kind not in SOURCES:
+        raise InputError(f"data.source={source_kind!r}: choose from {', '.join(SOURCES)}")
+    if source_kind == "tfds" and not cfg_get(data_cfg, "tfds_dir", ""):
+        raise InputError("data.source='tfds' needs data.tfds_dir (the --out of launch/prepare_data.py)")
+    if cfg_get(data_cfg, "use_edge_maps", False) and not cfg_get(data_cfg, "edge_dir", ""):
+        raise InputError("data.use_edge_maps=True needs data.edge_dir (folder of <image stem>.png edge maps)")
 
 
 def dataset_sizes(data_cfg: Any, parts: Sequence[str] = ("labeled", "unlabeled", "val")) -> dict[str, int]:
