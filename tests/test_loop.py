@@ -337,6 +337,24 @@ def test_a_bad_config_value_stops_training_before_the_workdir_is_touched(tmp_pat
     assert not (tmp_path / "run").exists()
 
 
+def test_more_accumulation_steps_than_steps_is_refused_before_the_workdir_is_touched(tmp_path, tmp_path_factory):
+    config = _smoke_config(tmp_path_factory)  # 4 steps
+    config.optim.accumulate_steps = 8  # optax.MultiSteps would never update: a run that trains nothing
+    with pytest.raises(InputError, match=r"^optim.accumulate_steps=8: more than the 4 steps this config trains"):
+        loop.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_that_does_not_split_over_the_devices_is_refused_before_the_workdir_is_touched(
+        tmp_path, tmp_path_factory):
+    assert jax.device_count() == 2  # conftest's two fake CPU devices
+    config = _smoke_config(tmp_path_factory)
+    config.data.batch_size_unlabeled = 3
+    with pytest.raises(InputError, match=r"^data.batch_size_unlabeled=3 \(global\) must be a multiple of the 2 devices"):
+        loop.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_config_differences_lists_changed_keys():
     old = {"optim": {"lr": 0.1}, "model": {"dims": [1, 2]}}
     new = {"optim": {"lr": 0.2}, "model": {"dims": [1, 2]}, "seed": 1}
