@@ -327,6 +327,8 @@ def test_a_changed_config_keeps_the_previous_one_beside_it(tmp_path):
     ("data.scale_range", (2.0,), "data.scale_range=(2.0,): expected two numbers (low, high)"),
     ("augment.mix_mode", "bogus", "augment.mix_mode='bogus': choose from"),
     ("loss.edge_connectivity", 5, "loss.edge_connectivity=5: choose from 4, 8"),
+    # The spec's ignore label pads the masks, the config's is the one the losses skip.
+    ("data.ignore_index", 0, "data.ignore_index=0 differs from"),
 ])
 def test_a_bad_config_value_stops_training_before_the_workdir_is_touched(tmp_path, key, value, message):
     config = demo_config.get_config("smoke")

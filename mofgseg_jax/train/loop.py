@@ -184,7 +184,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     # So do a bad dataset spec and a missing data root or split list (read to size the run; the
     # demo dataset is generated first, into its data root).
     spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
-                     class_names=tuple(config.data.class_names or ()))
+                     class_names=tuple(config.data.class_names or ()), ignore_index=int(config.data.ignore_index))
     _prepare_demo_data(config)
     total_steps, epoch_steps, eval_every, checkpoint_every = _run_length(config)
     _check_batch_sizes(config, jax.device_count())  # the mesh's: make_mesh() spans every device
