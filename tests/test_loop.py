@@ -352,7 +352,7 @@ def test_a_batch_that_does_not_split_over_the_devices_is_refused_before_the_work
     assert jax.device_count() == 2  # conftest's two fake CPU devices
     config = _smoke_config(tmp_path_factory)
     config.data.batch_size_unlabeled = 3
-    with pytest.raises(InputError, match=r"^data.batch_size_unlabeled=3 \(global\) must be a multiple of the 2 devices"):
+    with pytest.raises(InputError, match=r"^data.batch_size_unlabeled=3 \(global\) must be a multiple of the 2 "):
         loop.train_and_evaluate(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
