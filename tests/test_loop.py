@@ -329,6 +329,7 @@ def test_a_changed_config_keeps_the_previous_one_beside_it(tmp_path):
     ("loss.edge_connectivity", 5, "loss.edge_connectivity=5: choose from 4, 8"),
     # The spec's ignore label pads the masks, the config's is the one the losses skip.
     ("data.ignore_index", 0, "data.ignore_index=0 differs from"),
+    ("train.compilation_cache", "/proc/xla", "train.compilation_cache='/proc/xla': cannot create /proc/xla"),
 ])
 def test_a_bad_config_value_stops_training_before_the_workdir_is_touched(tmp_path, key, value, message):
     config = demo_config.get_config("smoke")

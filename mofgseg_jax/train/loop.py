@@ -181,6 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     from mofgseg_jax.train.step import AXIS, check_finite, make_train_step, wants_inside_map  # noqa: PLC0415
 
     check_config_values(config)  # a bad value fails here, before the workdir is touched
+    cache_dir = enable_for_config(config)  # so does a cache folder that cannot be made
     # So do a bad dataset spec and a missing data root or split list (read to size the run; the
     # demo dataset is generated first, into its data root).
     spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
@@ -201,7 +202,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         config_differs = check_stored_config(config_dict, workdir, resuming=bool(checkpointer.all_steps()))
         log.info("workdir %s\nconfig:\n%s", workdir, json.dumps(config_dict, indent=2, sort_keys=True))
 
-        cache_dir = enable_for_config(config)
         log.info("compilation cache: %s", cache_dir or "off")
 
         log_every = max(1, int(config.train.log_every))
