@@ -185,7 +185,7 @@ def _train_rules(config: Any) -> dict[str, Rule]:
         "optim.lr_multi": NON_NEGATIVE,  # 0 freezes the decoder
         "optim.momentum": PROBABILITY,
         "optim.weight_decay": NON_NEGATIVE,
-        "optim.power": NON_NEGATIVE,  # 0 = a constant lr; < 0 makes the poly schedule grow, without bound at the end
+        "optim.power": NON_NEGATIVE,  # 0 = a constant lr; < 0 makes the lr grow without bound by the end
         "optim.warmup_steps": COUNT,
         "optim.accumulate_steps": POSITIVE_INT,
         # The teacher's EMA cap: 0 copies the student each update; a NaN teacher or one extrapolated
