@@ -226,7 +226,7 @@ def check_config_values(config: Any, *, training: bool = True) -> None:
     if model is not _ABSENT:
         check_model_values(model)
     if _get(config, "data") is not _ABSENT:
-        check_source_settings(_get(config, "data"))
+        check_source_settings(_get(config, "data"), reads_edges=training)
     if _get(config, "data.eval_pad_size") is not _ABSENT:
         canvas_hw(_get(config, "data.eval_pad_size"))
     if _get(config, "eval.window_stride_ratio") is not _ABSENT:

@@ -166,6 +166,19 @@ def test_the_ends_of_each_domain_that_a_study_may_use_are_accepted():
     check_config_values(config)
 
 
+def test_a_data_folder_that_is_not_there_is_refused_where_it_is_read(tmp_path):
+    config = load_config("demo", "smoke")
+    config.data.use_edge_maps, config.data.edge_dir = True, str(tmp_path / "edges")
+    with pytest.raises(InputError, match=r"^data.edge_dir='.*edges': no such folder"):
+        check_config_values(config)  # found once the input pipeline opened it, after config.json was saved
+    check_config_values(config, training=False)  # evaluation reads no edge maps
+    (tmp_path / "edges").mkdir()
+    check_config_values(config)
+    config.data.source, config.data.tfds_dir = "tfds", str(tmp_path / "build")
+    with pytest.raises(InputError, match=r"^data.tfds_dir='.*build': no such folder"):
+        check_config_values(config, training=False)
+
+
 def test_a_range_of_one_value_is_accepted():
     config = load_config("demo", "smoke")
     config.data.scale_range = (1.0, 1.0)  # low == high: a fixed scale, not an empty range
