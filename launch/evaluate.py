@@ -81,11 +81,11 @@ def main(argv):
     check_output(output, f.overwrite)
     variables, _, step = inference.load_variables(step_dir)
     inference.check_model(config, variables, step_dir, cli.config_source(), stored)  # before the data
+    spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
+                     class_names=tuple(config.data.class_names or ()), ignore_index=int(config.data.ignore_index))
     # Created only now: a run refused for its checkpoint or config leaves no folder behind.
     outputs.check_writable(os.path.dirname(os.path.abspath(output)), "--output")
     enable_for_config(config)  # the eval step that training compiled, if it left it in the cache
-    spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
-                     class_names=tuple(config.data.class_names or ()))
     mesh = make_mesh()
     model = build_model(config.model, bn_axis_name="data")
     eval_step = ev.make_eval_step(model, mesh, **ev.prediction_settings(config, spec.num_classes),

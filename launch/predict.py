@@ -65,14 +65,14 @@ def main(argv):
     variables, stored, step = inference.load_variables(step_dir)
     config = inference.run_config(f.config, stored, f.workdir)
     inference.check_model(config, variables, step_dir, cli.config_source(), stored)
+    spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
+                     class_names=tuple(config.data.class_names or ()))
     # The output folders are created only now: a run refused for its checkpoint or config leaves none.
     outputs.check_writable(f.output, "--output")
     for kind in OUTPUT_KINDS:
         outputs.check_writable(os.path.join(f.output, kind), "--output")
     enable_for_config(config)  # the eval step that training compiled, if it left it in the cache
     mode = f.mode or str(config.eval.mode)
-    spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
-                     class_names=tuple(config.data.class_names or ()))
     model = build_model(config.model)
     net = variables[f.network]
     settings = ev.prediction_settings(config, spec.num_classes, mode)

@@ -76,6 +76,7 @@ FACTORS = _range(">= 0", lambda v: v >= 0)  # colour-jitter factors
 HUE_SHIFTS = _range("in [-0.5, 0.5] (of a hue turn)", lambda v: -0.5 <= v <= 0.5)
 ODD_POSITIVE_INT = _integer("> 0 and odd", lambda v: v > 0 and v % 2 == 1)
 FRACTION = _number("in (0, 1]", lambda v: 0 < v <= 1)
+BELOW_ONE = _number("in [0, 1)", lambda v: 0 <= v < 1)  # a drop rate of 1 keeps nothing (and divides by 0)
 # Normalisation of images scaled to [0, 1]: a 0-255 mean (123.675, ...) is refused, not trained on.
 CHANNEL_MEANS = _rgb("in [0, 1] (images are scaled to [0, 1])", lambda v: 0 <= v <= 1)
 CHANNEL_STDS = _rgb("in (0, 1] (images are scaled to [0, 1])", lambda v: 0 < v <= 1)
@@ -97,6 +98,16 @@ MODEL_RULES: dict[str, Rule] = {
     "eam_low_dim": POSITIVE_INT,
     "eam_high_dim": POSITIVE_INT,
     "eam_mid_dim": POSITIVE_INT,
+    "embed_dim": _integer(">= 0 (0 = the preset's)", lambda v: v >= 0),
+    "rep_dim": POSITIVE_INT,
+    "drop_path_rate": BELOW_ONE,
+    "dropout_rate": BELOW_ONE,
+    # Normalisation eps and BatchNorm momentum: a NaN, a negative eps or a momentum outside [0, 1]
+    # trains without an error until the loss is NaN.
+    "block_ln_eps": POSITIVE,
+    "embed_ln_eps": POSITIVE,
+    "bn_eps": POSITIVE,
+    "bn_momentum": PROBABILITY,
 }
 
 
@@ -116,6 +127,8 @@ def _eval_rules() -> dict[str, Rule]:
 
 def _train_rules(config: Any) -> dict[str, Rule]:
     from mofgseg_jax.augment.mixing import MIX_MODES  # noqa: PLC0415
+    from mofgseg_jax.train.optim import OPTIMIZERS  # noqa: PLC0415
+    from mofgseg_jax.train.parallel import PARALLEL_MODES  # noqa: PLC0415
 
     rules = {
         "train.mode": _one_of("semi", "sup"),
@@ -154,6 +167,35 @@ def _train_rules(config: Any) -> dict[str, Rule]:
         "loss.num_negatives": POSITIVE_INT,
         "loss.temperature": POSITIVE,
         "loss.dice_smooth": POSITIVE,
+        # A weight of 0 turns its loss off (the ablation variants); a NaN or inf one trains a NaN
+        # network, a negative one ascends its loss.
+        "loss.supervised_weight": NON_NEGATIVE,
+        "loss.unsupervised_weight": NON_NEGATIVE,
+        "loss.contrastive_weight": NON_NEGATIVE,
+        "loss.boundary_weight": NON_NEGATIVE,
+        "loss.negative_weight": NON_NEGATIVE,
+        "loss.strong_threshold": PROBABILITY,
+        "loss.weak_threshold": PROBABILITY,
+        "loss.ohem_thresh": PROBABILITY,
+        "loss.ohem_min_kept": COUNT,
+        "loss.semi_rampup_steps": COUNT,
+        "loss.contrastive_anchor_chunk": COUNT,
+        "optim.name": _one_of(*OPTIMIZERS),
+        "optim.lr": NON_NEGATIVE,
+        "optim.lr_multi": NON_NEGATIVE,  # 0 freezes the decoder
+        "optim.momentum": PROBABILITY,
+        "optim.weight_decay": NON_NEGATIVE,
+        "optim.power": NON_NEGATIVE,  # 0 = a constant lr; < 0 makes the lr grow without bound by the end
+        "optim.warmup_steps": COUNT,
+        "optim.accumulate_steps": POSITIVE_INT,
+        # The teacher's EMA cap: 0 copies the student each update; a NaN teacher or one extrapolated
+        # past the student (< 0) evaluates without an error.
+        "ema.decay": PROBABILITY,
+        "train.keep_checkpoints": POSITIVE_INT,
+        "train.num_predictions_logged": COUNT,
+        "parallel.mode": _one_of(*PARALLEL_MODES),
+        # The PRNG key and grain's np.random.SeedSequence take 64-bit non-negative seeds.
+        "seed": _integer("in [0, 2**63)", lambda v: 0 <= v < 2**63),
     }
     if reads_unlabelled(config):
         rules["data.batch_size_unlabeled"] = POSITIVE_INT
@@ -173,6 +215,7 @@ def check_config_values(config: Any, *, training: bool = True) -> None:
     a custom dataset may be given by its class names alone (`data/specs.py`). `training=False`
     checks only what evaluation and prediction read.
     """
+    from mofgseg_jax.data.pipeline import check_source_settings  # noqa: PLC0415
     from mofgseg_jax.data.transforms import canvas_hw  # noqa: PLC0415
     from mofgseg_jax.train.evaluate import window_stride  # noqa: PLC0415
 
@@ -182,6 +225,8 @@ def check_config_values(config: Any, *, training: bool = True) -> None:
     model = _get(config, "model")
     if model is not _ABSENT:
         check_model_values(model)
+    if _get(config, "data") is not _ABSENT:
+        check_source_settings(_get(config, "data"), reads_edges=training)
     if _get(config, "data.eval_pad_size") is not _ABSENT:
         canvas_hw(_get(config, "data.eval_pad_size"))
     if _get(config, "eval.window_stride_ratio") is not _ABSENT:
@@ -190,11 +235,14 @@ def check_config_values(config: Any, *, training: bool = True) -> None:
 
 def check_model_values(model: Any) -> None:
     """Raises one `InputError` naming the first malformed key of a model section (`config.model`, or
-    the dict `models.build_model` takes): `MODEL_RULES`, then what needs the MiT preset
+    the dict `models.build_model` takes): `MODEL_RULES`, a known `model.dtype` and
+    `model.conv3x3`, then what needs the MiT preset
     (`models.backbone_settings`): a known `model.backbone`, stage widths divisible by their heads."""
-    from mofgseg_jax.models import backbone_settings  # noqa: PLC0415 (flax: only when checking)
+    from mofgseg_jax.models import DTYPES, backbone_settings  # noqa: PLC0415 (flax: only when checking)
+    from mofgseg_jax.models.conv import CONV3X3_ALGORITHMS  # noqa: PLC0415
 
-    _apply({f"model.{key}": rule for key, rule in MODEL_RULES.items()}, {"model": model})
+    rules = MODEL_RULES | {"dtype": _one_of(*DTYPES), "conv3x3": _one_of(*CONV3X3_ALGORITHMS)}
+    _apply({f"model.{key}": rule for key, rule in rules.items()}, {"model": model})
     backbone_settings(model)
 
 

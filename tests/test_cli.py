@@ -406,6 +406,22 @@ def test_a_config_whose_model_differs_from_the_checkpoint_is_one_line_before_dat
     assert not (tmp_path / "sub").exists() and not (tmp_path / "pred").exists()  # no folder created either
 
 
+@pytest.mark.parametrize("launcher", ["evaluate", "predict"])
+def test_a_config_that_disagrees_with_its_dataset_spec_is_one_line_before_outputs(smoke_run, env, tmp_path, launcher):
+    workdir, data_root, _ = smoke_run
+    image = sorted((data_root / "gt_jpg" / "val").glob("*.jpg"))[0]
+    args = {"evaluate": ["--output", str(tmp_path / "sub" / "eval.json")],
+            "predict": ["--input", str(image), "--output", str(tmp_path / "pred")]}[launcher]
+    # The same network (8 classes), another dataset's spec (14 classes): found only after the
+    # output folders had been created.
+    proc = run([f"launch/{launcher}.py", "--workdir", str(workdir), "--config", "configs/demo.py:smoke",
+                "--config.data.name=uavseg", f"--config.data.root={data_root}", *args], env, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: ") and "dataset has 14 classes but the config says num_classes=8" in last_line
+    assert not (tmp_path / "sub").exists() and not (tmp_path / "pred").exists()
+
+
 def test_predict_decodes_every_input_before_writing_any_output(smoke_run, env, tmp_path):
     workdir, _, _ = smoke_run
     folder = tmp_path / "images"

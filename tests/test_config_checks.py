@@ -66,6 +66,44 @@ def test_every_shipped_config_and_variant_passes(name):
     ("augment.blur_kernel_size=-3", "augment.blur_kernel_size=-3: expected an integer > 0 and odd"),
     ("augment.hue=(-0.2,0.7)", "augment.hue=(-0.2, 0.7): expected two numbers in [-0.5, 0.5]"),
     ("model.backbone=b9", "model.backbone='b9': unknown MiT preset; choose from b0, b1, b2, b3, b4, b5"),
+    # Values that used to train without an error: a NaN teacher, a NaN or ascended loss, an lr that
+    # grows to inf, a drop rate that keeps nothing; or that failed only after the workdir was written.
+    ("ema.decay=nan", "ema.decay=nan: expected a number in [0, 1]"),
+    ("ema.decay=-0.5", "ema.decay=-0.5: expected a number in [0, 1]"),
+    ("loss.supervised_weight=nan", "loss.supervised_weight=nan: expected a number >= 0"),
+    ("loss.contrastive_weight=-1", "loss.contrastive_weight=-1.0: expected a number >= 0"),
+    ("loss.negative_weight=inf", "loss.negative_weight=inf: expected a number >= 0"),
+    ("loss.strong_threshold=1.5", "loss.strong_threshold=1.5: expected a number in [0, 1]"),
+    ("loss.weak_threshold=nan", "loss.weak_threshold=nan: expected a number in [0, 1]"),
+    ("loss.ohem_thresh=-0.1", "loss.ohem_thresh=-0.1: expected a number in [0, 1]"),
+    ("loss.ohem_min_kept=-1", "loss.ohem_min_kept=-1: expected an integer >= 0"),
+    ("loss.semi_rampup_steps=-1", "loss.semi_rampup_steps=-1: expected an integer >= 0"),
+    ("loss.contrastive_anchor_chunk=-1", "loss.contrastive_anchor_chunk=-1: expected an integer >= 0"),
+    ("optim.name=adam", "optim.name='adam': choose from sgd, adamw"),
+    ("optim.lr=nan", "optim.lr=nan: expected a number >= 0"),
+    ("optim.lr_multi=-1", "optim.lr_multi=-1.0: expected a number >= 0"),
+    ("optim.momentum=1.5", "optim.momentum=1.5: expected a number in [0, 1]"),
+    ("optim.weight_decay=nan", "optim.weight_decay=nan: expected a number >= 0"),
+    ("optim.power=-1", "optim.power=-1.0: expected a number >= 0"),
+    ("optim.warmup_steps=-1", "optim.warmup_steps=-1: expected an integer >= 0"),
+    ("optim.accumulate_steps=0", "optim.accumulate_steps=0: expected an integer > 0"),
+    ("train.keep_checkpoints=0", "train.keep_checkpoints=0: expected an integer > 0"),
+    ("train.num_predictions_logged=-1", "train.num_predictions_logged=-1: expected an integer >= 0"),
+    ("parallel.mode=vmap", "parallel.mode='vmap': choose from shard_map, pmap"),
+    ("seed=-1", "seed=-1: expected an integer in [0, 2**63)"),  # grain's SeedSequence raised a traceback
+    ("data.source=s3", "data.source='s3': choose from folder, tfds"),
+    ("data.source=tfds", "data.source='tfds' needs data.tfds_dir"),
+    ("data.use_edge_maps=True", "data.use_edge_maps=True needs data.edge_dir"),
+    ("dtype=float16", "model.dtype='float16': choose from float32, bfloat16"),
+    ("model.conv3x3=fft", "model.conv3x3='fft': choose from auto, winograd, xla"),
+    ("model.embed_dim=-1", "model.embed_dim=-1: expected an integer >= 0"),
+    ("model.rep_dim=0", "model.rep_dim=0: expected an integer > 0"),
+    ("model.dropout_rate=1.0", "model.dropout_rate=1.0: expected a number in [0, 1)"),
+    ("model.drop_path_rate=nan", "model.drop_path_rate=nan: expected a number in [0, 1)"),
+    ("model.bn_eps=-1", "model.bn_eps=-1.0: expected a number > 0"),
+    ("model.block_ln_eps=0", "model.block_ln_eps=0.0: expected a number > 0"),
+    ("model.embed_ln_eps=nan", "model.embed_ln_eps=nan: expected a number > 0"),
+    ("model.bn_momentum=1.5", "model.bn_momentum=1.5: expected a number in [0, 1]"),
 ])
 def test_a_bad_value_on_the_command_line_is_one_error_naming_the_key(override, message):
     config = parse_config_flags(f"--config={CONFIGS}/demo.py:smoke", f"--config.{override}")
@@ -113,6 +151,32 @@ def test_evaluation_checks_the_keys_it_reads_and_not_the_training_ones():
     given.eval.window_stride_ratio = -1.0
     with pytest.raises(InputError, match=r"^eval.window_stride_ratio=-1.0: "):
         inference.run_config(given, None)
+
+
+@pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
+def test_the_ends_of_each_domain_that_a_study_may_use_are_accepted():
+    # Off switches (a loss weight of 0, a frozen decoder, a constant lr, a teacher that copies the
+    # student) and an uncapped EMA schedule (decay 1) are research settings, not mistakes.
+    config = parse_config_flags(
+        f"--config={CONFIGS}/demo.py:smoke", "--config.ema.decay=0", "--config.loss.contrastive_weight=0",
+        "--config.loss.supervised_weight=0", "--config.optim.lr_multi=0", "--config.optim.power=0",
+        "--config.optim.momentum=0", "--config.loss.strong_threshold=1", "--config.model.dropout_rate=0")
+    check_config_values(config)
+    config.ema.decay = 1.0
+    check_config_values(config)
+
+
+def test_a_data_folder_that_is_not_there_is_refused_where_it_is_read(tmp_path):
+    config = load_config("demo", "smoke")
+    config.data.use_edge_maps, config.data.edge_dir = True, str(tmp_path / "edges")
+    with pytest.raises(InputError, match=r"^data.edge_dir='.*edges': no such folder"):
+        check_config_values(config)  # found once the input pipeline opened it, after config.json was saved
+    check_config_values(config, training=False)  # evaluation reads no edge maps
+    (tmp_path / "edges").mkdir()
+    check_config_values(config)
+    config.data.source, config.data.tfds_dir = "tfds", str(tmp_path / "build")
+    with pytest.raises(InputError, match=r"^data.tfds_dir='.*build': no such folder"):
+        check_config_values(config, training=False)
 
 
 def test_a_range_of_one_value_is_accepted():

@@ -330,12 +330,33 @@ def test_a_changed_config_keeps_the_previous_one_beside_it(tmp_path):
     ("data.scale_range", (2.0,), "data.scale_range=(2.0,): expected two numbers (low, high)"),
     ("augment.mix_mode", "bogus", "augment.mix_mode='bogus': choose from"),
     ("loss.edge_connectivity", 5, "loss.edge_connectivity=5: choose from 4, 8"),
+    # The spec's ignore label pads the masks, the config's is the one the losses skip.
+    ("data.ignore_index", 0, "data.ignore_index=0 differs from"),
+    ("train.compilation_cache", "/proc/xla", "train.compilation_cache='/proc/xla': cannot create /proc/xla"),
 ])
 def test_a_bad_config_value_stops_training_before_the_workdir_is_touched(tmp_path, key, value, message):
     config = demo_config.get_config("smoke")
     section, name = key.split(".")
     config[section][name] = value
     with pytest.raises(InputError, match="^" + re.escape(message)):
+        loop.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_more_accumulation_steps_than_steps_is_refused_before_the_workdir_is_touched(tmp_path, tmp_path_factory):
+    config = _smoke_config(tmp_path_factory)  # 4 steps
+    config.optim.accumulate_steps = 8  # optax.MultiSteps would never update: a run that trains nothing
+    with pytest.raises(InputError, match=r"^optim.accumulate_steps=8: more than the 4 steps this config trains"):
+        loop.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_that_does_not_split_over_the_devices_is_refused_before_the_workdir_is_touched(
+        tmp_path, tmp_path_factory):
+    assert jax.device_count() == 2  # conftest's two fake CPU devices
+    config = _smoke_config(tmp_path_factory)
+    config.data.batch_size_unlabeled = 3
+    with pytest.raises(InputError, match=r"^data.batch_size_unlabeled=3 \(global\) must be a multiple of the 2 "):
         loop.train_and_evaluate(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 

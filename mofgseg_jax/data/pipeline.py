@@ -18,6 +18,7 @@ streams are infinite: the training loop decides how many steps to take.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Callable, Iterator, Sequence
 
 import grain
@@ -28,11 +29,12 @@ from mofgseg_jax.data.decode import decode_record
 from mofgseg_jax.data.errors import DataError
 from mofgseg_jax.data.specs import DatasetSpec, cfg_get, spec_from_config
 from mofgseg_jax.data.splits import read_list, split_files
-from mofgseg_jax.errors import InputError
+from mofgseg_jax.errors import InputError, InputNotFoundError
 
 # A child of the training loop's "mofgseg" logger: skipped files also reach <workdir>/train.log.
 log = logging.getLogger("mofgseg.data")
 
+SOURCES = ("folder", "tfds")  # `data.source`: files under data.root, or launch/prepare_data.py's build
 _REPORTED: set[str] = set()  # files already reported as skipped (warn once, not every epoch)
 
 
@@ -46,11 +48,10 @@ def open_sources(data_cfg: Any, parts: Sequence[str] = ("labeled", "unlabeled", 
     `data.source` = 'folder' reads files under `data.root`; 'tfds' reads the array_record build in
     `data.tfds_dir` (launch/prepare_data.py). Both yield the same records for `decode.py`.
     """
+    check_source_settings(data_cfg, reads_edges="labeled" in parts)
     files = split_files(data_cfg.root, data_cfg.split, cfg_get(data_cfg, "split_dir", ""))
     skip = bool(cfg_get(data_cfg, "skip_invalid", False))
     edge_dir = data_cfg.edge_dir if cfg_get(data_cfg, "use_edge_maps", False) else ""
-    if cfg_get(data_cfg, "use_edge_maps", False) and not edge_dir:
-        raise InputError("data.use_edge_maps=True needs data.edge_dir (folder of <image stem>.png edge maps)")
     source_kind = cfg_get(data_cfg, "source", "folder")
     out = {}
     for part in parts:
@@ -60,18 +61,35 @@ def open_sources(data_cfg: Any, parts: Sequence[str] = ("labeled", "unlabeled", 
         if source_kind == "folder":
             from mofgseg_jax.data.folder_source import FolderSource
             src = FolderSource(data_cfg.root, entries, **kwargs)
-        elif source_kind == "tfds":
+        else:  # 'tfds' (check_source_settings)
             from mofgseg_jax.data.tfds_builder import TfdsSource
-            if not data_cfg.tfds_dir:
-                raise InputError("data.source='tfds' needs data.tfds_dir (the --out of launch/prepare_data.py)")
             src = TfdsSource(data_cfg.tfds_dir, data_cfg.name, entries,
                              subset="val" if part == "val" else "train", **kwargs)
-        else:
-            raise InputError(f"data.source={source_kind!r}: expected 'folder' or 'tfds'")
         if len(src) == 0:
             raise DataError(f"{files[part]}: no usable entries left (all skipped)")
         out[part] = src
     return out
+
+
+def check_source_settings(data_cfg: Any, *, reads_edges: bool = True) -> None:
+    """Raises InputError for a `data.source` that is not one of `SOURCES`, or one without the folder it
+    reads (`data.tfds_dir`, and with `reads_edges` the `data.edge_dir` of `data.use_edge_maps`: only
+    the labelled split has edge maps). No file is opened: `config_checks` calls it before the workdir
+    is written."""
+    source_kind = cfg_get(data_cfg, "source", "folder")
+    if source_kind not in SOURCES:
+        raise InputError(f"data.source={source_kind!r}: choose from {', '.join(SOURCES)}")
+    tfds_dir = cfg_get(data_cfg, "tfds_dir", "")
+    if source_kind == "tfds" and not tfds_dir:
+        raise InputError("data.source='tfds' needs data.tfds_dir (the --out of launch/prepare_data.py)")
+    if source_kind == "tfds" and not os.path.isdir(tfds_dir):
+        raise InputNotFoundError(f"data.tfds_dir={tfds_dir!r}: no such folder (the --out of launch/prepare_data.py)")
+    if cfg_get(data_cfg, "use_edge_maps", False) and reads_edges:
+        edge_dir = cfg_get(data_cfg, "edge_dir", "")
+        if not edge_dir:
+            raise InputError("data.use_edge_maps=True needs data.edge_dir (folder of <image stem>.png edge maps)")
+        if not os.path.isdir(edge_dir):
+            raise InputNotFoundError(f"data.edge_dir={edge_dir!r}: no such folder (of <image stem>.png edge maps)")
 
 
 def dataset_sizes(data_cfg: Any, parts: Sequence[str] = ("labeled", "unlabeled", "val")) -> dict[str, int]:

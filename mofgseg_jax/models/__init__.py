@@ -6,7 +6,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mofgseg_jax.errors import InputError
-from mofgseg_jax.models.conv import CONV3X3_ALGORITHMS
 from mofgseg_jax.models.mit import PRESETS, MiT
 from mofgseg_jax.models.mofgseg import MOFGSeg
 from mofgseg_jax.models.resize import resize_bilinear
@@ -21,7 +20,7 @@ MODEL_DEFAULTS: dict[str, Any] = dict(
 )
 # The MiT keys a config may set per stage; () = the preset's.
 STAGE_KEYS = ("dims", "depths", "num_heads", "sr_ratios")
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def _get(cfg: Any, key: str) -> Any:
@@ -63,13 +62,8 @@ def build_model(model_cfg: Any, *, bn_axis_name: str | None = None) -> nn.Module
     num_classes = int(_get(model_cfg, "num_classes"))
     if num_classes <= 0:
         raise InputError(f"model.num_classes={num_classes}: must be a positive class count")
-    dtype_name = str(_get(model_cfg, "dtype"))
-    if dtype_name not in _DTYPES:
-        raise InputError(f"model.dtype={dtype_name!r}: choose from {', '.join(_DTYPES)}")
-    dtype = _DTYPES[dtype_name]
+    dtype = DTYPES[str(_get(model_cfg, "dtype"))]  # its name checked by check_model_values
     conv3x3 = str(_get(model_cfg, "conv3x3"))
-    if conv3x3 not in CONV3X3_ALGORITHMS:
-        raise InputError(f"model.conv3x3={conv3x3!r}: choose from {', '.join(CONV3X3_ALGORITHMS)}")
     backbone = MiT(**settings, drop_path_rate=float(_get(model_cfg, "drop_path_rate")),
                    block_ln_eps=float(_get(model_cfg, "block_ln_eps")),
                    embed_ln_eps=float(_get(model_cfg, "embed_ln_eps")), dtype=dtype,

@@ -65,9 +65,22 @@ def _run_length(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
     total = int(config.train.num_steps) or int(config.train.num_epochs) * epoch
     if total <= 0:
         raise InputError("train.num_steps and train.num_epochs are both 0: nothing to train")
+    accumulate = int(config.optim.accumulate_steps)
+    if accumulate > total:  # optax.MultiSteps would never apply an update: a run that trains nothing
+        raise InputError(f"optim.accumulate_steps={accumulate}: more than the {total} steps this config trains "
+                         "(no optimiser update would be made)")
     eval_every = int(config.train.eval_every) or epoch
     checkpoint_every = int(config.train.checkpoint_every) or eval_every
     return total, epoch, eval_every, checkpoint_every
+
+
+def _check_batch_sizes(config: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Each global batch the run reads splits evenly over the devices of the mesh."""
+    keys = ("batch_size_labeled",) + (("batch_size_unlabeled",) if reads_unlabelled(config) else ())
+    for key in keys:
+        if int(config.data[key]) % num_devices:
+            raise InputError(f"data.{key}={config.data[key]} (global) must be a multiple of the "
+                             f"{num_devices} devices")
 
 
 def _prepare_demo_data(config: ml_collections.ConfigDict) -> None:
@@ -168,12 +181,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     from mofgseg_jax.train.step import AXIS, check_finite, make_train_step, wants_inside_map  # noqa: PLC0415
 
     check_config_values(config)  # a bad value fails here, before the workdir is touched
+    cache_dir = enable_for_config(config)  # so does a cache folder that cannot be made
     # So do a bad dataset spec and a missing data root or split list (read to size the run; the
     # demo dataset is generated first, into its data root).
     spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
-                     class_names=tuple(config.data.class_names or ()))
+                     class_names=tuple(config.data.class_names or ()), ignore_index=int(config.data.ignore_index))
     _prepare_demo_data(config)
     total_steps, epoch_steps, eval_every, checkpoint_every = _run_length(config)
+    _check_batch_sizes(config, jax.device_count())  # the mesh's: make_mesh() spans every device
     workdir = os.path.abspath(workdir)
     ckpt.check_writable(workdir)
     pi, pc = jax.process_index(), jax.process_count()
@@ -187,7 +202,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         config_differs = check_stored_config(config_dict, workdir, resuming=bool(checkpointer.all_steps()))
         log.info("workdir %s\nconfig:\n%s", workdir, json.dumps(config_dict, indent=2, sort_keys=True))
 
-        cache_dir = enable_for_config(config)
         log.info("compilation cache: %s", cache_dir or "off")
 
         log_every = max(1, int(config.train.log_every))
@@ -195,10 +209,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         mesh = make_mesh()
         ndev = mesh.devices.size
         labelled_only = not reads_unlabelled(config)
-        for key in ("batch_size_labeled",) + (() if labelled_only else ("batch_size_unlabeled",)):
-            if int(config.data[key]) % ndev:
-                raise InputError(f"data.{key}={config.data[key]} (global) must be a multiple of the "
-                                 f"{ndev} devices")
         model = build_model(config.model, bn_axis_name=AXIS)
         rng = jax.random.PRNGKey(int(config.seed))
         init_rng, train_rng = jax.random.split(rng)

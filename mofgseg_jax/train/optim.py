@@ -23,6 +23,7 @@ from mofgseg_jax.errors import InputError
 
 BACKBONE = "backbone"
 DECODER = "decoder"
+OPTIMIZERS = ("sgd", "adamw")  # `optim.name`
 
 
 def poly_schedule(base_lr: float, total_updates: int, power: float) -> optax.Schedule:
@@ -95,7 +96,7 @@ def make_optimizer(optim_cfg: Any, total_updates: int) -> tuple[optax.GradientTr
     elif name == "adamw":
         groups = {BACKBONE: _adamw(base, optim_cfg.weight_decay), DECODER: _adamw(decoder, optim_cfg.weight_decay)}
     else:
-        raise InputError(f"optim.name must be 'sgd' or 'adamw', got {name!r}")
+        raise InputError(f"optim.name={name!r}: choose from {', '.join(OPTIMIZERS)}")
     tx = optax.multi_transform(groups, param_labels)
     k = int(getattr(optim_cfg, "accumulate_steps", 1))
     if k < 1:

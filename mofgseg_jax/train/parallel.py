@@ -26,6 +26,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from mofgseg_jax.errors import InputError
 from mofgseg_jax.train.step import AXIS
 
+PARALLEL_MODES = ("shard_map", "pmap")  # `parallel.mode`
+
 Body = Callable[[Any, Any, jax.Array], tuple[Any, dict[str, jax.Array]]]
 
 
@@ -143,4 +145,4 @@ def make_parallel(config: Any, body: Body, *, mesh: Mesh | None = None, donate: 
                         put_state=lambda s: replicate(s, devices),
                         put_batch=lambda b: split_batch_for_pmap(b, len(devices)),
                         get_state=unreplicate, mesh=mesh)
-    raise InputError(f"config.parallel.mode must be 'shard_map' or 'pmap', got {mode!r}")
+    raise InputError(f"parallel.mode={mode!r}: choose from {', '.join(PARALLEL_MODES)}")
