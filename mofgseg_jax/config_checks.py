@@ -225,8 +225,10 @@ def check_config_values(config: Any, *, training: bool = True) -> None:
     model = _get(config, "model")
     if model is not _ABSENT:
         check_model_values(model)
-    if _get(config, "data") is not _ABSENT:
-        check_source_settings(_get(config, "data"), reads_edges=training)
+    if training and _get(config, "data") is not _ABSENT:
+        # Not for evaluation and prediction: predicting images needs no dataset (a run trained from
+        # a TFDS build elsewhere still predicts); evaluation checks them when it opens the data.
+        check_source_settings(_get(config, "data"))
     if _get(config, "data.eval_pad_size") is not _ABSENT:
         canvas_hw(_get(config, "data.eval_pad_size"))
     if _get(config, "eval.window_stride_ratio") is not _ABSENT:
