@@ -2,6 +2,7 @@
 class-count mismatch."""
 
 import json
+import logging
 import os
 import re
 import signal
@@ -349,6 +350,19 @@ def test_more_accumulation_steps_than_steps_is_refused_before_the_workdir_is_tou
     with pytest.raises(InputError, match=r"^optim.accumulate_steps=8: more than the 4 steps this config trains"):
         loop.train_and_evaluate(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_accumulation_steps_that_do_not_divide_the_run_warn_of_the_unapplied_remainder(tmp_path_factory, caplog):
+    config = _smoke_config(tmp_path_factory)  # 4 steps
+    config.optim.accumulate_steps = 3  # one update from steps 1-3; step 4's gradients are never applied
+    with caplog.at_level(logging.WARNING, logger="mofgseg"):
+        assert loop._run_length(config)[0] == 4
+    assert "optim.accumulate_steps=3 does not divide the 4 steps: the gradients of the last 1 are" in caplog.text
+    caplog.clear()
+    config.optim.accumulate_steps = 2
+    with caplog.at_level(logging.WARNING, logger="mofgseg"):
+        loop._run_length(config)
+    assert "accumulate_steps" not in caplog.text
 
 
 def test_a_batch_that_does_not_split_over_the_devices_is_refused_before_the_workdir_is_touched(

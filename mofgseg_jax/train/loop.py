@@ -69,6 +69,9 @@ def _run_length(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
     if accumulate > total:  # optax.MultiSteps would never apply an update: a run that trains nothing
         raise InputError(f"optim.accumulate_steps={accumulate}: more than the {total} steps this config trains "
                          "(no optimiser update would be made)")
+    if total % accumulate:
+        log.warning("optim.accumulate_steps=%d does not divide the %d steps: the gradients of the last %d "
+                    "are accumulated but never applied", accumulate, total, total % accumulate)
     eval_every = int(config.train.eval_every) or epoch
     checkpoint_every = int(config.train.checkpoint_every) or eval_every
     return total, epoch, eval_every, checkpoint_every
