@@ -7,6 +7,7 @@ import pytest
 
 from configs.common import base_config
 from mofgseg_jax.data import demo, pipeline
+from mofgseg_jax.data.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -267,3 +268,17 @@ def test_read_threads_and_prefetch_come_from_the_config_and_default_to_4(demo_ro
     pipeline.make_val_batches(older)  # a config stored before the keys existed
     pipeline.make_val_batches(_cfg(demo_root, num_threads=2), num_threads=6, prefetch=7)  # the caller's win
     assert seen == [(2, 3), (1, 5), (4, 4), (6, 7)]
+
+
+def test_the_eval_canvas_check_reads_headers_and_leaves_unreadable_files_to_the_pipeline(tmp_path):
+    root = tmp_path / "data"
+    demo.generate(str(root), num_train=8, num_val=3, size=40, ratios=("1_4",))
+    pipeline.check_val_canvas(_cfg(str(root), split="1_4", eval_pad_size=40))  # 40 x 40 images fit exactly
+    with pytest.raises(DataError, match=r"data.eval_pad_size=\(40, 39\) .* smaller than 3 validation image\(s\)"):
+        pipeline.check_val_canvas(_cfg(str(root), split="1_4", eval_pad_size=(40, 39)))
+    # A damaged image is the pipeline's to report (naming it), or to skip with data.skip_invalid.
+    first_val = sorted((root / "gt_jpg" / "val").iterdir())[0]
+    first_val.write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"smaller than 2 validation image\(s\)"):
+        pipeline.check_val_canvas(_cfg(str(root), split="1_4", eval_pad_size=(40, 39)))
+    pipeline.check_val_canvas(_cfg(str(root), split="1_4", eval_pad_size=(40, 39), source="tfds"))  # not read

@@ -352,6 +352,18 @@ def test_more_accumulation_steps_than_steps_is_refused_before_the_workdir_is_tou
     assert not (tmp_path / "run").exists()
 
 
+def test_validation_images_larger_than_the_eval_canvas_are_refused_before_the_workdir_is_touched(
+        tmp_path, tmp_path_factory):
+    # Found by the first evaluation before: after a whole evaluation interval of training.
+    config = _smoke_config(tmp_path_factory)  # 96 x 96 demo images, 8 in val.txt
+    config.data.eval_pad_size = (96, 64)
+    with pytest.raises(InputError, match=r"^data.eval_pad_size=\(96, 64\) \(height 96, width 64\) is smaller than 8 "
+                                         r"validation image\(s\), first gt_jpg/val/\S+ \(\S+val.txt line 1\) of "
+                                         r"height 96, width 96; set it to at least \(96, 96\)$"):
+        loop.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_accumulation_steps_that_do_not_divide_the_run_warn_of_the_unapplied_remainder(tmp_path_factory, caplog):
     config = _smoke_config(tmp_path_factory)  # 4 steps
     config.optim.accumulate_steps = 3  # one update from steps 1-3; step 4's gradients are never applied

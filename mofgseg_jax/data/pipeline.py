@@ -323,6 +323,34 @@ class _LoadPadded:
                                  where=self.load.source.describe(index))
 
 
+def check_val_canvas(data_cfg: Any) -> None:
+    """Raises `DataError` when a validation image does not fit the `data.eval_pad_size` canvas, read
+    from the folder source's image headers (no pixel decoded), so that the mistake ends a run at its
+    start, not at its first evaluation hours in. A TFDS build is checked as it is read, and a file
+    whose header cannot be read is left to the pipeline, which reports it (or skips it)."""
+    if cfg_get(data_cfg, "source", "folder") != "folder":
+        return
+    from PIL import Image  # noqa: PLC0415
+
+    hp, wp = transforms.canvas_hw(data_cfg.eval_pad_size)
+    val_list = split_files(data_cfg.root, data_cfg.split, cfg_get(data_cfg, "split_dir", ""))["val"]
+    first, count, need_h, need_w = None, 0, hp, wp
+    for entry in read_list(val_list):
+        try:
+            with Image.open(os.path.join(data_cfg.root, entry.image)) as img:
+                w, h = img.size
+        except Exception:  # noqa: BLE001 (missing or damaged: the pipeline's one-line error applies)
+            continue
+        if h > hp or w > wp:
+            first, count = first or (entry, h, w), count + 1
+            need_h, need_w = max(need_h, h), max(need_w, w)
+    if first is not None:
+        entry, h, w = first
+        raise DataError(f"data.eval_pad_size={data_cfg.eval_pad_size!r} (height {hp}, width {wp}) is smaller than "
+                        f"{count} validation image(s), first {entry.image} ({entry.where}) of height {h}, width {w}; "
+                        f"set it to at least ({need_h}, {need_w})")
+
+
 class ValBatches:
     """Re-iterable fixed-shape validation batches of one process:
 

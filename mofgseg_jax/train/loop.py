@@ -177,7 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     Returns {'step', 'student': {'miou', 'iou'}, 'teacher': {...}, 'best_step', 'workdir'} of the
     last evaluation.
     """
-    from mofgseg_jax.data.pipeline import make_train_iterator, make_val_batches  # noqa: PLC0415
+    from mofgseg_jax.data.pipeline import check_val_canvas, make_train_iterator, make_val_batches  # noqa: PLC0415
     from mofgseg_jax.data.specs import load_spec  # noqa: PLC0415
     from mofgseg_jax.models import build_model  # noqa: PLC0415
     from mofgseg_jax.train.parallel import make_mesh, make_parallel  # noqa: PLC0415
@@ -191,6 +191,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                      class_names=tuple(config.data.class_names or ()), ignore_index=int(config.data.ignore_index))
     _prepare_demo_data(config)
     total_steps, epoch_steps, eval_every, checkpoint_every = _run_length(config)
+    check_val_canvas(config.data)  # else found at the first evaluation, hours in
     _check_batch_sizes(config, jax.device_count())  # the mesh's: make_mesh() spans every device
     workdir = os.path.abspath(workdir)
     ckpt.check_writable(workdir)
