@@ -55,7 +55,7 @@ def main(argv):
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
-    from mofgseg_jax.data.pipeline import make_val_batches  # noqa: PLC0415
+    from mofgseg_jax.data.pipeline import check_val_canvas, make_val_batches  # noqa: PLC0415
     from mofgseg_jax.data.specs import load_spec  # noqa: PLC0415
     from mofgseg_jax.models import build_model  # noqa: PLC0415
     from mofgseg_jax.train import evaluate as ev  # noqa: PLC0415
@@ -83,6 +83,7 @@ def main(argv):
     inference.check_model(config, variables, step_dir, cli.config_source(), stored)  # before the data
     spec = load_spec(config.data.name, num_classes=int(config.model.num_classes),
                      class_names=tuple(config.data.class_names or ()), ignore_index=int(config.data.ignore_index))
+    check_val_canvas(config.data)  # else found part way through the evaluation
     # Created only now: a run refused for its checkpoint or config leaves no folder behind.
     outputs.check_writable(os.path.dirname(os.path.abspath(output)), "--output")
     enable_for_config(config)  # the eval step that training compiled, if it left it in the cache

@@ -422,6 +422,18 @@ def test_a_config_that_disagrees_with_its_dataset_spec_is_one_line_before_output
     assert not (tmp_path / "sub").exists() and not (tmp_path / "pred").exists()
 
 
+def test_evaluate_with_a_canvas_smaller_than_the_validation_images_is_one_line_before_outputs(smoke_run, env,
+                                                                                              tmp_path):
+    workdir, data_root, _ = smoke_run
+    proc = run(["launch/evaluate.py", "--workdir", str(workdir), "--config", "configs/demo.py:smoke",
+                f"--config.data.root={data_root}", "--config.data.eval_pad_size=64",
+                "--output", str(tmp_path / "sub" / "eval.json")], env, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: data.eval_pad_size=64 (height 64, width 64) is smaller than "), last_line
+    assert not (tmp_path / "sub").exists()
+
+
 def test_predict_decodes_every_input_before_writing_any_output(smoke_run, env, tmp_path):
     workdir, _, _ = smoke_run
     folder = tmp_path / "images"
