@@ -282,3 +282,5 @@ def test_the_eval_canvas_check_reads_headers_and_leaves_unreadable_files_to_the_
     with pytest.raises(DataError, match=r"smaller than 2 validation image\(s\)"):
         pipeline.check_val_canvas(_cfg(str(root), split="1_4", eval_pad_size=(40, 39)))
     pipeline.check_val_canvas(_cfg(str(root), split="1_4", eval_pad_size=(40, 39), source="tfds"))  # not read
+    (root / "splits" / "val.txt").unlink()  # the pipeline names a missing list (evaluate: after a bad --output)
+    pipeline.check_val_canvas(_cfg(str(root), split="1_4", eval_pad_size=(40, 39)))

@@ -326,16 +326,21 @@ class _LoadPadded:
 def check_val_canvas(data_cfg: Any) -> None:
     """Raises `DataError` when a validation image does not fit the `data.eval_pad_size` canvas, read
     from the folder source's image headers (no pixel decoded), so that the mistake ends a run at its
-    start, not at its first evaluation hours in. A TFDS build is checked as it is read, and a file
-    whose header cannot be read is left to the pipeline, which reports it (or skips it)."""
+    start, not at its first evaluation hours in. A TFDS build is checked as it is read, and a list or
+    file that cannot be read is left to the pipeline, which reports it (or skips it): this check must
+    not make an evaluation report a missing dataset before a bad --output."""
     if cfg_get(data_cfg, "source", "folder") != "folder":
         return
     from PIL import Image  # noqa: PLC0415
 
     hp, wp = transforms.canvas_hw(data_cfg.eval_pad_size)
     val_list = split_files(data_cfg.root, data_cfg.split, cfg_get(data_cfg, "split_dir", ""))["val"]
+    try:
+        entries = read_list(val_list)
+    except DataError:
+        return
     first, count, need_h, need_w = None, 0, hp, wp
-    for entry in read_list(val_list):
+    for entry in entries:
         try:
             with Image.open(os.path.join(data_cfg.root, entry.image)) as img:
                 w, h = img.size
